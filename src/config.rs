@@ -1,0 +1,432 @@
+//! Every setting of a run in one flat serde struct, as nanoGPT's `train.py` globals: defaults, named
+//! presets, a TOML file and `--key=value` overrides, merged in that order. Unknown keys are errors.
+
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::str::FromStr;
+
+/// How each attention row is normalised. One enum, read at one call site (`model::attention`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttentionKind {
+    /// p_j = exp(s_j) / Σ_k exp(s_k)
+    Softmax,
+    /// softmax1 ("quiet attention"): p_j = exp(s_j) / (1 + Σ_k exp(s_k)), a head may attend to nothing.
+    Quiet,
+}
+
+impl AttentionKind {
+    pub const ALL: [AttentionKind; 2] = [AttentionKind::Softmax, AttentionKind::Quiet];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AttentionKind::Softmax => "softmax",
+            AttentionKind::Quiet => "quiet",
+        }
+    }
+}
+
+impl FromStr for AttentionKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        AttentionKind::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| Error::Config(format!("unknown attention '{s}': expected softmax or quiet")))
+    }
+}
+
+impl std::fmt::Display for AttentionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The shape of the network; all the model code needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_embd: usize,
+    pub block_size: usize,
+    pub vocab_size: usize,
+    pub bias: bool,
+    pub dropout: f32,
+    pub attention: AttentionKind,
+}
+
+impl ModelConfig {
+    pub fn head_size(&self) -> usize {
+        self.n_embd / self.n_head
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.n_layer == 0 || self.n_head == 0 || self.n_embd == 0 || self.block_size == 0 {
+            return bad("n_layer, n_head, n_embd and block_size must all be at least 1".into());
+        }
+        if self.n_embd % self.n_head != 0 {
+            return bad(format!("n_embd ({}) must be divisible by n_head ({})", self.n_embd, self.n_head));
+        }
+        if self.vocab_size == 0 {
+            return bad("vocab_size must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
+        Ok(())
+    }
+}
+
+/// A whole run. Field names and defaults are nanoGPT's `train.py`; `quietgpt train --key=value` sets any.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    // I/O
+    /// Directory for checkpoints and the metrics log.
+    pub out_dir: String,
+    /// Evaluate train/val loss (and maybe checkpoint) every this many iterations.
+    pub eval_interval: usize,
+    /// Print a progress line and append a metrics line every this many iterations.
+    pub log_interval: usize,
+    /// Batches averaged per split in each evaluation.
+    pub eval_iters: usize,
+    /// Evaluate once and exit.
+    pub eval_only: bool,
+    /// Save a checkpoint at every evaluation, not only when val loss improves.
+    pub always_save_checkpoint: bool,
+    // data
+    /// Directory with train.bin, val.bin and vocab.json (or nanoGPT's meta.pkl).
+    pub data_dir: String,
+    /// Micro-batches accumulated into one optimizer step.
+    pub gradient_accumulation_steps: usize,
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    /// Context length T (also the size of the position embedding).
+    pub block_size: usize,
+    // model
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_embd: usize,
+    /// Dropout probability in training (embedding, attention weights, residual branches).
+    pub dropout: f32,
+    /// Biases in Linear and LayerNorm layers.
+    pub bias: bool,
+    /// Attention normalisation: softmax | quiet.
+    pub attention: AttentionKind,
+    /// Vocabulary size; 0 takes it from the data directory. May be larger than the data's (padding).
+    pub vocab_size: usize,
+    // optimizer (AdamW)
+    /// Peak learning rate.
+    pub learning_rate: f32,
+    /// Total optimizer steps.
+    pub max_iters: usize,
+    /// Decoupled weight decay on tensors of 2+ dimensions (matmul weights and embeddings).
+    pub weight_decay: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    /// AdamW epsilon.
+    pub eps: f32,
+    /// Clip the global gradient norm to this; 0 disables clipping.
+    pub grad_clip: f32,
+    // learning-rate schedule
+    /// Linear warmup then cosine decay; false keeps learning_rate fixed.
+    pub decay_lr: bool,
+    pub warmup_iters: usize,
+    /// Step at which the cosine reaches min_lr (then it stays there).
+    pub lr_decay_iters: usize,
+    pub min_lr: f32,
+    // system
+    /// Seed for initialisation, data order and dropout (separate streams).
+    pub seed: u64,
+    /// Worker threads; 0 uses every core.
+    pub threads: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            out_dir: "out".into(),
+            eval_interval: 2000,
+            log_interval: 1,
+            eval_iters: 200,
+            eval_only: false,
+            always_save_checkpoint: true,
+            data_dir: "data/shakespeare_char".into(),
+            gradient_accumulation_steps: 1,
+            batch_size: 12,
+            block_size: 1024,
+            n_layer: 12,
+            n_head: 12,
+            n_embd: 768,
+            dropout: 0.0,
+            bias: false,
+            attention: AttentionKind::Softmax,
+            vocab_size: 0,
+            learning_rate: 6e-4,
+            max_iters: 600_000,
+            weight_decay: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            grad_clip: 1.0,
+            decay_lr: true,
+            warmup_iters: 2000,
+            lr_decay_iters: 600_000,
+            min_lr: 6e-5,
+            seed: 1337,
+            threads: 0,
+        }
+    }
+}
+
+/// Named presets, as `(name, description, TOML overrides of the defaults)`.
+pub const PRESETS: &[(&str, &str, &str)] = &[
+    ("default", "nanoGPT train.py defaults (GPT-2 124M shape)", ""),
+    (
+        "shakespeare-char",
+        "nanoGPT config/train_shakespeare_char.py: 6/6/384, block 256, batch 64, dropout 0.2",
+        r#"out_dir = "out-shakespeare-char"
+eval_interval = 250
+eval_iters = 200
+log_interval = 10
+always_save_checkpoint = false
+data_dir = "data/shakespeare_char"
+gradient_accumulation_steps = 1
+batch_size = 64
+block_size = 256
+n_layer = 6
+n_head = 6
+n_embd = 384
+dropout = 0.2
+learning_rate = 1e-3
+max_iters = 5000
+lr_decay_iters = 5000
+min_lr = 1e-4
+beta2 = 0.99
+warmup_iters = 100"#,
+    ),
+    (
+        "shakespeare-char-cpu",
+        "nanoGPT README's CPU recipe: shakespeare-char with 4/4/128, block 64, batch 12, 2000 iters, dropout 0",
+        r#"out_dir = "out-shakespeare-char"
+eval_interval = 250
+eval_iters = 20
+log_interval = 1
+always_save_checkpoint = false
+data_dir = "data/shakespeare_char"
+batch_size = 12
+block_size = 64
+n_layer = 4
+n_head = 4
+n_embd = 128
+dropout = 0.0
+learning_rate = 1e-3
+max_iters = 2000
+lr_decay_iters = 2000
+min_lr = 1e-4
+beta2 = 0.99
+warmup_iters = 100"#,
+    ),
+    (
+        "tiny",
+        "bench shape of shared/bench/torch_reference.py: 4/4/128, block 64, batch 12, bias",
+        r#"batch_size = 12
+block_size = 64
+n_layer = 4
+n_head = 4
+n_embd = 128
+bias = true
+learning_rate = 1e-3"#,
+    ),
+    (
+        "medium",
+        "bench shape of shared/bench/torch_reference.py: 6/6/384, block 256, batch 64, bias",
+        r#"batch_size = 64
+block_size = 256
+n_layer = 6
+n_head = 6
+n_embd = 384
+bias = true
+learning_rate = 1e-3"#,
+    ),
+];
+
+impl Config {
+    /// A named preset.
+    pub fn preset(name: &str) -> Result<Config> {
+        let mut table = toml::Table::new();
+        merge_preset(&mut table, name)?;
+        Config::from_table(table)
+    }
+
+    /// Defaults, then `preset`, then the TOML file, then `overrides` (`key=value`, value in TOML syntax or a
+    /// bare word), later ones winning.
+    pub fn build(preset: Option<&str>, file: Option<&Path>, overrides: &[String]) -> Result<Config> {
+        let mut table = toml::Table::new();
+        if let Some(p) = preset {
+            merge_preset(&mut table, p)?;
+        }
+        if let Some(f) = file {
+            let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
+            let t: toml::Table = text
+                .parse()
+                .map_err(|e| Error::Config(format!("{}: not valid TOML: {e}", f.display())))?;
+            table.extend(t);
+        }
+        for o in overrides {
+            let (k, v) = parse_override(o)?;
+            table.insert(k, v);
+        }
+        Config::from_table(table)
+    }
+
+    /// Merge `key=value` overrides into an existing config (used on resume, where only a few keys may change).
+    pub fn with_overrides(&self, overrides: &[String]) -> Result<Config> {
+        let mut table = toml::Table::try_from(self).map_err(|e| Error::Config(e.to_string()))?;
+        for o in overrides {
+            let (k, v) = parse_override(o)?;
+            table.insert(k, v);
+        }
+        Config::from_table(table)
+    }
+
+    fn from_table(table: toml::Table) -> Result<Config> {
+        let cfg: Config = table.try_into().map_err(|e: toml::de::Error| Error::Config(explain(e)))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks that do not need the data (vocab_size may still be 0 here).
+    pub fn validate(&self) -> Result<()> {
+        let mut m = self.model_config(self.vocab_size.max(1));
+        m.vocab_size = m.vocab_size.max(1);
+        m.validate()?;
+        let bad = |m: String| Err(Error::Config(m));
+        if self.batch_size == 0 || self.gradient_accumulation_steps == 0 {
+            return bad("batch_size and gradient_accumulation_steps must be at least 1".into());
+        }
+        if self.eval_interval == 0 || self.log_interval == 0 || self.eval_iters == 0 {
+            return bad("eval_interval, log_interval and eval_iters must be at least 1".into());
+        }
+        if !(self.learning_rate >= 0.0 && self.min_lr >= 0.0 && self.weight_decay >= 0.0 && self.grad_clip >= 0.0) {
+            return bad("learning_rate, min_lr, weight_decay and grad_clip must be non-negative".into());
+        }
+        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
+            return bad(format!("beta1 and beta2 must be in [0, 1), got {} and {}", self.beta1, self.beta2));
+        }
+        if self.eps <= 0.0 {
+            return bad("eps must be positive".into());
+        }
+        if self.decay_lr && self.lr_decay_iters <= self.warmup_iters {
+            return bad(format!(
+                "lr_decay_iters ({}) must exceed warmup_iters ({}) when decay_lr is on",
+                self.lr_decay_iters, self.warmup_iters
+            ));
+        }
+        Ok(())
+    }
+
+    /// The model's shape with the vocabulary size resolved (from the data when `vocab_size = 0`).
+    pub fn model_config(&self, data_vocab: usize) -> ModelConfig {
+        ModelConfig {
+            n_layer: self.n_layer,
+            n_head: self.n_head,
+            n_embd: self.n_embd,
+            block_size: self.block_size,
+            vocab_size: if self.vocab_size == 0 { data_vocab } else { self.vocab_size },
+            bias: self.bias,
+            dropout: self.dropout,
+            attention: self.attention,
+        }
+    }
+
+    /// Tokens per optimizer step.
+    pub fn tokens_per_iter(&self) -> usize {
+        self.gradient_accumulation_steps * self.batch_size * self.block_size
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a Config always serializes")
+    }
+}
+
+fn merge_preset(table: &mut toml::Table, name: &str) -> Result<()> {
+    let (_, _, body) = PRESETS.iter().find(|p| p.0 == name).ok_or_else(|| {
+        let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
+        Error::Config(format!("unknown preset '{name}': expected one of {}", names.join(", ")))
+    })?;
+    let t: toml::Table = body.parse().expect("presets are valid TOML");
+    table.extend(t);
+    Ok(())
+}
+
+/// `key=value` → (key, TOML value). The value is read as TOML (`6`, `1e-3`, `true`, `"x"`); anything that
+/// does not parse, such as `quiet` or `out/run1`, is taken as a string.
+pub fn parse_override(s: &str) -> Result<(String, toml::Value)> {
+    let s = s.strip_prefix("--").unwrap_or(s);
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| Error::Config(format!("override '{s}' is not of the form key=value")))?;
+    let k = k.trim().replace('-', "_");
+    if k.is_empty() {
+        return Err(Error::Config(format!("override '{s}' has an empty key")));
+    }
+    let value = match format!("v = {v}").parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").expect("just inserted"),
+        Err(_) => toml::Value::String(v.to_string()),
+    };
+    Ok((k, value))
+}
+
+/// Turn serde's message into one that names the key and, for a typo, the keys that exist.
+fn explain(e: toml::de::Error) -> String {
+    let msg = e.message().to_string();
+    if msg.starts_with("unknown field") {
+        return format!("{msg}. Run `quietgpt config` to list every key with its default");
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_parse_and_validate() {
+        for (name, _, _) in PRESETS {
+            Config::preset(name).unwrap();
+        }
+        let c = Config::preset("shakespeare-char-cpu").unwrap();
+        assert_eq!((c.n_layer, c.n_head, c.n_embd, c.block_size, c.batch_size), (4, 4, 128, 64, 12));
+        assert_eq!((c.max_iters, c.lr_decay_iters, c.eval_iters, c.dropout), (2000, 2000, 20, 0.0));
+    }
+
+    #[test]
+    fn overrides_win_and_unknown_keys_fail() {
+        let c = Config::build(
+            Some("shakespeare-char"),
+            None,
+            &["--attention=quiet".into(), "--n_layer=2".into(), "--learning_rate=3e-4".into(), "--out_dir=x/y".into()],
+        )
+        .unwrap();
+        assert_eq!(c.attention, AttentionKind::Quiet);
+        assert_eq!((c.n_layer, c.learning_rate, c.out_dir.as_str()), (2, 3e-4, "x/y"));
+        let e = Config::build(None, None, &["--n_layayer=2".into()]).unwrap_err().to_string();
+        assert!(e.contains("n_layayer"), "{e}");
+        let e = Config::build(None, None, &["--n_embd=100".into(), "--n_head=3".into()]).unwrap_err().to_string();
+        assert!(e.contains("divisible"), "{e}");
+        let e = Config::build(None, None, &["--attention=loud".into()]).unwrap_err().to_string();
+        assert!(e.contains("loud"), "{e}");
+    }
+
+    #[test]
+    fn toml_round_trip() {
+        let c = Config::preset("shakespeare-char").unwrap();
+        let back = Config::build(None, None, &[]).unwrap();
+        assert_ne!(c, back);
+        let t: Config = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(c, t);
+    }
+}

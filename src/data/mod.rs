@@ -1,0 +1,14 @@
+//! Data: tokenizers, `prepare` (text → train.bin / val.bin / vocab.json, as nanoGPT's prepare.py),
+//! and `Dataset` (the prepared bins in memory, with nanoGPT's random batches and fixed eval windows).
+
+mod dataset;
+mod pickle;
+mod prepare;
+mod tokenizer;
+mod vocab;
+
+pub use dataset::{Dataset, Split};
+pub use prepare::{prepare, read_input, PrepareReport, INPUT_TXT, TINY_SHAKESPEARE_URL, TRAIN_BIN, VAL_BIN};
+pub use tokenizer::{Tokenizer, TokenizerKind, GPT2_VOCAB_SIZE};
+pub use vocab::{META_PKL, VOCAB_FILE};
+pub use prepare::write_atomic;

@@ -1,0 +1,161 @@
+//! Turning a text file into train.bin / val.bin / vocab.json, as nanoGPT's prepare.py scripts do:
+//! the first 90% of the characters train, the rest validate; ids are little-endian u16.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::tokenizer::{Tokenizer, TokenizerKind};
+use crate::error::{Error, Result};
+
+pub const TRAIN_BIN: &str = "train.bin";
+pub const VAL_BIN: &str = "val.bin";
+pub const INPUT_TXT: &str = "input.txt";
+pub const TINY_SHAKESPEARE_URL: &str =
+    "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrepareReport {
+    pub vocab_size: usize,
+    pub train_tokens: usize,
+    pub val_tokens: usize,
+}
+
+/// Split, tokenize and write `out_dir/{train.bin, val.bin, vocab.json}` (created if needed).
+pub fn prepare(text: &str, out_dir: &Path, kind: TokenizerKind) -> Result<PrepareReport> {
+    if text.is_empty() {
+        return Err(Error::Data("input text is empty; there is nothing to train on".into()));
+    }
+    let (train, val) = split_90_10(text);
+    // Char-level: the vocabulary comes from the whole text, so val never holds an unknown character.
+    let tok = match kind {
+        TokenizerKind::Char => Tokenizer::char_from_text(text),
+        TokenizerKind::Gpt2 => Tokenizer::gpt2(),
+    };
+    let train_ids = tok.encode(train)?;
+    let val_ids = tok.encode(val)?;
+
+    fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    write_atomic(&out_dir.join(TRAIN_BIN), &to_le_bytes(&train_ids))?;
+    write_atomic(&out_dir.join(VAL_BIN), &to_le_bytes(&val_ids))?;
+    tok.save(out_dir)?;
+    Ok(PrepareReport { vocab_size: tok.vocab_size(), train_tokens: train_ids.len(), val_tokens: val_ids.len() })
+}
+
+/// nanoGPT's `data[:int(n*0.9)]`, `data[int(n*0.9):]` with n counted in code points (Python `len`),
+/// the product taken in f64 and truncated as Python's `int` does.
+fn split_90_10(text: &str) -> (&str, &str) {
+    let n = text.chars().count();
+    let n_train = (n as f64 * 0.9) as usize;
+    let at = text.char_indices().nth(n_train).map_or(text.len(), |(b, _)| b);
+    text.split_at(at)
+}
+
+fn to_le_bytes(ids: &[u16]) -> Vec<u8> {
+    ids.iter().flat_map(|id| id.to_le_bytes()).collect()
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Write `path` via `<path>.tmp` + rename, so a reader never sees a half-written file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_path(path);
+    let res = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(&tmp, e));
+    }
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+/// The training text: `path` if given, else `cache_dir/input.txt`, downloading Tiny Shakespeare
+/// there first if it is not cached.
+pub fn read_input(path: Option<&Path>, cache_dir: &Path) -> Result<String> {
+    match path {
+        Some(p) => read_text(p),
+        None => {
+            let cached = cache_dir.join(INPUT_TXT);
+            if !cached.exists() {
+                download(TINY_SHAKESPEARE_URL, &cached)?;
+            }
+            read_text(&cached)
+        }
+    }
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    String::from_utf8(bytes).map_err(|e| {
+        Error::Data(format!(
+            "{}: not valid UTF-8 (first bad byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+/// Fetch `url` into `dest` with curl (no HTTP stack in the binary); atomic like `write_atomic`.
+fn download(url: &str, dest: &Path) -> Result<()> {
+    if let Some(dir) = dest.parent() {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let tmp = tmp_path(dest);
+    let out = Command::new("curl")
+        .args(["-fsSL", "--connect-timeout", "10", "--max-time", "60", "-o"])
+        .arg(&tmp)
+        .arg(url)
+        .stdin(Stdio::null())
+        .output();
+    let why = match out {
+        Err(e) => Some(format!("could not run curl: {e}")),
+        Ok(o) if !o.status.success() => {
+            let msg = String::from_utf8_lossy(&o.stderr).trim().to_string();
+            Some(if msg.is_empty() { format!("curl exited with {}", o.status) } else { msg })
+        }
+        Ok(_) => None,
+    };
+    if let Some(why) = why {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::Data(format!(
+            "downloading {url} failed ({why}); is the machine offline? \
+             Pass `--input FILE` with a local text file instead"
+        )));
+    }
+    fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_counts_code_points() {
+        // 10 code points, 13 bytes: train is the first 9 characters.
+        let (a, b) = split_90_10("ééé4567890");
+        assert_eq!((a, b), ("ééé456789", "0"));
+        assert_eq!(split_90_10("x"), ("", "x"));
+    }
+
+    #[test]
+    fn failed_download_says_what_to_do() {
+        let dir = std::env::temp_dir().join(format!("quietgpt-dl-{}", std::process::id()));
+        let dest = dir.join(INPUT_TXT);
+        // Port 9 on loopback: refused at once, so no network is touched and the test stays fast.
+        let e = download("http://127.0.0.1:9/input.txt", &dest).unwrap_err().to_string();
+        assert!(e.contains("--input") && e.contains("offline"), "{e}");
+        assert!(!dest.exists() && !tmp_path(&dest).exists());
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,44 @@
+//! The library's error type: a small enum, each variant a kind of failure the caller can act on.
+//! The CLI adds context (which file, which flag) with anyhow.
+
+use std::fmt;
+
+#[derive(Debug)]
+pub enum Error {
+    /// An I/O failure, with the path it concerns.
+    Io { path: String, source: std::io::Error },
+    /// A config value or combination that cannot work (n_embd % n_head != 0, unknown key, ...).
+    Config(String),
+    /// Input data that cannot be used (empty text, data shorter than block_size, unknown character, ...).
+    Data(String),
+    /// A checkpoint that is missing, truncated, corrupt or does not fit the model.
+    Checkpoint(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io { path: path.as_ref().display().to_string(), source }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { path, source } => write!(f, "{path}: {source}"),
+            Error::Config(m) => write!(f, "config error: {m}"),
+            Error::Data(m) => write!(f, "data error: {m}"),
+            Error::Checkpoint(m) => write!(f, "checkpoint error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

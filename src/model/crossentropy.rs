@@ -1,0 +1,42 @@
+//! Softmax cross-entropy over the vocabulary, fused: loss_n = logsumexp(logits_n) − logits_n[target_n].
+
+use super::real::{Real, ROW_CHUNK};
+use rayon::prelude::*;
+
+/// losses (N) from logits (N, V) and targets (N); returns the mean loss (summed in f64, in order).
+pub fn crossentropy_forward<F: Real>(losses: &mut [F], logits: &[F], targets: &[u32], n: usize, v: usize) -> f64 {
+    losses[..n].par_chunks_mut(ROW_CHUNK).enumerate().for_each(|(chunk, ls)| {
+        for (r, l) in ls.iter_mut().enumerate() {
+            let row = chunk * ROW_CHUNK + r;
+            let x = &logits[row * v..(row + 1) * v];
+            *l = logsumexp(x) - x[targets[row] as usize];
+        }
+    });
+    losses[..n].iter().map(|l| l.to_f64()).sum::<f64>() / n as f64
+}
+
+/// dlogits (N, V) = (softmax(logits) − onehot(target)) · dloss, written (not accumulated).
+/// dloss is ∂L/∂loss_n, i.e. 1/N for the mean (divided further by the gradient-accumulation steps).
+pub fn crossentropy_backward<F: Real>(dlogits: &mut [F], logits: &[F], targets: &[u32], dloss: F, n: usize, v: usize) {
+    dlogits[..n * v].par_chunks_mut(v * ROW_CHUNK).enumerate().for_each(|(chunk, d)| {
+        for (r, drow) in d.chunks_exact_mut(v).enumerate() {
+            let row = chunk * ROW_CHUNK + r;
+            let x = &logits[row * v..(row + 1) * v];
+            let lse = logsumexp(x);
+            for (dv, &xv) in drow.iter_mut().zip(x) {
+                *dv = (xv - lse).exp() * dloss;
+            }
+            drow[targets[row] as usize] -= dloss;
+        }
+    });
+}
+
+/// log Σ exp(x), shifted by the maximum.
+pub fn logsumexp<F: Real>(x: &[F]) -> F {
+    let m = x.iter().fold(F::NEG_INFINITY, |a, &b| a.max(b));
+    let mut s = F::ZERO;
+    for &xv in x {
+        s += (xv - m).exp();
+    }
+    m + F::from_f64(s.to_f64().ln())
+}

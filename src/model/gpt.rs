@@ -1,0 +1,385 @@
+//! The GPT of nanoGPT's `model.py`, as explicit forward and backward passes over preallocated buffers.
+//!
+//!   x = drop(wte[idx] + wpe[0..T))                                   (B, T, C)
+//!   per block:  x = x + drop(attn(ln_1(x)));  x = x + drop(mlp(ln_2(x)))
+//!   logits = ln_f(x) @ wte^T                                           (B, T, V), lm_head tied to wte
+//!   loss = mean_n cross_entropy(logits_n, target_n)
+//!
+//! Parameters and gradients are one flat buffer each (see `params`); every activation buffer is sized
+//! once for (max_batch, block_size), so a training step allocates nothing.
+
+use super::attention::{attention_backward, attention_forward};
+use super::crossentropy::{crossentropy_backward, crossentropy_forward};
+use super::dropout::{site, Dropout, Site};
+use super::encoder::{encoder_backward, encoder_forward};
+use super::gelu::{gelu_backward, gelu_forward};
+use super::layernorm::{layernorm_backward, layernorm_forward};
+use super::matmul::{matmul_backward, matmul_forward};
+use super::params::{Kind, ParamLayout};
+use super::real::Real;
+use crate::config::ModelConfig;
+use crate::rng::Rng;
+use crate::{Error, Result};
+
+/// Forward activations, each buffer sized for (max_batch, block_size); per-layer ones hold L copies.
+#[derive(Default)]
+struct Acts<F> {
+    encoded: Vec<F>,   // (B, T, C)
+    ln1: Vec<F>,       // (L, B, T, C)
+    ln1_mean: Vec<F>,  // (L, B, T)
+    ln1_rstd: Vec<F>,  // (L, B, T)
+    qkv: Vec<F>,       // (L, B, T, 3C)
+    atty: Vec<F>,      // (L, B, T, C)
+    att: Vec<F>,       // (L, B, NH, T, T)
+    residual2: Vec<F>, // (L, B, T, C)
+    ln2: Vec<F>,       // (L, B, T, C)
+    ln2_mean: Vec<F>,  // (L, B, T)
+    ln2_rstd: Vec<F>,  // (L, B, T)
+    fch: Vec<F>,       // (L, B, T, 4C)
+    fch_gelu: Vec<F>,  // (L, B, T, 4C)
+    residual3: Vec<F>, // (L, B, T, C)
+    lnf: Vec<F>,       // (B, T, C)
+    lnf_mean: Vec<F>,  // (B, T)
+    lnf_rstd: Vec<F>,  // (B, T)
+    logits: Vec<F>,    // (B, T, V)
+    losses: Vec<F>,    // (B, T)
+    proj: Vec<F>,      // (B, T, C) output of a c_proj before its residual add (not needed in backward)
+}
+
+/// Gradient buffers for one layer at a time, reused across layers.
+#[derive(Default)]
+struct GradActs<F> {
+    dresidual: Vec<F>, // (B, T, C) ∂L/∂ residual stream
+    dproj: Vec<F>,     // (B, T, C) ∂L/∂ c_proj output (after undoing dropout)
+    dln: Vec<F>,       // (B, T, C) ∂L/∂ LayerNorm output
+    datty: Vec<F>,     // (B, T, C)
+    dqkv: Vec<F>,      // (B, T, 3C)
+    dfch_gelu: Vec<F>, // (B, T, 4C)
+    dfch: Vec<F>,      // (B, T, 4C)
+    datt_row: Vec<F>,  // (B, NH, T)
+    dlogits: Vec<F>,   // (B, T, V)
+}
+
+pub struct Gpt<F: Real = f32> {
+    pub config: ModelConfig,
+    pub layout: ParamLayout,
+    /// All parameters, laid out by `layout`.
+    pub params: Vec<F>,
+    /// ∂loss/∂params, accumulated by `backward` until `zero_grad`.
+    pub grads: Vec<F>,
+    pub max_batch: usize,
+    acts: Acts<F>,
+    grad_acts: GradActs<F>,
+    idx: Vec<u32>,     // (B, T) inputs of the last forward
+    targets: Vec<u32>, // (B, T)
+    shape: Option<(usize, usize)>,
+    dropout: Option<Dropout>,
+    has_targets: bool,
+}
+
+impl<F: Real> Gpt<F> {
+    /// A model with all parameters zero, able to run batches of up to `max_batch` sequences.
+    pub fn new(config: ModelConfig, max_batch: usize) -> Result<Self> {
+        config.validate()?;
+        if max_batch == 0 {
+            return Err(Error::Config("batch size must be at least 1".into()));
+        }
+        let layout = ParamLayout::new(&config);
+        let (l, c, t, v, nh, b) =
+            (config.n_layer, config.n_embd, config.block_size, config.vocab_size, config.n_head, max_batch);
+        let bt = b * t;
+        let z = |n: usize| vec![F::ZERO; n];
+        let acts = Acts {
+            encoded: z(bt * c),
+            ln1: z(l * bt * c),
+            ln1_mean: z(l * bt),
+            ln1_rstd: z(l * bt),
+            qkv: z(l * bt * 3 * c),
+            atty: z(l * bt * c),
+            att: z(l * b * nh * t * t),
+            residual2: z(l * bt * c),
+            ln2: z(l * bt * c),
+            ln2_mean: z(l * bt),
+            ln2_rstd: z(l * bt),
+            fch: z(l * bt * 4 * c),
+            fch_gelu: z(l * bt * 4 * c),
+            residual3: z(l * bt * c),
+            lnf: z(bt * c),
+            lnf_mean: z(bt),
+            lnf_rstd: z(bt),
+            logits: z(bt * v),
+            losses: z(bt),
+            proj: z(bt * c),
+        };
+        Ok(Gpt {
+            params: z(layout.total),
+            grads: z(layout.total),
+            layout,
+            max_batch,
+            acts,
+            grad_acts: GradActs::default(),
+            idx: vec![0; bt],
+            targets: vec![0; bt],
+            shape: None,
+            dropout: None,
+            has_targets: false,
+            config,
+        })
+    }
+
+    /// nanoGPT's initialisation: N(0, 0.02) for Linear and Embedding weights, N(0, 0.02/√(2L)) for the
+    /// residual projections (attn.c_proj, mlp.c_proj), zero biases, LayerNorm weights 1.
+    pub fn init(&mut self, rng: &mut Rng) {
+        let proj_std = 0.02 / (2.0 * self.config.n_layer as f64).sqrt();
+        for t in self.layout.named().to_vec() {
+            let p = &mut self.params[t.offset..t.offset + t.len];
+            match t.kind {
+                Kind::Ln1W | Kind::Ln2W | Kind::LnfW => p.fill(F::ONE),
+                k if k.is_bias() => p.fill(F::ZERO),
+                k => {
+                    let std = if matches!(k, Kind::AttProjW | Kind::FcProjW) { proj_std } else { 0.02 };
+                    p.iter_mut().for_each(|x| *x = F::from_f64(rng.normal() * std));
+                }
+            }
+        }
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.layout.total
+    }
+
+    /// Runs the model on idx (B, T). With targets, returns the mean cross-entropy loss. `dropout` is
+    /// `None` in evaluation. Logits of every position are kept for `logits()`.
+    pub fn forward(&mut self, idx: &[u32], targets: Option<&[u32]>, b: usize, t: usize, dropout: Option<Dropout>) -> Result<Option<f64>> {
+        let (c, v, nh, nl) = (self.config.n_embd, self.config.vocab_size, self.config.n_head, self.config.n_layer);
+        if b == 0 || b > self.max_batch || t == 0 || t > self.config.block_size {
+            return Err(Error::Config(format!(
+                "batch of {b}x{t} does not fit the model (max batch {}, block_size {})",
+                self.max_batch, self.config.block_size
+            )));
+        }
+        let bt = b * t;
+        if idx.len() != bt || targets.is_some_and(|y| y.len() != bt) {
+            return Err(Error::Data(format!("expected {bt} tokens for a {b}x{t} batch")));
+        }
+        for &tok in idx.iter().chain(targets.unwrap_or(&[])) {
+            if tok as usize >= v {
+                return Err(Error::Data(format!("token id {tok} is outside the vocabulary of {v}")));
+            }
+        }
+        self.idx[..bt].copy_from_slice(idx);
+        if let Some(y) = targets {
+            self.targets[..bt].copy_from_slice(y);
+        }
+        self.shape = Some((b, t));
+        self.has_targets = targets.is_some();
+        self.dropout = dropout;
+
+        let p = &self.params;
+        let lay = &self.layout;
+        let a = &mut self.acts;
+        let pr = |k: Kind, l: usize| &p[lay.layer_range(k, l, nl)];
+        let bias = |k: Kind, l: usize| self.config.bias.then(|| &p[lay.layer_range(k, l, nl)]);
+
+        encoder_forward(&mut a.encoded, idx, &p[lay.range(Kind::Wte)], &p[lay.range(Kind::Wpe)], b, t, c);
+        if let Some(d) = &dropout {
+            d.apply(site(0, Site::Embedding), &mut a.encoded[..bt * c]);
+        }
+        for l in 0..nl {
+            let (lc, l3c, l4c, lr) = (l * bt * c..(l + 1) * bt * c, l * bt * 3 * c..(l + 1) * bt * 3 * c, l * bt * 4 * c..(l + 1) * bt * 4 * c, l * bt..(l + 1) * bt);
+            let residual: &[F] = if l == 0 { &a.encoded[..bt * c] } else { &a.residual3[(l - 1) * bt * c..l * bt * c] };
+            layernorm_forward(&mut a.ln1[lc.clone()], &mut a.ln1_mean[lr.clone()], &mut a.ln1_rstd[lr.clone()], residual, pr(Kind::Ln1W, l), bias(Kind::Ln1B, l), bt, c);
+            matmul_forward(&mut a.qkv[l3c.clone()], &a.ln1[lc.clone()], pr(Kind::QkvW, l), bias(Kind::QkvB, l), bt, c, 3 * c);
+            let att = &mut a.att[l * b * nh * t * t..(l + 1) * b * nh * t * t];
+            let attn_drop = dropout.as_ref().map(|d| (d, site(l, Site::AttentionWeights)));
+            attention_forward(&mut a.atty[lc.clone()], att, &a.qkv[l3c.clone()], self.config.attention, attn_drop, b, t, c, nh);
+            matmul_forward(&mut a.proj, &a.atty[lc.clone()], pr(Kind::AttProjW, l), bias(Kind::AttProjB, l), bt, c, c);
+            if let Some(d) = &dropout {
+                d.apply(site(l, Site::AttentionOut), &mut a.proj[..bt * c]);
+            }
+            add(&mut a.residual2[lc.clone()], residual, &a.proj[..bt * c]);
+            layernorm_forward(&mut a.ln2[lc.clone()], &mut a.ln2_mean[lr.clone()], &mut a.ln2_rstd[lr.clone()], &a.residual2[lc.clone()], pr(Kind::Ln2W, l), bias(Kind::Ln2B, l), bt, c);
+            matmul_forward(&mut a.fch[l4c.clone()], &a.ln2[lc.clone()], pr(Kind::FcW, l), bias(Kind::FcB, l), bt, c, 4 * c);
+            gelu_forward(&mut a.fch_gelu[l4c.clone()], &a.fch[l4c.clone()]);
+            matmul_forward(&mut a.proj, &a.fch_gelu[l4c.clone()], pr(Kind::FcProjW, l), bias(Kind::FcProjB, l), bt, 4 * c, c);
+            if let Some(d) = &dropout {
+                d.apply(site(l, Site::MlpOut), &mut a.proj[..bt * c]);
+            }
+            let (r2, r3) = (&a.residual2[lc.clone()], &mut a.residual3[lc.clone()]);
+            add(r3, r2, &a.proj[..bt * c]);
+        }
+        let last = &a.residual3[(nl - 1) * bt * c..nl * bt * c];
+        let lnf_b = self.config.bias.then(|| &p[lay.range(Kind::LnfB)]);
+        layernorm_forward(&mut a.lnf, &mut a.lnf_mean, &mut a.lnf_rstd, last, &p[lay.range(Kind::LnfW)], lnf_b, bt, c);
+        matmul_forward(&mut a.logits, &a.lnf, &p[lay.range(Kind::Wte)], None, bt, c, v);
+        Ok(targets.map(|y| crossentropy_forward(&mut a.losses, &a.logits, y, bt, v)))
+    }
+
+    /// Logits (B, T, V) of the last forward.
+    pub fn logits(&self) -> &[F] {
+        let (b, t) = self.shape.unwrap_or((0, 0));
+        &self.acts.logits[..b * t * self.config.vocab_size]
+    }
+
+    /// Activations of the last forward, for analysis: the residual stream after each block (L, B, T, C).
+    pub fn residual_after_block(&self, l: usize) -> &[F] {
+        let (b, t) = self.shape.unwrap_or((0, 0));
+        let n = b * t * self.config.n_embd;
+        &self.acts.residual3[l * n..(l + 1) * n]
+    }
+
+    /// Attention probabilities of layer l from the last forward (B, NH, T, T), before dropout.
+    pub fn attention_probs(&self, l: usize) -> &[F] {
+        let (b, t) = self.shape.unwrap_or((0, 0));
+        let n = b * self.config.n_head * t * t;
+        &self.acts.att[l * n..(l + 1) * n]
+    }
+
+    pub fn zero_grad(&mut self) {
+        self.grads.fill(F::ZERO);
+    }
+
+    /// Accumulates ∂(loss_scale · loss)/∂params into `grads`, for the last forward (which must have had
+    /// targets). With gradient accumulation over k micro-steps, loss_scale = 1/k as in nanoGPT.
+    pub fn backward(&mut self, loss_scale: f64) -> Result<()> {
+        let (b, t) = self.shape.filter(|_| self.has_targets).ok_or_else(|| {
+            Error::Config("backward needs a preceding forward with targets".into())
+        })?;
+        let (c, v, nh, nl) = (self.config.n_embd, self.config.vocab_size, self.config.n_head, self.config.n_layer);
+        let bt = b * t;
+        self.ensure_grad_acts();
+        let p = &self.params;
+        let lay = &self.layout;
+        let a = &self.acts;
+        let g = &mut self.grad_acts;
+        let dropout = self.dropout;
+        let grads = &mut self.grads;
+        let has_bias = self.config.bias;
+
+        crossentropy_backward(&mut g.dlogits, &a.logits, &self.targets[..bt], F::from_f64(loss_scale / bt as f64), bt, v);
+        let dln = &mut g.dln[..bt * c];
+        dln.fill(F::ZERO);
+        matmul_backward(dln, &mut grads[lay.range(Kind::Wte)], None, &g.dlogits, &a.lnf, &p[lay.range(Kind::Wte)], bt, c, v);
+        let dres = &mut g.dresidual[..bt * c];
+        dres.fill(F::ZERO);
+        let last = &a.residual3[(nl - 1) * bt * c..nl * bt * c];
+        let (dlnf_w, dlnf_b) = split_pair(grads, lay.range(Kind::LnfW), lay.range(Kind::LnfB), has_bias);
+        layernorm_backward(dres, dlnf_w, dlnf_b, dln, last, &p[lay.range(Kind::LnfW)], &a.lnf_mean, &a.lnf_rstd, bt, c);
+
+        for l in (0..nl).rev() {
+            let (lc, l3c, l4c, lr) = (l * bt * c..(l + 1) * bt * c, l * bt * 3 * c..(l + 1) * bt * 3 * c, l * bt * 4 * c..(l + 1) * bt * 4 * c, l * bt..(l + 1) * bt);
+            let residual: &[F] = if l == 0 { &a.encoded[..bt * c] } else { &a.residual3[(l - 1) * bt * c..l * bt * c] };
+            let r = |k: Kind| lay.layer_range(k, l, nl);
+
+            // MLP branch: residual3 = residual2 + drop(c_proj(gelu(c_fc(ln_2(residual2)))))
+            let dproj = undo_dropout(&mut g.dproj, &g.dresidual[..bt * c], dropout.as_ref(), site(l, Site::MlpOut));
+            let dfg = &mut g.dfch_gelu[..bt * 4 * c];
+            dfg.fill(F::ZERO);
+            let (dw, db) = split_pair(grads, r(Kind::FcProjW), r(Kind::FcProjB), has_bias);
+            matmul_backward(dfg, dw, db, dproj, &a.fch_gelu[l4c.clone()], &p[r(Kind::FcProjW)], bt, 4 * c, c);
+            let dfch = &mut g.dfch[..bt * 4 * c];
+            dfch.fill(F::ZERO);
+            gelu_backward(dfch, &a.fch[l4c.clone()], &g.dfch_gelu[..bt * 4 * c]);
+            let dln = &mut g.dln[..bt * c];
+            dln.fill(F::ZERO);
+            let (dw, db) = split_pair(grads, r(Kind::FcW), r(Kind::FcB), has_bias);
+            matmul_backward(dln, dw, db, &g.dfch[..bt * 4 * c], &a.ln2[lc.clone()], &p[r(Kind::FcW)], bt, c, 4 * c);
+            let (dw, db) = split_pair(grads, r(Kind::Ln2W), r(Kind::Ln2B), has_bias);
+            layernorm_backward(&mut g.dresidual[..bt * c], dw, db, &g.dln[..bt * c], &a.residual2[lc.clone()], &p[r(Kind::Ln2W)], &a.ln2_mean[lr.clone()], &a.ln2_rstd[lr.clone()], bt, c);
+
+            // attention branch: residual2 = residual + drop(c_proj(attn(ln_1(residual))))
+            let dproj = undo_dropout(&mut g.dproj, &g.dresidual[..bt * c], dropout.as_ref(), site(l, Site::AttentionOut));
+            let datty = &mut g.datty[..bt * c];
+            datty.fill(F::ZERO);
+            let (dw, db) = split_pair(grads, r(Kind::AttProjW), r(Kind::AttProjB), has_bias);
+            matmul_backward(datty, dw, db, dproj, &a.atty[lc.clone()], &p[r(Kind::AttProjW)], bt, c, c);
+            let dqkv = &mut g.dqkv[..bt * 3 * c];
+            dqkv.fill(F::ZERO);
+            let att = &a.att[l * b * nh * t * t..(l + 1) * b * nh * t * t];
+            let attn_drop = dropout.as_ref().map(|d| (d, site(l, Site::AttentionWeights)));
+            attention_backward(dqkv, &mut g.datt_row, &g.datty[..bt * c], &a.qkv[l3c.clone()], att, attn_drop, b, t, c, nh);
+            let dln = &mut g.dln[..bt * c];
+            dln.fill(F::ZERO);
+            let (dw, db) = split_pair(grads, r(Kind::QkvW), r(Kind::QkvB), has_bias);
+            matmul_backward(dln, dw, db, &g.dqkv[..bt * 3 * c], &a.ln1[lc.clone()], &p[r(Kind::QkvW)], bt, c, 3 * c);
+            let (dw, db) = split_pair(grads, r(Kind::Ln1W), r(Kind::Ln1B), has_bias);
+            layernorm_backward(&mut g.dresidual[..bt * c], dw, db, &g.dln[..bt * c], residual, &p[r(Kind::Ln1W)], &a.ln1_mean[lr.clone()], &a.ln1_rstd[lr.clone()], bt, c);
+        }
+        let dres = &mut g.dresidual[..bt * c];
+        if let Some(d) = &dropout {
+            d.apply(site(0, Site::Embedding), dres);
+        }
+        let (dwte, dwpe) = split_pair(grads, lay.range(Kind::Wte), lay.range(Kind::Wpe), true);
+        encoder_backward(dwte, dwpe.expect("wpe always exists"), dres, &self.idx[..bt], b, t, c);
+        Ok(())
+    }
+
+    /// Gradient buffers are made on the first backward, so that inference-only models do not pay for them.
+    fn ensure_grad_acts(&mut self) {
+        if !self.grad_acts.dresidual.is_empty() {
+            return;
+        }
+        let (c, t, v, nh, b) =
+            (self.config.n_embd, self.config.block_size, self.config.vocab_size, self.config.n_head, self.max_batch);
+        let bt = b * t;
+        let z = |n: usize| vec![F::ZERO; n];
+        self.grad_acts = GradActs {
+            dresidual: z(bt * c),
+            dproj: z(bt * c),
+            dln: z(bt * c),
+            datty: z(bt * c),
+            dqkv: z(bt * 3 * c),
+            dfch_gelu: z(bt * 4 * c),
+            dfch: z(bt * 4 * c),
+            datt_row: z(b * nh * t),
+            dlogits: z(bt * v),
+        };
+    }
+
+    /// The parameter tensor `name` (nanoGPT naming).
+    pub fn tensor(&self, name: &str) -> Option<&[F]> {
+        self.layout.find(name).map(|t| &self.params[t.offset..t.offset + t.len])
+    }
+
+    pub fn grad(&self, name: &str) -> Option<&[F]> {
+        self.layout.find(name).map(|t| &self.grads[t.offset..t.offset + t.len])
+    }
+}
+
+/// out = a + b (the residual add).
+fn add<F: Real>(out: &mut [F], a: &[F], b: &[F]) {
+    use rayon::prelude::*;
+    out.par_chunks_mut(4096).zip(a.par_chunks(4096)).zip(b.par_chunks(4096)).for_each(|((o, a), b)| {
+        for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
+            *o = x + y;
+        }
+    });
+}
+
+/// ∂L/∂(c_proj output) from ∂L/∂(residual): the same gradient, times the dropout mask if any.
+fn undo_dropout<'a, F: Real>(buf: &'a mut [F], dres: &'a [F], dropout: Option<&Dropout>, s: u64) -> &'a [F] {
+    match dropout {
+        None => dres,
+        Some(d) => {
+            let n = dres.len();
+            buf[..n].copy_from_slice(dres);
+            d.apply(s, &mut buf[..n]);
+            &buf[..n]
+        }
+    }
+}
+
+/// Two disjoint mutable ranges of the gradient buffer (a weight and its bias); the second is `None`
+/// when the model has no biases. `first` must come before `second`.
+fn split_pair<F>(
+    buf: &mut [F],
+    first: std::ops::Range<usize>,
+    second: std::ops::Range<usize>,
+    want_second: bool,
+) -> (&mut [F], Option<&mut [F]>) {
+    debug_assert!(first.end <= second.start || second.is_empty());
+    let (lo, hi) = buf.split_at_mut(first.end);
+    let a = &mut lo[first.clone()];
+    let b = (want_second && !second.is_empty()).then(|| &mut hi[second.start - first.end..second.end - first.end]);
+    (a, b)
+}

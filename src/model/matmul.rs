@@ -1,0 +1,100 @@
+//! Linear layer: out = inp @ weight^T + bias, with weight stored (OC, C) as in PyTorch.
+//! Both directions are three GEMMs through the `gemm` crate; strides express the transposes.
+
+use super::real::{Real, COL_CHUNK};
+use rayon::prelude::*;
+
+/// dst (m, n) [+]= lhs (m, k) @ rhs (k, n), every operand given as (pointer, row stride, column stride).
+#[allow(clippy::too_many_arguments)]
+fn gemm<F: Real>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut F,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: (*const F, usize, usize),
+    rhs: (*const F, usize, usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: callers pass slices whose lengths were checked against these shapes and strides.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.0,
+            lhs.2 as isize,
+            lhs.1 as isize,
+            rhs.0,
+            rhs.2 as isize,
+            rhs.1 as isize,
+            F::ONE,
+            F::ONE,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        )
+    }
+}
+
+/// out (N, OC) = inp (N, C) @ weight^T (C, OC) + bias (OC)
+pub fn matmul_forward<F: Real>(
+    out: &mut [F],
+    inp: &[F],
+    weight: &[F],
+    bias: Option<&[F]>,
+    n: usize,
+    c: usize,
+    oc: usize,
+) {
+    assert!(out.len() >= n * oc && inp.len() >= n * c && weight.len() >= oc * c);
+    if let Some(b) = bias {
+        assert!(b.len() >= oc);
+        out[..n * oc].par_chunks_mut(oc).for_each(|row| row.copy_from_slice(&b[..oc]));
+    }
+    // weight^T as a (C, OC) view of the (OC, C) buffer: row stride 1, column stride C.
+    gemm(n, oc, c, out.as_mut_ptr(), oc, bias.is_some(), (inp.as_ptr(), c, 1), (weight.as_ptr(), 1, c));
+}
+
+/// dinp (N, C) += dout (N, OC) @ weight (OC, C)
+/// dweight (OC, C) += dout^T (OC, N) @ inp (N, C)
+/// dbias (OC) += Σ_n dout (N, OC)
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_backward<F: Real>(
+    dinp: &mut [F],
+    dweight: &mut [F],
+    dbias: Option<&mut [F]>,
+    dout: &[F],
+    inp: &[F],
+    weight: &[F],
+    n: usize,
+    c: usize,
+    oc: usize,
+) {
+    assert!(dinp.len() >= n * c && dweight.len() >= oc * c && dout.len() >= n * oc && inp.len() >= n * c);
+    gemm(n, c, oc, dinp.as_mut_ptr(), c, true, (dout.as_ptr(), oc, 1), (weight.as_ptr(), c, 1));
+    gemm(oc, c, n, dweight.as_mut_ptr(), c, true, (dout.as_ptr(), 1, oc), (inp.as_ptr(), c, 1));
+    if let Some(db) = dbias {
+        column_sum_into(&mut db[..oc], &dout[..n * oc], oc);
+    }
+}
+
+/// acc (W) += Σ_rows m (rows, W), in row order for every column: deterministic for any thread count.
+pub fn column_sum_into<F: Real>(acc: &mut [F], m: &[F], w: usize) {
+    acc.par_chunks_mut(COL_CHUNK).enumerate().for_each(|(ci, a)| {
+        let (c0, len) = (ci * COL_CHUNK, a.len());
+        for row in m.chunks_exact(w) {
+            for (x, &y) in a.iter_mut().zip(&row[c0..c0 + len]) {
+                *x += y;
+            }
+        }
+    });
+}

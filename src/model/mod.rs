@@ -1,0 +1,16 @@
+//! The model: one file per kernel (forward and backward side by side), and the GPT that strings them.
+
+pub mod attention;
+pub mod crossentropy;
+pub mod dropout;
+pub mod encoder;
+pub mod gelu;
+pub mod gpt;
+pub mod layernorm;
+pub mod matmul;
+pub mod params;
+pub mod real;
+pub mod weights;
+
+pub use gpt::Gpt;
+pub use real::Real;

@@ -1,0 +1,34 @@
+//! Shared test helpers: where the golden files are and how to read them.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// `$QUIETGPT_GOLDEN`, else `../shared/golden` beside the crate.
+pub fn golden_dir() -> PathBuf {
+    match std::env::var_os("QUIETGPT_GOLDEN") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/golden")),
+    }
+}
+
+pub fn shakespeare() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/tinyshakespeare.txt"))
+}
+
+/// A fresh, empty directory under the system temp dir.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("quietgpt-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// max |a − b|
+pub fn max_abs_diff<A: Copy + Into<f64>, B: Copy + Into<f64>>(a: &[A], b: &[B]) -> f64 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(&x, &y)| (x.into() - y.into()).abs()).fold(0.0, f64::max)
+}
+
+pub fn max_abs<A: Copy + Into<f64>>(a: &[A]) -> f64 {
+    a.iter().map(|&x| x.into().abs()).fold(0.0, f64::max)
+}

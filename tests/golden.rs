@@ -1,0 +1,202 @@
+//! The whole model against PyTorch nanoGPT: for every case folder under the golden directory, logits,
+//! loss, every gradient, the clipped AdamW step and the optimizer moments, with the tolerances of
+//! golden/README.md. The same model in f64 is checked against the float64 reference much more tightly.
+
+mod common;
+
+use common::{golden_dir, max_abs, max_abs_diff};
+use quietgpt::config::{AttentionKind, ModelConfig};
+use quietgpt::model::weights::{parse, to_vec};
+use quietgpt::model::{Gpt, Real};
+use quietgpt::train::adamw::{clip_grad_norm, AdamW, AdamWConfig};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+struct Case {
+    dir: PathBuf,
+    name: String,
+    stats: Value,
+    config: ModelConfig,
+    b: usize,
+    t: usize,
+    idx: Vec<u32>,
+    targets: Vec<u32>,
+}
+
+fn cases() -> Vec<Case> {
+    let root = golden_dir();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("golden directory {}: {e} (set QUIETGPT_GOLDEN)", root.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("stats.json").exists() && p.join("model.safetensors").exists())
+        .collect();
+    dirs.sort();
+    assert!(!dirs.is_empty(), "no golden case folders under {}", root.display());
+    dirs.into_iter().map(|d| load_case(&d)).collect()
+}
+
+fn load_case(dir: &Path) -> Case {
+    let stats: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("stats.json")).unwrap()).unwrap();
+    let c = &stats["config"];
+    let u = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("config.{k}")) as usize;
+    let config = ModelConfig {
+        n_layer: u("n_layer"),
+        n_head: u("n_head"),
+        n_embd: u("n_embd"),
+        block_size: u("block_size"),
+        vocab_size: u("vocab_size"),
+        bias: c["bias"].as_bool().unwrap(),
+        dropout: c["dropout"].as_f64().unwrap() as f32,
+        attention: if c["quiet"].as_bool().unwrap_or(false) { AttentionKind::Quiet } else { AttentionKind::Softmax },
+    };
+    let bytes = std::fs::read(dir.join("batch.safetensors")).unwrap();
+    let st = parse(&bytes, "batch").unwrap();
+    let shape = st.tensor("idx").unwrap().shape().to_vec();
+    let ids = |k: &str| to_vec::<f64>(&st.tensor(k).unwrap()).unwrap().into_iter().map(|x| x as u32).collect();
+    Case {
+        name: dir.file_name().unwrap().to_string_lossy().into(),
+        dir: dir.to_path_buf(),
+        config,
+        b: shape[0],
+        t: shape[1],
+        idx: ids("idx"),
+        targets: ids("targets"),
+        stats,
+    }
+}
+
+fn read(case: &Case, file: &str) -> Vec<u8> {
+    std::fs::read(case.dir.join(file)).unwrap_or_else(|e| panic!("{}/{file}: {e}", case.name))
+}
+
+fn tensor<F: Real>(bytes: &[u8], key: &str) -> Vec<F> {
+    to_vec(&parse(bytes, key).unwrap().tensor(key).unwrap_or_else(|_| panic!("key {key}"))).unwrap()
+}
+
+fn model<F: Real>(case: &Case) -> Gpt<F> {
+    let mut m = Gpt::<F>::new(case.config.clone(), case.b).unwrap();
+    let bytes = read(case, "model.safetensors");
+    m.load_params(&parse(&bytes, "model.safetensors").unwrap()).unwrap();
+    m
+}
+
+/// Collects every failed comparison of a case, so that one run reports them all.
+struct Checker {
+    failures: Vec<String>,
+}
+
+impl Checker {
+    fn check(&mut self, case: &str, what: &str, err: f64, tol: f64) {
+        if !(err <= tol) {
+            self.failures.push(format!("{case}: {what}: error {err:.3e} > tolerance {tol:.1e}"));
+        }
+    }
+}
+
+const HP: AdamWConfig = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
+
+#[test]
+fn forward_backward_and_adamw_match_pytorch_f32() {
+    let mut ck = Checker { failures: vec![] };
+    for case in cases() {
+        let n = &case.name;
+        let mut m = model::<f32>(&case);
+        let loss = m.forward(&case.idx, Some(&case.targets), case.b, case.t, None).unwrap().unwrap();
+        let batch = read(&case, "batch.safetensors");
+        let ref_logits: Vec<f32> = tensor(&batch, "logits");
+        let ref_loss: Vec<f64> = tensor(&batch, "loss");
+        ck.check(n, "logits", max_abs_diff(m.logits(), &ref_logits), 1e-5);
+        ck.check(n, "loss", (loss - ref_loss[0]).abs(), 1e-5);
+
+        m.zero_grad();
+        m.backward(1.0).unwrap();
+        let grads = read(&case, "grads.safetensors");
+        for t in m.layout.named().to_vec() {
+            let g: Vec<f32> = tensor(&grads, &t.name);
+            let tol = f64::max(1e-5, 1e-4 * max_abs(&g));
+            ck.check(n, &format!("grad {}", t.name), max_abs_diff(m.grad(&t.name).unwrap(), &g), tol);
+        }
+
+        // End to end: our own gradients → clip(1.0) → AdamW, within 0.1·lr.
+        let after = read(&case, "after_adamw.safetensors");
+        let norm = clip_grad_norm(&mut m.grads, 1.0);
+        let ref_norm = case.stats["grad_clip"]["total_norm_preclip"].as_f64().unwrap();
+        ck.check(n, "grad norm (rel)", (norm - ref_norm).abs() / ref_norm, 1e-5);
+        let mut opt = AdamW::new(&m.layout);
+        opt.update(&mut m, 1e-3, &HP);
+        for t in m.layout.named().to_vec() {
+            let p: Vec<f32> = tensor(&after, &t.name);
+            ck.check(n, &format!("after_adamw (own grads) {}", t.name), max_abs_diff(m.tensor(&t.name).unwrap(), &p), 1e-4);
+        }
+
+        // Optimizer unit test: PyTorch's exact gradients through our clip + AdamW.
+        let mut m = model::<f32>(&case);
+        for t in m.layout.named().to_vec() {
+            let g: Vec<f32> = tensor(&grads, &t.name);
+            m.grads[t.offset..t.offset + t.len].copy_from_slice(&g);
+        }
+        clip_grad_norm(&mut m.grads, 1.0);
+        let mut opt = AdamW::new(&m.layout);
+        opt.update(&mut m, 1e-3, &HP);
+        let state = read(&case, "adamw_state.safetensors");
+        for t in m.layout.named().to_vec() {
+            let p: Vec<f32> = tensor(&after, &t.name);
+            ck.check(n, &format!("after_adamw (exact grads) {}", t.name), max_abs_diff(m.tensor(&t.name).unwrap(), &p), 1e-6);
+            for (key, ours) in [("exp_avg", &opt.m), ("exp_avg_sq", &opt.v)] {
+                let r: Vec<f32> = tensor(&state, &format!("{key}.{}", t.name));
+                let rel = ours[t.offset..t.offset + t.len]
+                    .iter()
+                    .zip(&r)
+                    .map(|(&a, &b)| ((a - b).abs() as f64) / (b.abs() as f64).max(1e-30))
+                    .fold(0.0, f64::max);
+                ck.check(n, &format!("{key} (rel) {}", t.name), rel, 1e-4);
+            }
+        }
+    }
+    assert!(ck.failures.is_empty(), "golden mismatches:\n{}", ck.failures.join("\n"));
+}
+
+#[test]
+fn f64_model_matches_pytorch_float64_reference() {
+    let mut ck = Checker { failures: vec![] };
+    for case in cases() {
+        let n = &case.name;
+        if !case.dir.join("reference_f64.safetensors").exists() {
+            continue;
+        }
+        let mut m = model::<f64>(&case);
+        let loss = m.forward(&case.idx, Some(&case.targets), case.b, case.t, None).unwrap().unwrap();
+        m.backward(1.0).unwrap();
+        let r = read(&case, "reference_f64.safetensors");
+        ck.check(n, "f64 logits", max_abs_diff(m.logits(), &tensor::<f64>(&r, "logits")), 1e-10);
+        ck.check(n, "f64 loss", (loss - tensor::<f64>(&r, "loss")[0]).abs(), 1e-10);
+        for t in m.layout.named().to_vec() {
+            let g: Vec<f64> = tensor(&r, &format!("grad.{}", t.name));
+            ck.check(n, &format!("f64 grad {}", t.name), max_abs_diff(m.grad(&t.name).unwrap(), &g), 1e-10);
+        }
+    }
+    assert!(ck.failures.is_empty(), "f64 mismatches:\n{}", ck.failures.join("\n"));
+}
+
+#[test]
+fn quiet_null_attention_mass_matches() {
+    let mut ck = Checker { failures: vec![] };
+    for case in cases().into_iter().filter(|c| c.config.attention == AttentionKind::Quiet) {
+        let mut m = model::<f32>(&case);
+        m.forward(&case.idx, None, case.b, case.t, None).unwrap();
+        let (t, nh) = (case.t, case.config.n_head);
+        for (l, want) in case.stats["quiet_null_attention_mass"].as_array().unwrap().iter().enumerate() {
+            let att = m.attention_probs(l);
+            let null: Vec<f64> = att.chunks_exact(t).map(|row| 1.0 - row.iter().map(|&p| p as f64).sum::<f64>()).collect();
+            assert_eq!(null.len(), case.b * nh * t);
+            let mean = null.iter().sum::<f64>() / null.len() as f64;
+            let min = null.iter().cloned().fold(f64::INFINITY, f64::min);
+            let max = null.iter().cloned().fold(0.0, f64::max);
+            for (what, ours) in [("mean", mean), ("min", min), ("max", max)] {
+                let r = want[what].as_f64().unwrap();
+                ck.check(&case.name, &format!("null mass layer {l} {what}"), (ours - r).abs(), 1e-5);
+            }
+        }
+    }
+    assert!(ck.failures.is_empty(), "{}", ck.failures.join("\n"));
+}
