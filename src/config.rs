@@ -293,7 +293,10 @@ impl Config {
     }
 
     fn from_table(table: toml::Table) -> Result<Config> {
-        let cfg: Config = table.try_into().map_err(|e: toml::de::Error| Error::Config(explain(e)))?;
+        let cfg: Config = match table.clone().try_into() {
+            Ok(c) => c,
+            Err(e) => return Err(Error::Config(explain(&table, e))),
+        };
         cfg.validate()?;
         Ok(cfg)
     }
@@ -380,11 +383,20 @@ pub fn parse_override(s: &str) -> Result<(String, toml::Value)> {
     Ok((k, value))
 }
 
-/// Turn serde's message into one that names the key and, for a typo, the keys that exist.
-fn explain(e: toml::de::Error) -> String {
+/// Turn serde's message into one that names the offending key: an unknown key says how to list the
+/// known ones; a value of the wrong type is found by trying each key alone on the defaults.
+fn explain(table: &toml::Table, e: toml::de::Error) -> String {
     let msg = e.message().to_string();
     if msg.starts_with("unknown field") {
         return format!("{msg}. Run `quietgpt config` to list every key with its default");
+    }
+    let defaults = toml::Table::try_from(Config::default()).expect("defaults serialise");
+    for (k, v) in table {
+        let mut t = defaults.clone();
+        t.insert(k.clone(), v.clone());
+        if let Err(e) = t.try_into::<Config>() {
+            return format!("{k} = {v}: {}", e.message());
+        }
     }
     msg
 }

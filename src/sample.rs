@@ -1,1 +1,86 @@
-//! (in progress)
+//! Generation as nanoGPT's `sample.py`: crop the context to block_size, scale the last position's logits
+//! by 1/temperature, keep the top_k, sample from the softmax.
+
+use crate::data::Tokenizer;
+use crate::model::Gpt;
+use crate::rng::Rng;
+use crate::{Error, Result};
+
+#[derive(Clone, Debug)]
+pub struct SampleOptions {
+    /// Prompt text (already read from `FILE:path` by the caller).
+    pub start: String,
+    pub num_samples: usize,
+    pub max_new_tokens: usize,
+    /// > 0; 1.0 samples the model's distribution, lower is more conservative.
+    pub temperature: f32,
+    /// Keep only the k most likely tokens (None: all).
+    pub top_k: Option<usize>,
+    pub seed: u64,
+}
+
+impl Default for SampleOptions {
+    fn default() -> Self {
+        SampleOptions { start: "\n".into(), num_samples: 10, max_new_tokens: 500, temperature: 0.8, top_k: Some(200), seed: 1337 }
+    }
+}
+
+/// Generate `num_samples` continuations of `start`; each returned string includes the prompt.
+/// `on_sample` sees each one as soon as it is done.
+pub fn generate(model: &mut Gpt<f32>, tok: &Tokenizer, opts: &SampleOptions, on_sample: &mut dyn FnMut(usize, &str)) -> Result<Vec<String>> {
+    if !(opts.temperature > 0.0) {
+        return Err(Error::Config(format!("temperature must be positive, got {}", opts.temperature)));
+    }
+    if opts.top_k == Some(0) {
+        return Err(Error::Config("top_k must be at least 1".into()));
+    }
+    let prompt: Vec<u32> = tok.encode(&opts.start)?.into_iter().map(u32::from).collect();
+    if prompt.is_empty() {
+        return Err(Error::Data("the start text is empty: give at least one token".into()));
+    }
+    let (bs, v) = (model.config.block_size, model.config.vocab_size);
+    let mut rng = Rng::new(opts.seed, 0);
+    let mut probs = vec![0.0f64; v];
+    let mut order: Vec<usize> = (0..v).collect();
+    let mut out = Vec::with_capacity(opts.num_samples);
+    for s in 0..opts.num_samples {
+        let mut ids = prompt.clone();
+        for _ in 0..opts.max_new_tokens {
+            let ctx = &ids[ids.len().saturating_sub(bs)..];
+            let t = ctx.len();
+            model.forward(ctx, None, 1, t, None)?;
+            let logits = &model.logits()[(t - 1) * v..t * v];
+            // Tokens the tokenizer cannot produce (padding of vocab_size) are never sampled.
+            let usable = tok.vocab_size().min(v);
+            for (p, &l) in probs.iter_mut().zip(logits) {
+                *p = l as f64 / opts.temperature as f64;
+            }
+            probs[usable..].fill(f64::NEG_INFINITY);
+            if let Some(k) = opts.top_k.filter(|&k| k < usable) {
+                order.sort_unstable_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+                let kth = probs[order[k - 1]];
+                probs.iter_mut().filter(|p| **p < kth).for_each(|p| *p = f64::NEG_INFINITY);
+            }
+            let m = probs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let mut total = 0.0;
+            for p in probs.iter_mut() {
+                *p = (*p - m).exp();
+                total += *p;
+            }
+            let mut r = rng.uniform() * total;
+            let mut next = usable - 1;
+            for (i, &p) in probs.iter().enumerate().take(usable) {
+                if r < p {
+                    next = i;
+                    break;
+                }
+                r -= p;
+            }
+            ids.push(next as u32);
+        }
+        let text = tok.decode(&ids);
+        on_sample(s, &text);
+        out.push(text);
+    }
+    Ok(out)
+}

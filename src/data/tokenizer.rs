@@ -111,17 +111,20 @@ impl Tokenizer {
                     )));
                 }
                 let stoi: HashMap<char, u16> = itos.iter().enumerate().map(|(i, &c)| (c, i as u16)).collect();
-                text.chars()
-                    .map(|c| {
-                        stoi.get(&c).copied().ok_or_else(|| {
-                            Error::Data(format!(
-                                "character {c:?} (U+{:04X}) is not in the vocabulary of {} characters",
-                                c as u32,
-                                itos.len()
-                            ))
-                        })
-                    })
-                    .collect()
+                let mut unknown: Vec<char> = text.chars().filter(|c| !stoi.contains_key(c)).collect();
+                if !unknown.is_empty() {
+                    unknown.sort_unstable();
+                    unknown.dedup();
+                    let list: Vec<String> = unknown.iter().take(10).map(|c| format!("{c:?} (U+{:04X})", *c as u32)).collect();
+                    let more = if unknown.len() > 10 { format!(" and {} more", unknown.len() - 10) } else { String::new() };
+                    return Err(Error::Data(format!(
+                        "{} character(s) not in the vocabulary of {} characters: {}{more}",
+                        unknown.len(),
+                        itos.len(),
+                        list.join(", ")
+                    )));
+                }
+                Ok(text.chars().map(|c| stoi[&c]).collect())
             }
             Tokenizer::Gpt2 => gpt2_bpe()
                 .encode_ordinary(text)

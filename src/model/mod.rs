@@ -4,6 +4,7 @@ pub mod attention;
 pub mod crossentropy;
 pub mod dropout;
 pub mod encoder;
+pub mod flops;
 pub mod gelu;
 pub mod gpt;
 pub mod layernorm;

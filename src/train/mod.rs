@@ -1,3 +1,6 @@
 //! Training: the optimizer, the learning-rate schedule, checkpoints and the loop.
 
 pub mod adamw;
+pub mod checkpoint;
+pub mod schedule;
+pub mod trainer;

@@ -1,0 +1,807 @@
+//! The kernels in f64 against central finite differences, the whole model's gradient likewise,
+//! gradient accumulation, the causal mask of both attention kinds (tested directly: under softmax1 a
+//! wrong mask gives zeros, not NaN), dropout masks, and attention in f32 against f64.
+//!
+//! Method: a random upstream gradient G, the scalar L = Σ G ∘ forward(x), the analytical ∂L/∂x from the
+//! backward kernel (which accumulates: it starts from random values that are subtracted afterwards),
+//! and (L(x + h e_i) − L(x − h e_i)) / 2h with h = 1e-6 for every element (a sample for the model).
+
+use quietgpt::config::{AttentionKind, ModelConfig};
+use quietgpt::model::attention::{attention_backward, attention_forward};
+use quietgpt::model::crossentropy::{crossentropy_backward, crossentropy_forward};
+use quietgpt::model::dropout::Dropout;
+use quietgpt::model::encoder::{encoder_backward, encoder_forward};
+use quietgpt::model::gelu::{gelu_backward, gelu_forward};
+use quietgpt::model::layernorm::{layernorm_backward, layernorm_forward};
+use quietgpt::model::matmul::{matmul_backward, matmul_forward};
+use quietgpt::model::Gpt;
+use quietgpt::rng::Rng;
+
+const H: f64 = 1e-6;
+/// An element passes if |a − n| ≤ ABS_TOL or |a − n| / (|a| + |n|) ≤ REL_TOL. With h = 1e-6 the
+/// central difference has truncation error ~h²·f''' ≈ 1e-12 and rounding error ~1e-16·|L|/h ≈ 1e-10·|L|;
+/// the observed errors (printed with --nocapture) are 1e-9..1e-10 relative, so the tolerances have a
+/// margin of ≥ 100×, while a wrong factor anywhere (≥ 1e-4 relative) fails (see `checker_rejects_…`).
+const REL_TOL: f64 = 1e-6;
+const ABS_TOL: f64 = 1e-8;
+
+// Small shapes for the kernels.
+const B: usize = 2;
+const T: usize = 5;
+const C: usize = 8;
+const NH: usize = 2;
+const V: usize = 7;
+const OC: usize = 6;
+
+fn randn(rng: &mut Rng, n: usize, std: f64) -> Vec<f64> {
+    (0..n).map(|_| rng.normal() * std).collect()
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn all(n: usize) -> Vec<usize> {
+    (0..n).collect()
+}
+
+/// Central differences of f at x for the elements `which`.
+fn numeric(x: &[f64], which: &[usize], mut f: impl FnMut(&[f64]) -> f64) -> Vec<f64> {
+    let mut xp = x.to_vec();
+    which
+        .iter()
+        .map(|&i| {
+            let x0 = xp[i];
+            xp[i] = x0 + H;
+            let fp = f(&xp);
+            xp[i] = x0 - H;
+            let fm = f(&xp);
+            xp[i] = x0;
+            (fp - fm) / (2.0 * H)
+        })
+        .collect()
+}
+
+struct Errors {
+    max_abs: f64,
+    /// max |a − n| / (|a| + |n|) over the elements with |a| + |n| ≥ 1e-6
+    max_rel: f64,
+    bad: Vec<(usize, f64, f64)>,
+}
+
+/// Analytical gradient `a` (full tensor) at the elements `which` against `num` (one per element of which).
+fn errors(a: &[f64], num: &[f64], which: &[usize]) -> Errors {
+    let mut e = Errors { max_abs: 0.0, max_rel: 0.0, bad: Vec::new() };
+    for (&i, &n) in which.iter().zip(num) {
+        let (ai, d) = (a[i], (a[i] - n).abs());
+        let rel = d / (ai.abs() + n.abs()).max(1e-300);
+        e.max_abs = e.max_abs.max(d);
+        if ai.abs() + n.abs() >= 1e-6 {
+            e.max_rel = e.max_rel.max(rel);
+        }
+        if !(d <= ABS_TOL || rel <= REL_TOL) {
+            e.bad.push((i, ai, n));
+        }
+    }
+    e
+}
+
+fn check(what: &str, a: &[f64], num: &[f64], which: &[usize]) {
+    let e = errors(a, num, which);
+    let scale = num.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    println!(
+        "{what:48} {:4} elements  max|grad| {scale:.2e}  max abs err {:.1e}  max rel err {:.1e}",
+        which.len(),
+        e.max_abs,
+        e.max_rel
+    );
+    assert!(scale > 1e-4, "{what}: the gradient is (almost) zero everywhere; the check would be vacuous");
+    assert!(
+        e.bad.is_empty(),
+        "{what}: {} of {} elements disagree with finite differences; first (index, analytic, numeric): {:?}",
+        e.bad.len(),
+        which.len(),
+        &e.bad[..e.bad.len().min(6)]
+    );
+}
+
+/// `acc` − `pre`: what a backward kernel added to a buffer that held `pre`.
+fn added(acc: &[f64], pre: &[f64]) -> Vec<f64> {
+    acc.iter().zip(pre).map(|(a, p)| a - p).collect()
+}
+
+fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
+// ---------------------------------------------------------------------------------------------- matmul
+
+fn matmul_case(n: usize, c: usize, oc: usize, bias: bool, seed: u64) {
+    let mut rng = Rng::new(seed, bias as u64);
+    let inp = randn(&mut rng, n * c, 1.0);
+    let w = randn(&mut rng, oc * c, 1.0);
+    let b = randn(&mut rng, oc, 1.0);
+    let g = randn(&mut rng, n * oc, 1.0);
+    let loss = |inp: &[f64], w: &[f64], b: Option<&[f64]>| {
+        let mut out = vec![f64::NAN; n * oc];
+        matmul_forward(&mut out, inp, w, b, n, c, oc);
+        dot(&out, &g)
+    };
+    let bo = bias.then_some(&b[..]);
+    let (pi, pw, pb) = (randn(&mut rng, n * c, 1.0), randn(&mut rng, oc * c, 1.0), randn(&mut rng, oc, 1.0));
+    let (mut di, mut dw, mut db) = (pi.clone(), pw.clone(), pb.clone());
+    matmul_backward(&mut di, &mut dw, if bias { Some(&mut db[..]) } else { None }, &g, &inp, &w, n, c, oc);
+    let tag = format!("matmul {n}x{c}->{oc} bias={bias}");
+    check(&format!("{tag} dinp"), &added(&di, &pi), &numeric(&inp, &all(n * c), |x| loss(x, &w, bo)), &all(n * c));
+    check(&format!("{tag} dweight"), &added(&dw, &pw), &numeric(&w, &all(oc * c), |x| loss(&inp, x, bo)), &all(oc * c));
+    if bias {
+        check(&format!("{tag} dbias"), &added(&db, &pb), &numeric(&b, &all(oc), |x| loss(&inp, &w, Some(x))), &all(oc));
+    } else {
+        assert_eq!(db, pb, "{tag}: dbias touched although bias is None");
+    }
+}
+
+#[test]
+fn matmul_gradients_with_bias() {
+    matmul_case(B * T, C, OC, true, 1);
+}
+
+#[test]
+fn matmul_gradients_without_bias() {
+    matmul_case(B * T, C, OC, false, 1);
+}
+
+/// Shapes past COL_CHUNK (32) channels, so that the bias column sum runs in several tasks.
+#[test]
+fn matmul_gradients_large_shapes() {
+    matmul_case(19, 9, 70, true, 2);
+}
+
+/// Larger shapes against a naive triple loop (gemm may take other code paths there), f64 and f32.
+#[test]
+fn matmul_matches_naive_on_larger_shapes() {
+    let (n, c, oc) = (37, 70, 53);
+    let mut rng = Rng::new(3, 0);
+    let inp = randn(&mut rng, n * c, 1.0);
+    let w = randn(&mut rng, oc * c, 1.0);
+    let b = randn(&mut rng, oc, 1.0);
+    let dout = randn(&mut rng, n * oc, 1.0);
+    let mut want = vec![0.0; n * oc];
+    for r in 0..n {
+        for o in 0..oc {
+            want[r * oc + o] = b[o] + dot(&inp[r * c..(r + 1) * c], &w[o * c..(o + 1) * c]);
+        }
+    }
+    let (mut want_di, mut want_dw, mut want_db) = (vec![0.0; n * c], vec![0.0; oc * c], vec![0.0; oc]);
+    for r in 0..n {
+        for o in 0..oc {
+            let d = dout[r * oc + o];
+            want_db[o] += d;
+            for i in 0..c {
+                want_di[r * c + i] += d * w[o * c + i];
+                want_dw[o * c + i] += d * inp[r * c + i];
+            }
+        }
+    }
+    let mut out = vec![0.0; n * oc];
+    matmul_forward(&mut out, &inp, &w, Some(&b), n, c, oc);
+    assert!(max_abs_diff(&out, &want) < 1e-12, "forward f64: {}", max_abs_diff(&out, &want));
+    let (mut di, mut dw, mut db) = (vec![0.0; n * c], vec![0.0; oc * c], vec![0.0; oc]);
+    matmul_backward(&mut di, &mut dw, Some(&mut db), &dout, &inp, &w, n, c, oc);
+    for (what, got, want) in [("dinp", &di, &want_di), ("dweight", &dw, &want_dw), ("dbias", &db, &want_db)] {
+        assert!(max_abs_diff(got, want) < 1e-12, "backward f64 {what}: {}", max_abs_diff(got, want));
+    }
+    // f32: within float32 rounding of sums of 70 products of N(0,1) values (|values| ≲ 30).
+    let f = |x: &[f64]| x.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+    let back = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+    let mut out32 = vec![0.0f32; n * oc];
+    matmul_forward(&mut out32, &f(&inp), &f(&w), Some(&f(&b)), n, c, oc);
+    assert!(max_abs_diff(&back(&out32), &want) < 2e-5, "forward f32: {}", max_abs_diff(&back(&out32), &want));
+    let (mut di32, mut dw32, mut db32) = (vec![0.0f32; n * c], vec![0.0f32; oc * c], vec![0.0f32; oc]);
+    matmul_backward(&mut di32, &mut dw32, Some(&mut db32), &f(&dout), &f(&inp), &f(&w), n, c, oc);
+    for (what, got, want) in [("dinp", back(&di32), &want_di), ("dweight", back(&dw32), &want_dw), ("dbias", back(&db32), &want_db)] {
+        assert!(max_abs_diff(&got, want) < 2e-5, "backward f32 {what}: {}", max_abs_diff(&got, want));
+    }
+}
+
+// ------------------------------------------------------------------------------------------- layernorm
+
+fn layernorm_case(n: usize, c: usize, bias: bool, seed: u64) {
+    let mut rng = Rng::new(seed, 10 + bias as u64);
+    // rows with their own offset and scale, so that mean and variance matter
+    let mut inp = randn(&mut rng, n * c, 1.0);
+    for r in 0..n {
+        let (off, sc) = (rng.normal() * 2.0, 0.5 + rng.uniform() * 2.0);
+        inp[r * c..(r + 1) * c].iter_mut().for_each(|x| *x = *x * sc + off);
+    }
+    let w: Vec<f64> = randn(&mut rng, c, 0.5).iter().map(|x| 1.0 + x).collect();
+    let b = randn(&mut rng, c, 0.5);
+    let g = randn(&mut rng, n * c, 1.0);
+    let bo = bias.then_some(&b[..]);
+    let loss = |inp: &[f64], w: &[f64], b: Option<&[f64]>| {
+        let (mut out, mut mean, mut rstd) = (vec![f64::NAN; n * c], vec![f64::NAN; n], vec![f64::NAN; n]);
+        layernorm_forward(&mut out, &mut mean, &mut rstd, inp, w, b, n, c);
+        dot(&out, &g)
+    };
+    let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+    layernorm_forward(&mut out, &mut mean, &mut rstd, &inp, &w, bo, n, c);
+    for r in 0..n {
+        let x = &inp[r * c..(r + 1) * c];
+        let m = x.iter().sum::<f64>() / c as f64;
+        let var = x.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / c as f64;
+        assert!((mean[r] - m).abs() < 1e-12 && (rstd[r] - 1.0 / (var + 1e-5).sqrt()).abs() < 1e-9, "mean/rstd row {r}");
+    }
+    let (pi, pw, pb) = (randn(&mut rng, n * c, 1.0), randn(&mut rng, c, 1.0), randn(&mut rng, c, 1.0));
+    let (mut di, mut dw, mut db) = (pi.clone(), pw.clone(), pb.clone());
+    layernorm_backward(&mut di, &mut dw, if bias { Some(&mut db[..]) } else { None }, &g, &inp, &w, &mean, &rstd, n, c);
+    let tag = format!("layernorm {n}x{c} bias={bias}");
+    check(&format!("{tag} dinp"), &added(&di, &pi), &numeric(&inp, &all(n * c), |x| loss(x, &w, bo)), &all(n * c));
+    check(&format!("{tag} dweight"), &added(&dw, &pw), &numeric(&w, &all(c), |x| loss(&inp, x, bo)), &all(c));
+    if bias {
+        check(&format!("{tag} dbias"), &added(&db, &pb), &numeric(&b, &all(c), |x| loss(&inp, &w, Some(x))), &all(c));
+    } else {
+        assert_eq!(db, pb, "{tag}: dbias touched although bias is None");
+    }
+}
+
+#[test]
+fn layernorm_gradients_with_bias() {
+    layernorm_case(B * T, C, true, 1);
+}
+
+#[test]
+fn layernorm_gradients_without_bias() {
+    layernorm_case(B * T, C, false, 1);
+}
+
+/// More than ROW_CHUNK (16) rows and COL_CHUNK (32) channels: several tasks in both directions.
+#[test]
+fn layernorm_gradients_large_shapes() {
+    layernorm_case(21, 40, true, 2);
+}
+
+// ------------------------------------------------------------------------------------------------ gelu
+
+#[test]
+fn gelu_gradient() {
+    let n = 40;
+    let mut rng = Rng::new(1, 20);
+    let x = randn(&mut rng, n, 2.0);
+    let g = randn(&mut rng, n, 1.0);
+    let loss = |x: &[f64]| {
+        let mut out = vec![f64::NAN; n];
+        gelu_forward(&mut out, x);
+        dot(&out, &g)
+    };
+    // exact-erf GELU values, not the tanh approximation
+    let mut out = vec![0.0f64; 3];
+    gelu_forward(&mut out, &[1.0, -0.5, 3.0]);
+    for (o, want) in out.iter().zip([0.8413447460685429f64, -0.15426876936299344, 2.9959503059051097]) {
+        assert!((o - want).abs() < 1e-14, "gelu value {o} vs {want}");
+    }
+    let pre = randn(&mut rng, n, 1.0);
+    let mut d = pre.clone();
+    gelu_backward(&mut d, &x, &g);
+    check("gelu dinp", &added(&d, &pre), &numeric(&x, &all(n), loss), &all(n));
+}
+
+/// Past the 4096-element chunk: the kernel is elementwise, so one perturbation of every element at once
+/// gives every diagonal derivative.
+#[test]
+fn gelu_gradient_across_chunks() {
+    let n = 9000;
+    let mut rng = Rng::new(2, 20);
+    let x = randn(&mut rng, n, 2.0);
+    let g = randn(&mut rng, n, 1.0);
+    let f = |x: &[f64]| {
+        let mut out = vec![f64::NAN; n];
+        gelu_forward(&mut out, x);
+        out
+    };
+    let (xp, xm): (Vec<f64>, Vec<f64>) = (x.iter().map(|v| v + H).collect(), x.iter().map(|v| v - H).collect());
+    let (fp, fm) = (f(&xp), f(&xm));
+    let num: Vec<f64> = (0..n).map(|i| g[i] * (fp[i] - fm[i]) / (2.0 * H)).collect();
+    let mut d = vec![0.0; n];
+    gelu_backward(&mut d, &x, &g);
+    check("gelu dinp (9000, elementwise)", &d, &num, &all(n));
+}
+
+// --------------------------------------------------------------------------------------------- encoder
+
+fn encoder_case(b: usize, t: usize, c: usize, v: usize, seed: u64) {
+    let max_t = t + 1; // one position row unused: its gradient must stay 0
+    let mut rng = Rng::new(seed, 30);
+    let mut idx: Vec<u32> = (0..b * t).map(|_| rng.below(v as u64 - 1) as u32).collect(); // token v−1 unused
+    idx[3] = idx[0];
+    idx[t + 1] = idx[0]; // collisions within and across sequences
+    let wte = randn(&mut rng, v * c, 1.0);
+    let wpe = randn(&mut rng, max_t * c, 1.0);
+    let g = randn(&mut rng, b * t * c, 1.0);
+    let loss = |wte: &[f64], wpe: &[f64]| {
+        let mut out = vec![f64::NAN; b * t * c];
+        encoder_forward(&mut out, &idx, wte, wpe, b, t, c);
+        dot(&out, &g)
+    };
+    let (pe, pp) = (randn(&mut rng, v * c, 1.0), randn(&mut rng, max_t * c, 1.0));
+    let (mut de, mut dp) = (pe.clone(), pp.clone());
+    encoder_backward(&mut de, &mut dp, &g, &idx, b, t, c);
+    let (de, dp) = (added(&de, &pe), added(&dp, &pp));
+    let tag = format!("encoder {b}x{t}x{c} V={v}");
+    check(&format!("{tag} dwte"), &de, &numeric(&wte, &all(v * c), |x| loss(x, &wpe)), &all(v * c));
+    check(&format!("{tag} dwpe"), &dp, &numeric(&wpe, &all(max_t * c), |x| loss(&wte, x)), &all(max_t * c));
+    assert!(de[(v - 1) * c..].iter().all(|&x| x == 0.0), "{tag}: unused token row got a gradient");
+    assert!(dp[t * c..].iter().all(|&x| x == 0.0), "{tag}: unused position row got a gradient");
+}
+
+#[test]
+fn encoder_gradients_with_repeated_tokens() {
+    encoder_case(B, T, C, V, 1);
+}
+
+/// More than ROW_CHUNK (16) rows and COL_CHUNK (32) channels.
+#[test]
+fn encoder_gradients_large_shapes() {
+    encoder_case(3, 7, 40, 9, 2);
+}
+
+// ---------------------------------------------------------------------------------------- crossentropy
+
+fn crossentropy_case(n: usize, v: usize, seed: u64) {
+    let mut rng = Rng::new(seed, 40);
+    let logits = randn(&mut rng, n * v, 2.0);
+    let targets: Vec<u32> = (0..n).map(|_| rng.below(v as u64) as u32).collect();
+    let loss = |x: &[f64]| {
+        let mut losses = vec![f64::NAN; n];
+        crossentropy_forward(&mut losses, x, &targets, n, v)
+    };
+    let mut losses = vec![0.0; n];
+    let mean = crossentropy_forward(&mut losses, &logits, &targets, n, v);
+    for r in 0..n {
+        let x = &logits[r * v..(r + 1) * v];
+        let want = x.iter().map(|z| z.exp()).sum::<f64>().ln() - x[targets[r] as usize];
+        assert!((losses[r] - want).abs() < 1e-12, "loss row {r}: {} vs {want}", losses[r]);
+    }
+    assert!((mean - losses.iter().sum::<f64>() / n as f64).abs() < 1e-14);
+    // crossentropy_backward writes dlogits: garbage there beforehand must not matter
+    let mut d = vec![f64::NAN; n * v];
+    crossentropy_backward(&mut d, &logits, &targets, 1.0 / n as f64, n, v);
+    check(&format!("crossentropy {n}x{v} dlogits"), &d, &numeric(&logits, &all(n * v), loss), &all(n * v));
+}
+
+#[test]
+fn crossentropy_gradient() {
+    crossentropy_case(B * T, V, 1);
+}
+
+/// More than ROW_CHUNK (16) rows.
+#[test]
+fn crossentropy_gradient_many_rows() {
+    crossentropy_case(37, 5, 2);
+}
+
+// ------------------------------------------------------------------------------------------- attention
+
+const DROP: Dropout = Dropout { p: 0.3, key: 42 };
+const SITE: u64 = 3;
+
+fn drop_of(with_dropout: bool) -> Option<(&'static Dropout, u64)> {
+    with_dropout.then_some((&DROP, SITE))
+}
+
+fn attention_out(qkv: &[f64], kind: AttentionKind, dropout: bool, b: usize, t: usize, c: usize, nh: usize) -> (Vec<f64>, Vec<f64>) {
+    let (mut out, mut att) = (vec![f64::NAN; b * t * c], vec![f64::NAN; b * nh * t * t]);
+    attention_forward(&mut out, &mut att, qkv, kind, drop_of(dropout), b, t, c, nh);
+    (out, att)
+}
+
+/// Scores of (b, h, i, j), j ≤ i, computed here.
+fn scores(qkv: &[f64], b: usize, t: usize, c: usize, nh: usize) -> Vec<Vec<f64>> {
+    let hs = c / nh;
+    let mut rows = Vec::new();
+    for bi in 0..b {
+        for h in 0..nh {
+            for i in 0..t {
+                let q = &qkv[(bi * t + i) * 3 * c + h * hs..][..hs];
+                rows.push(
+                    (0..=i)
+                        .map(|j| dot(q, &qkv[(bi * t + j) * 3 * c + c + h * hs..][..hs]) / (hs as f64).sqrt())
+                        .collect(),
+                );
+            }
+        }
+    }
+    rows
+}
+
+fn attention_case(kind: AttentionKind, dropout: bool, std: f64, seed: u64) {
+    let (b, t, c, nh) = (B, T, C, NH);
+    let mut rng = Rng::new(seed, 50);
+    let qkv = randn(&mut rng, b * t * 3 * c, std);
+    let g = randn(&mut rng, b * t * c, 1.0);
+    if kind == AttentionKind::Quiet {
+        // both branches of m = max(0, max_j s_j) occur
+        let s = scores(&qkv, b, t, c, nh);
+        let pos = s.iter().filter(|r| r.iter().any(|&x| x > 0.0)).count();
+        assert!(pos > 0 && pos < s.len(), "seed gives rows of one sign only ({pos} of {})", s.len());
+    }
+    let (_, att) = attention_out(&qkv, kind, dropout, b, t, c, nh);
+    let loss = |x: &[f64]| dot(&attention_out(x, kind, dropout, b, t, c, nh).0, &g);
+    let pre = randn(&mut rng, b * t * 3 * c, 1.0);
+    let mut d = pre.clone();
+    let mut scratch = vec![f64::NAN; b * nh * t];
+    attention_backward(&mut d, &mut scratch, &g, &qkv, &att, drop_of(dropout), b, t, c, nh);
+    let d = added(&d, &pre);
+    let n = b * t * 3 * c;
+    let num = numeric(&qkv, &all(n), loss);
+    let tag = format!("attention {kind} dropout={dropout} std={std}");
+    check(&format!("{tag} dqkv"), &d, &num, &all(n));
+    // each of q, k and v gets a non-trivial gradient
+    for (part, name) in ["q", "k", "v"].iter().enumerate() {
+        let m = (0..b * t).flat_map(|r| (0..c).map(move |ch| r * 3 * c + part * c + ch)).fold(0.0f64, |m, i| m.max(d[i].abs()));
+        assert!(m > 1e-4, "{tag}: d{name} is zero");
+    }
+}
+
+#[test]
+fn attention_softmax_gradient() {
+    attention_case(AttentionKind::Softmax, false, 1.0, 1);
+    attention_case(AttentionKind::Softmax, false, 2.0, 2);
+}
+
+#[test]
+fn attention_quiet_gradient() {
+    attention_case(AttentionKind::Quiet, false, 1.0, 1);
+    attention_case(AttentionKind::Quiet, false, 2.0, 2);
+}
+
+#[test]
+fn attention_softmax_gradient_with_dropout() {
+    attention_case(AttentionKind::Softmax, true, 1.0, 3);
+}
+
+#[test]
+fn attention_quiet_gradient_with_dropout() {
+    attention_case(AttentionKind::Quiet, true, 1.0, 3);
+}
+
+/// (a) probabilities above the diagonal are exactly 0, whatever the buffer held before.
+#[test]
+fn attention_mask_zero_above_diagonal() {
+    let (b, t, c, nh) = (B, 6, C, NH);
+    let mut rng = Rng::new(4, 50);
+    let qkv = randn(&mut rng, b * t * 3 * c, 2.0);
+    for kind in AttentionKind::ALL {
+        for dropout in [false, true] {
+            let (out, att) = attention_out(&qkv, kind, dropout, b, t, c, nh); // att starts as NaN
+            assert!(out.iter().all(|v| v.is_finite()), "{kind}: non-finite output");
+            for bh in 0..b * nh {
+                for i in 0..t {
+                    let row = &att[(bh * t + i) * t..][..t];
+                    assert!(row[..=i].iter().all(|&p| p > 0.0 && p <= 1.0), "{kind} row {i}: {row:?}");
+                    assert!(row[i + 1..].iter().all(|&p| p == 0.0), "{kind} dropout={dropout} (bh {bh}, row {i}) above diagonal: {row:?}");
+                }
+            }
+        }
+    }
+}
+
+/// (b) changing q, k or v at positions > i changes neither the output nor the probabilities at
+/// positions ≤ i (bitwise); and an upstream gradient at positions ≤ i only reaches qkv at positions ≤ i.
+#[test]
+fn attention_is_causal() {
+    let (b, t, c, nh) = (B, 6, C, NH);
+    let mut rng = Rng::new(5, 50);
+    let qkv = randn(&mut rng, b * t * 3 * c, 1.5);
+    for kind in AttentionKind::ALL {
+        for dropout in [false, true] {
+            let (out, att) = attention_out(&qkv, kind, dropout, b, t, c, nh);
+            for i in 0..t - 1 {
+                let mut q2 = qkv.clone();
+                for bi in 0..b {
+                    for j in i + 1..t {
+                        q2[(bi * t + j) * 3 * c..(bi * t + j + 1) * 3 * c].iter_mut().for_each(|x| *x = rng.normal() * 3.0);
+                    }
+                }
+                let (out2, att2) = attention_out(&q2, kind, dropout, b, t, c, nh);
+                for bi in 0..b {
+                    let s = (bi * t) * c..(bi * t + i + 1) * c;
+                    assert!(out[s.clone()].iter().zip(&out2[s]).all(|(x, y)| x.to_bits() == y.to_bits()), "{kind} dropout={dropout}: output at ≤ {i} depends on the future");
+                    assert!(out[(bi * t + i + 1) * c..(bi + 1) * t * c] != out2[(bi * t + i + 1) * c..(bi + 1) * t * c], "{kind}: the perturbation did nothing");
+                }
+                for bh in 0..b * nh {
+                    let s = bh * t * t..(bh * t + i + 1) * t;
+                    assert!(att[s.clone()].iter().zip(&att2[s]).all(|(x, y)| x.to_bits() == y.to_bits()), "{kind} dropout={dropout}: probabilities at ≤ {i} depend on the future");
+                }
+                // backward: dout only at positions ≤ i
+                let mut dout = randn(&mut rng, b * t * c, 1.0);
+                for bi in 0..b {
+                    dout[(bi * t + i + 1) * c..(bi + 1) * t * c].fill(0.0);
+                }
+                let mut d = vec![0.0; b * t * 3 * c];
+                let mut scratch = vec![0.0; b * nh * t];
+                attention_backward(&mut d, &mut scratch, &dout, &qkv, &att, drop_of(dropout), b, t, c, nh);
+                for bi in 0..b {
+                    let future = &d[(bi * t + i + 1) * 3 * c..(bi + 1) * t * 3 * c];
+                    assert!(future.iter().all(|&x| x == 0.0), "{kind} dropout={dropout}: gradient from ≤ {i} reached the future");
+                    assert!(d[(bi * t) * 3 * c..(bi * t + i + 1) * 3 * c].iter().any(|&x| x != 0.0));
+                }
+            }
+        }
+    }
+}
+
+/// (c) with all scores 0 (q = k = 0): softmax rows are uniform 1/(i+1) and sum to 1; quiet rows are
+/// 1/(i+2) and sum to (i+1)/(i+2), the null key taking 1/(i+2). f64 and f32.
+#[test]
+fn attention_uniform_rows_and_null_mass() {
+    fn run<F: quietgpt::model::Real>(tol: f64) {
+        let (b, t, c, nh) = (B, 7, C, NH);
+        let mut rng = Rng::new(6, 50);
+        let mut qkv: Vec<F> = (0..b * t * 3 * c).map(|_| F::from_f64(rng.normal())).collect();
+        for r in 0..b * t {
+            qkv[r * 3 * c..r * 3 * c + 2 * c].fill(F::ZERO); // q = k = 0
+        }
+        for kind in AttentionKind::ALL {
+            let (mut out, mut att) = (vec![F::ZERO; b * t * c], vec![F::from_f64(f64::NAN); b * nh * t * t]);
+            attention_forward(&mut out, &mut att, &qkv, kind, None, b, t, c, nh);
+            for bh in 0..b * nh {
+                for i in 0..t {
+                    let row = &att[(bh * t + i) * t..][..t];
+                    let (p, sum) = match kind {
+                        AttentionKind::Softmax => (1.0 / (i + 1) as f64, 1.0),
+                        AttentionKind::Quiet => (1.0 / (i + 2) as f64, (i + 1) as f64 / (i + 2) as f64),
+                    };
+                    let got: f64 = row.iter().map(|x| x.to_f64()).sum();
+                    assert!((got - sum).abs() < tol, "{kind} row {i}: sum {got} vs {sum}");
+                    assert!(row[..=i].iter().all(|x| (x.to_f64() - p).abs() < tol), "{kind} row {i}: {row:?}");
+                    assert!(row[i + 1..].iter().all(|x| x.to_f64() == 0.0));
+                }
+            }
+            // and y_i is the (scaled) mean of v_0..v_i
+            let (bi, h, hs) = (1, 1, c / nh);
+            for i in 0..t {
+                let scale = if kind == AttentionKind::Quiet { (i + 1) as f64 / (i + 2) as f64 } else { 1.0 };
+                for ch in 0..hs {
+                    let mean = (0..=i).map(|j| qkv[(bi * t + j) * 3 * c + 2 * c + h * hs + ch].to_f64()).sum::<f64>() / (i + 1) as f64;
+                    let y = out[(bi * t + i) * c + h * hs + ch].to_f64();
+                    assert!((y - scale * mean).abs() < 10.0 * tol, "{kind}: y[{i}][{ch}] = {y}, want {}", scale * mean);
+                }
+            }
+        }
+    }
+    run::<f64>(1e-15);
+    run::<f32>(3e-7);
+}
+
+/// The same attention in f32 and f64 (f32 inputs, so both see identical values).
+#[test]
+fn attention_f32_matches_f64() {
+    let (b, t, c, nh) = (2, 16, 32, 4);
+    let mut rng = Rng::new(7, 50);
+    let q32: Vec<f32> = (0..b * t * 3 * c).map(|_| rng.normal() as f32).collect();
+    let g32: Vec<f32> = (0..b * t * c).map(|_| rng.normal() as f32).collect();
+    let q64: Vec<f64> = q32.iter().map(|&x| x as f64).collect();
+    let g64: Vec<f64> = g32.iter().map(|&x| x as f64).collect();
+    for kind in AttentionKind::ALL {
+        for dropout in [false, true] {
+            let (mut o32, mut a32) = (vec![0.0f32; b * t * c], vec![0.0f32; b * nh * t * t]);
+            attention_forward(&mut o32, &mut a32, &q32, kind, drop_of(dropout), b, t, c, nh);
+            let (o64, a64) = attention_out(&q64, kind, dropout, b, t, c, nh);
+            let mut d32 = vec![0.0f32; b * t * 3 * c];
+            attention_backward(&mut d32, &mut vec![0.0f32; b * nh * t], &g32, &q32, &a32, drop_of(dropout), b, t, c, nh);
+            let mut d64 = vec![0.0f64; b * t * 3 * c];
+            attention_backward(&mut d64, &mut vec![0.0f64; b * nh * t], &g64, &q64, &a64, drop_of(dropout), b, t, c, nh);
+            let err = |x: &[f32], y: &[f64]| x.iter().zip(y).map(|(&a, &b)| (a as f64 - b).abs()).fold(0.0, f64::max);
+            let (eo, ea, ed) = (err(&o32, &o64), err(&a32, &a64), err(&d32, &d64));
+            println!("attention f32 vs f64 {kind} dropout={dropout}: out {eo:.1e}, att {ea:.1e}, dqkv {ed:.1e}");
+            assert!(eo < 1e-6 && ea < 1e-6, "{kind} dropout={dropout}: forward f32 vs f64: out {eo:e}, att {ea:e}");
+            assert!(ed < 4e-6, "{kind} dropout={dropout}: backward f32 vs f64: {ed:e}");
+        }
+    }
+}
+
+// --------------------------------------------------------------------------------------------- dropout
+
+#[test]
+fn dropout_masks() {
+    let n = 50_000;
+    let d = Dropout { p: 0.5, key: 42 };
+    let mut x = vec![1.0f64; n];
+    d.apply(7, &mut x);
+    let zeros = x.iter().filter(|&&v| v == 0.0).count();
+    assert!(x.iter().all(|&v| v == 0.0 || v == 2.0), "values other than 0 and 2");
+    let frac = zeros as f64 / n as f64;
+    assert!((frac - 0.5).abs() < 0.015, "dropped fraction {frac} (σ ≈ 0.0022)");
+    // the same key and site: the same mask (f32 too); another site or key: another mask
+    let mut y = vec![1.0f64; n];
+    Dropout { p: 0.5, key: 42 }.apply(7, &mut y);
+    assert_eq!(x, y);
+    let mut y32 = vec![1.0f32; n];
+    d.apply(7, &mut y32);
+    assert!(x.iter().zip(&y32).all(|(&a, &b)| a == b as f64), "f32 and f64 masks differ");
+    for (other, site) in [(d, 8), (Dropout { p: 0.5, key: 43 }, 7)] {
+        let mut z = vec![1.0f64; n];
+        other.apply(site, &mut z);
+        let differ = x.iter().zip(&z).filter(|(a, b)| a != b).count() as f64 / n as f64;
+        assert!((differ - 0.5).abs() < 0.02, "key/site change: masks differ on {differ} of elements");
+    }
+    // apply is factor(site key, global index), across its internal 4096-element chunks
+    let key = d.site(7);
+    assert!(x.iter().enumerate().all(|(i, &v)| v == d.factor::<f64>(key, i as u64)));
+    // p = 0.3: kept values scaled by 1/(1 − p)
+    let d3 = Dropout { p: 0.3, key: 9 };
+    let mut x3 = vec![1.0f64; n];
+    d3.apply(1, &mut x3);
+    let kept = x3.iter().filter(|&&v| v != 0.0).count() as f64 / n as f64;
+    assert!((kept - 0.7).abs() < 0.015, "kept {kept}");
+    assert!(x3.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-7));
+    // per-pass keys: none at p = 0, deterministic, distinct per step and micro-step
+    assert!(Dropout::new(0.0, 1, 2, 3).is_none());
+    let k = |s, m| Dropout::new(0.2, 1, s, m).unwrap().key;
+    assert_eq!(k(2, 3), k(2, 3));
+    assert!(k(2, 3) != k(2, 4) && k(2, 3) != k(3, 3));
+}
+
+// ---------------------------------------------------------------------------------------- whole model
+
+fn model_config(attention: AttentionKind, bias: bool) -> ModelConfig {
+    ModelConfig { n_layer: 2, n_head: 2, n_embd: 8, block_size: 6, vocab_size: 11, bias, dropout: 0.0, attention }
+}
+
+/// A model with every parameter non-trivial: nanoGPT's init plus N(0, 0.1) noise everywhere
+/// (LayerNorm weights and biases included).
+fn random_model(cfg: ModelConfig, seed: u64) -> Gpt<f64> {
+    let mut m = Gpt::<f64>::new(cfg, 2).unwrap();
+    let mut rng = Rng::new(seed, 0);
+    m.init(&mut rng);
+    m.params.iter_mut().for_each(|p| *p += 0.1 * rng.normal());
+    m
+}
+
+fn batch(rng: &mut Rng, b: usize, t: usize, v: usize) -> (Vec<u32>, Vec<u32>) {
+    let mut idx: Vec<u32> = (0..b * t).map(|_| rng.below(v as u64) as u32).collect();
+    idx[2] = idx[0];
+    let tg = (0..b * t).map(|_| rng.below(v as u64) as u32).collect();
+    (idx, tg)
+}
+
+fn model_case(attention: AttentionKind, bias: bool, dropout: f32, b: usize, t: usize) {
+    let cfg = model_config(attention, bias);
+    let mut m = random_model(cfg.clone(), 11 + bias as u64);
+    let mut rng = Rng::new(12, 1);
+    let (idx, tg) = batch(&mut rng, b, t, cfg.vocab_size);
+    let drop = Dropout::new(dropout, 1234, 5, 1); // a fixed key: the loss is a function of the params
+    m.zero_grad();
+    let loss0 = m.forward(&idx, Some(&tg), b, t, drop).unwrap().unwrap();
+    m.backward(1.0).unwrap();
+    let grads = m.grads.clone();
+    // ~48 parameters, spread over every tensor
+    let named = m.layout.named().to_vec();
+    let per = 48usize.div_ceil(named.len()).max(2);
+    let mut which = Vec::new();
+    for tensor in &named {
+        for _ in 0..per.min(tensor.len) {
+            which.push(tensor.offset + rng.below(tensor.len as u64) as usize);
+        }
+    }
+    let params = m.params.clone();
+    let num = numeric(&params, &which, |p| {
+        m.params.copy_from_slice(p);
+        m.forward(&idx, Some(&tg), b, t, drop).unwrap().unwrap()
+    });
+    m.params.copy_from_slice(&params);
+    let tag = format!("gpt {attention} bias={bias} dropout={dropout} {b}x{t}");
+    println!("{tag}: loss {loss0:.6}, {} tensors", named.len());
+    check(&tag, &grads, &num, &which);
+    // per tensor, so that a failure names the tensor
+    for tensor in &named {
+        let idx_t: Vec<usize> = which.iter().copied().filter(|&i| i >= tensor.offset && i < tensor.offset + tensor.len).collect();
+        let num_t: Vec<f64> = which.iter().zip(&num).filter(|(i, _)| idx_t.contains(i)).map(|(_, n)| *n).collect();
+        let e = errors(&grads, &num_t, &idx_t);
+        assert!(e.bad.is_empty(), "{tag}: {} disagrees: {:?}", tensor.name, e.bad);
+    }
+    // positions ≥ T of wpe get nothing
+    let wpe = m.layout.find("transformer.wpe.weight").unwrap();
+    assert!(grads[wpe.offset + t * cfg.n_embd..wpe.offset + wpe.len].iter().all(|&g| g == 0.0));
+    // the loss is a deterministic function: the same forward again gives the same loss
+    assert_eq!(m.forward(&idx, Some(&tg), b, t, drop).unwrap().unwrap(), loss0);
+}
+
+#[test]
+fn gpt_gradient_softmax_bias() {
+    model_case(AttentionKind::Softmax, true, 0.0, 2, 5);
+}
+
+#[test]
+fn gpt_gradient_quiet_bias() {
+    model_case(AttentionKind::Quiet, true, 0.0, 2, 5);
+}
+
+#[test]
+fn gpt_gradient_softmax_no_bias() {
+    model_case(AttentionKind::Softmax, false, 0.0, 2, 6);
+}
+
+#[test]
+fn gpt_gradient_quiet_no_bias() {
+    model_case(AttentionKind::Quiet, false, 0.0, 1, 6);
+}
+
+#[test]
+fn gpt_gradient_quiet_dropout() {
+    model_case(AttentionKind::Quiet, true, 0.2, 2, 5);
+}
+
+#[test]
+fn gpt_gradient_softmax_dropout() {
+    model_case(AttentionKind::Softmax, false, 0.2, 2, 5);
+}
+
+/// The attention switch reaches the model: same parameters, different loss.
+#[test]
+fn gpt_attention_kind_matters() {
+    let mut rng = Rng::new(13, 1);
+    let (idx, tg) = batch(&mut rng, 2, 5, 11);
+    let loss = |kind| random_model(model_config(kind, true), 3).forward(&idx, Some(&tg), 2, 5, None).unwrap().unwrap();
+    let (s, q) = (loss(AttentionKind::Softmax), loss(AttentionKind::Quiet));
+    assert!((s - q).abs() > 1e-6, "softmax {s} vs quiet {q}");
+}
+
+/// backward accumulates: two backward(0.5) after identical forwards equal one backward(1.0); and
+/// backward(0.5) on batches A and B equals the mean of their separate gradients.
+#[test]
+fn gpt_gradient_accumulation() {
+    for (attention, dropout) in [(AttentionKind::Quiet, 0.2), (AttentionKind::Softmax, 0.0)] {
+        let mut m = random_model(model_config(attention, true), 21);
+        let mut rng = Rng::new(22, 1);
+        let (a, ta) = batch(&mut rng, 2, 6, 11);
+        let (bb, tb) = batch(&mut rng, 2, 6, 11);
+        let drop = Dropout::new(dropout, 7, 1, 0);
+        let mut grad_of = |steps: &[(&[u32], &[u32], f64)]| {
+            m.zero_grad();
+            for &(x, y, s) in steps {
+                m.forward(x, Some(y), 2, 6, drop).unwrap();
+                m.backward(s).unwrap();
+            }
+            m.grads.clone()
+        };
+        let one = grad_of(&[(&a, &ta, 1.0)]);
+        let two = grad_of(&[(&a, &ta, 0.5), (&a, &ta, 0.5)]);
+        let scale = one.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+        assert!(scale > 1e-3);
+        let e = max_abs_diff(&one, &two);
+        println!("accumulation {attention}: max |2×backward(0.5) − backward(1)| = {e:e} (max|g| {scale:.2e})");
+        assert!(e <= 1e-14 * scale, "{attention}: 2 × backward(0.5) differs from backward(1.0) by {e:e}");
+        let gb = grad_of(&[(&bb, &tb, 1.0)]);
+        let mixed = grad_of(&[(&a, &ta, 0.5), (&bb, &tb, 0.5)]);
+        let want: Vec<f64> = one.iter().zip(&gb).map(|(x, y)| 0.5 * (x + y)).collect();
+        let e = max_abs_diff(&mixed, &want);
+        assert!(e <= 1e-13 * scale, "{attention}: backward over two batches: {e:e}");
+        assert!(max_abs_diff(&one, &gb) > 1e-3, "the two batches give the same gradient");
+    }
+}
+
+/// The checker itself: a gradient off by 1e-4 relative, or missing a factor, must fail.
+#[test]
+fn checker_rejects_wrong_gradients() {
+    let (n, c, oc) = (B * T, C, OC);
+    let mut rng = Rng::new(30, 0);
+    let inp = randn(&mut rng, n * c, 1.0);
+    let w = randn(&mut rng, oc * c, 1.0);
+    let g = randn(&mut rng, n * oc, 1.0);
+    let loss = |w: &[f64]| {
+        let mut out = vec![0.0; n * oc];
+        matmul_forward(&mut out, &inp, w, None, n, c, oc);
+        dot(&out, &g)
+    };
+    let (mut di, mut dw) = (vec![0.0; n * c], vec![0.0; oc * c]);
+    matmul_backward(&mut di, &mut dw, None, &g, &inp, &w, n, c, oc);
+    let num = numeric(&w, &all(oc * c), loss);
+    assert!(errors(&dw, &num, &all(oc * c)).bad.is_empty());
+    let off: Vec<f64> = dw.iter().map(|x| x * (1.0 + 1e-4)).collect();
+    assert!(errors(&off, &num, &all(oc * c)).bad.len() > oc * c / 2, "a 1e-4 relative error passed");
+    let half: Vec<f64> = dw.iter().map(|x| x * 0.5).collect();
+    assert!(errors(&half, &num, &all(oc * c)).bad.len() > oc * c / 2, "a missing factor 2 passed");
+}
