@@ -21,6 +21,49 @@ use crate::config::ModelConfig;
 use crate::rng::Rng;
 use crate::{Error, Result};
 
+/// The inputs of the four Linear layers of a block (the lm_head is not among them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Linear {
+    /// attn.c_attn, input ln_1(x) (B, T, C)
+    Qkv,
+    /// attn.c_proj, input the concatenated head outputs (B, T, C)
+    AttnProj,
+    /// mlp.c_fc, input ln_2(x) (B, T, C)
+    Fc,
+    /// mlp.c_proj, input gelu(c_fc(.)) (B, T, 4C)
+    FcProj,
+}
+
+/// Activations that a probe can observe during a forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Point {
+    /// the block input of layer 0: wte[idx] + wpe (after dropout) (B, T, C)
+    Embedding,
+    /// ln_1 output (B, T, C)
+    Ln1,
+    /// attention output after c_proj (and dropout), before the residual add (B, T, C)
+    AttnOut,
+    /// ln_2 output (B, T, C)
+    Ln2,
+    /// MLP hidden after GELU (B, T, 4C)
+    MlpHidden,
+    /// MLP output after c_proj (and dropout), before the residual add (B, T, C)
+    MlpOut,
+    /// residual stream after the block (B, T, C)
+    Residual,
+    /// ln_f output (B, T, C); reported with layer = n_layer
+    LnF,
+}
+
+/// A hook into the forward pass for analysis and fake quantization. Training passes none; the hook can
+/// only see activations and change the inputs of Linear layers, never what the trainer does.
+pub trait Probe<F = f32> {
+    /// The input of `linear` in block `layer`, just before the matmul; may be modified in place.
+    fn linear_input(&mut self, _layer: usize, _linear: Linear, _x: &mut [F]) {}
+    /// An activation, for observation.
+    fn observe(&mut self, _layer: usize, _point: Point, _x: &[F]) {}
+}
+
 /// Forward activations, each buffer sized for (max_batch, block_size); per-layer ones hold L copies.
 #[derive(Default)]
 struct Acts<F> {
@@ -151,6 +194,21 @@ impl<F: Real> Gpt<F> {
     /// Runs the model on idx (B, T). With targets, returns the mean cross-entropy loss. `dropout` is
     /// `None` in evaluation. Logits of every position are kept for `logits()`.
     pub fn forward(&mut self, idx: &[u32], targets: Option<&[u32]>, b: usize, t: usize, dropout: Option<Dropout>) -> Result<Option<f64>> {
+        self.forward_probe(idx, targets, b, t, dropout, None)
+    }
+
+    /// `forward` with a probe that sees the activations and may modify Linear inputs (analysis, fake
+    /// quantization). A probed forward must not be followed by `backward`: the saved activations are
+    /// the probe's, not the model's.
+    pub fn forward_probe(
+        &mut self,
+        idx: &[u32],
+        targets: Option<&[u32]>,
+        b: usize,
+        t: usize,
+        dropout: Option<Dropout>,
+        mut probe: Option<&mut dyn Probe<F>>,
+    ) -> Result<Option<f64>> {
         let (c, v, nh, nl) = (self.config.n_embd, self.config.vocab_size, self.config.n_head, self.config.n_layer);
         if b == 0 || b > self.max_batch || t == 0 || t > self.config.block_size {
             return Err(Error::Config(format!(
@@ -172,7 +230,7 @@ impl<F: Real> Gpt<F> {
             self.targets[..bt].copy_from_slice(y);
         }
         self.shape = Some((b, t));
-        self.has_targets = targets.is_some();
+        self.has_targets = targets.is_some() && probe.is_none();
         self.dropout = dropout;
 
         let p = &self.params;
@@ -185,32 +243,62 @@ impl<F: Real> Gpt<F> {
         if let Some(d) = &dropout {
             d.apply(site(0, Site::Embedding), &mut a.encoded[..bt * c]);
         }
+        if let Some(pb) = probe.as_deref_mut() {
+            pb.observe(0, Point::Embedding, &a.encoded[..bt * c]);
+        }
         for l in 0..nl {
             let (lc, l3c, l4c, lr) = (l * bt * c..(l + 1) * bt * c, l * bt * 3 * c..(l + 1) * bt * 3 * c, l * bt * 4 * c..(l + 1) * bt * 4 * c, l * bt..(l + 1) * bt);
             let residual: &[F] = if l == 0 { &a.encoded[..bt * c] } else { &a.residual3[(l - 1) * bt * c..l * bt * c] };
             layernorm_forward(&mut a.ln1[lc.clone()], &mut a.ln1_mean[lr.clone()], &mut a.ln1_rstd[lr.clone()], residual, pr(Kind::Ln1W, l), bias(Kind::Ln1B, l), bt, c);
+            if let Some(pb) = probe.as_deref_mut() {
+                pb.observe(l, Point::Ln1, &a.ln1[lc.clone()]);
+                pb.linear_input(l, Linear::Qkv, &mut a.ln1[lc.clone()]);
+            }
             matmul_forward(&mut a.qkv[l3c.clone()], &a.ln1[lc.clone()], pr(Kind::QkvW, l), bias(Kind::QkvB, l), bt, c, 3 * c);
             let att = &mut a.att[l * b * nh * t * t..(l + 1) * b * nh * t * t];
             let attn_drop = dropout.as_ref().map(|d| (d, site(l, Site::AttentionWeights)));
             attention_forward(&mut a.atty[lc.clone()], att, &a.qkv[l3c.clone()], self.config.attention, attn_drop, b, t, c, nh);
+            if let Some(pb) = probe.as_deref_mut() {
+                pb.linear_input(l, Linear::AttnProj, &mut a.atty[lc.clone()]);
+            }
             matmul_forward(&mut a.proj, &a.atty[lc.clone()], pr(Kind::AttProjW, l), bias(Kind::AttProjB, l), bt, c, c);
             if let Some(d) = &dropout {
                 d.apply(site(l, Site::AttentionOut), &mut a.proj[..bt * c]);
             }
+            if let Some(pb) = probe.as_deref_mut() {
+                pb.observe(l, Point::AttnOut, &a.proj[..bt * c]);
+            }
             add(&mut a.residual2[lc.clone()], residual, &a.proj[..bt * c]);
             layernorm_forward(&mut a.ln2[lc.clone()], &mut a.ln2_mean[lr.clone()], &mut a.ln2_rstd[lr.clone()], &a.residual2[lc.clone()], pr(Kind::Ln2W, l), bias(Kind::Ln2B, l), bt, c);
+            if let Some(pb) = probe.as_deref_mut() {
+                pb.observe(l, Point::Ln2, &a.ln2[lc.clone()]);
+                pb.linear_input(l, Linear::Fc, &mut a.ln2[lc.clone()]);
+            }
             matmul_forward(&mut a.fch[l4c.clone()], &a.ln2[lc.clone()], pr(Kind::FcW, l), bias(Kind::FcB, l), bt, c, 4 * c);
             gelu_forward(&mut a.fch_gelu[l4c.clone()], &a.fch[l4c.clone()]);
+            if let Some(pb) = probe.as_deref_mut() {
+                pb.observe(l, Point::MlpHidden, &a.fch_gelu[l4c.clone()]);
+                pb.linear_input(l, Linear::FcProj, &mut a.fch_gelu[l4c.clone()]);
+            }
             matmul_forward(&mut a.proj, &a.fch_gelu[l4c.clone()], pr(Kind::FcProjW, l), bias(Kind::FcProjB, l), bt, 4 * c, c);
             if let Some(d) = &dropout {
                 d.apply(site(l, Site::MlpOut), &mut a.proj[..bt * c]);
             }
+            if let Some(pb) = probe.as_deref_mut() {
+                pb.observe(l, Point::MlpOut, &a.proj[..bt * c]);
+            }
             let (r2, r3) = (&a.residual2[lc.clone()], &mut a.residual3[lc.clone()]);
             add(r3, r2, &a.proj[..bt * c]);
+            if let Some(pb) = probe.as_deref_mut() {
+                pb.observe(l, Point::Residual, &a.residual3[lc.clone()]);
+            }
         }
         let last = &a.residual3[(nl - 1) * bt * c..nl * bt * c];
         let lnf_b = self.config.bias.then(|| &p[lay.range(Kind::LnfB)]);
         layernorm_forward(&mut a.lnf, &mut a.lnf_mean, &mut a.lnf_rstd, last, &p[lay.range(Kind::LnfW)], lnf_b, bt, c);
+        if let Some(pb) = probe.as_deref_mut() {
+            pb.observe(nl, Point::LnF, &a.lnf[..bt * c]);
+        }
         matmul_forward(&mut a.logits, &a.lnf, &p[lay.range(Kind::Wte)], None, bt, c, v);
         Ok(targets.map(|y| crossentropy_forward(&mut a.losses, &a.logits, y, bt, v)))
     }

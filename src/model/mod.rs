@@ -13,5 +13,5 @@ pub mod params;
 pub mod real;
 pub mod weights;
 
-pub use gpt::Gpt;
+pub use gpt::{Gpt, Linear, Point, Probe};
 pub use real::Real;
