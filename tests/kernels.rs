@@ -141,9 +141,19 @@ fn matmul_case(n: usize, c: usize, oc: usize, bias: bool, seed: u64) {
     matmul_backward(&mut di, &mut dw, if bias { Some(&mut db[..]) } else { None }, &g, &inp, &w, n, c, oc);
     let tag = format!("matmul {n}x{c}->{oc} bias={bias}");
     check(&format!("{tag} dinp"), &added(&di, &pi), &numeric(&inp, &all(n * c), &g, |x| fwd(x, &w, bo)), &all(n * c));
-    check(&format!("{tag} dweight"), &added(&dw, &pw), &numeric(&w, &all(oc * c), &g, |x| fwd(&inp, x, bo)), &all(oc * c));
+    check(
+        &format!("{tag} dweight"),
+        &added(&dw, &pw),
+        &numeric(&w, &all(oc * c), &g, |x| fwd(&inp, x, bo)),
+        &all(oc * c),
+    );
     if bias {
-        check(&format!("{tag} dbias"), &added(&db, &pb), &numeric(&b, &all(oc), &g, |x| fwd(&inp, &w, Some(x))), &all(oc));
+        check(
+            &format!("{tag} dbias"),
+            &added(&db, &pb),
+            &numeric(&b, &all(oc), &g, |x| fwd(&inp, &w, Some(x))),
+            &all(oc),
+        );
     } else {
         assert_eq!(db, pb, "{tag}: dbias touched although bias is None");
     }
@@ -207,7 +217,9 @@ fn matmul_matches_naive_on_larger_shapes() {
     assert!(max_abs_diff(&back(&out32), &want) < 2e-5, "forward f32: {}", max_abs_diff(&back(&out32), &want));
     let (mut di32, mut dw32, mut db32) = (vec![0.0f32; n * c], vec![0.0f32; oc * c], vec![0.0f32; oc]);
     matmul_backward(&mut di32, &mut dw32, Some(&mut db32), &f(&dout), &f(&inp), &f(&w), n, c, oc);
-    for (what, got, want) in [("dinp", back(&di32), &want_di), ("dweight", back(&dw32), &want_dw), ("dbias", back(&db32), &want_db)] {
+    for (what, got, want) in
+        [("dinp", back(&di32), &want_di), ("dweight", back(&dw32), &want_dw), ("dbias", back(&db32), &want_db)]
+    {
         assert!(max_abs_diff(&got, want) < 2e-5, "backward f32 {what}: {}", max_abs_diff(&got, want));
     }
 }
@@ -246,7 +258,12 @@ fn layernorm_case(n: usize, c: usize, bias: bool, seed: u64) {
     check(&format!("{tag} dinp"), &added(&di, &pi), &numeric(&inp, &all(n * c), &g, |x| fwd(x, &w, bo)), &all(n * c));
     check(&format!("{tag} dweight"), &added(&dw, &pw), &numeric(&w, &all(c), &g, |x| fwd(&inp, x, bo)), &all(c));
     if bias {
-        check(&format!("{tag} dbias"), &added(&db, &pb), &numeric(&b, &all(c), &g, |x| fwd(&inp, &w, Some(x))), &all(c));
+        check(
+            &format!("{tag} dbias"),
+            &added(&db, &pb),
+            &numeric(&b, &all(c), &g, |x| fwd(&inp, &w, Some(x))),
+            &all(c),
+        );
     } else {
         assert_eq!(db, pb, "{tag}: dbias touched although bias is None");
     }
@@ -398,7 +415,15 @@ fn drop_of(with_dropout: bool) -> Option<(&'static Dropout, u64)> {
     with_dropout.then_some((&DROP, SITE))
 }
 
-fn attention_out(qkv: &[f64], kind: AttentionKind, dropout: bool, b: usize, t: usize, c: usize, nh: usize) -> (Vec<f64>, Vec<f64>) {
+fn attention_out(
+    qkv: &[f64],
+    kind: AttentionKind,
+    dropout: bool,
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) -> (Vec<f64>, Vec<f64>) {
     let (mut out, mut att) = (vec![f64::NAN; b * t * c], vec![f64::NAN; b * nh * t * t]);
     attention_forward(&mut out, &mut att, qkv, kind, drop_of(dropout), b, t, c, nh);
     (out, att)
@@ -447,7 +472,9 @@ fn attention_case(kind: AttentionKind, dropout: bool, std: f64, seed: u64) {
     check(&format!("{tag} dqkv"), &d, &num, &all(n));
     // each of q, k and v gets a non-trivial gradient
     for (part, name) in ["q", "k", "v"].iter().enumerate() {
-        let m = (0..b * t).flat_map(|r| (0..c).map(move |ch| r * 3 * c + part * c + ch)).fold(0.0f64, |m, i| m.max(d[i].abs()));
+        let m = (0..b * t)
+            .flat_map(|r| (0..c).map(move |ch| r * 3 * c + part * c + ch))
+            .fold(0.0f64, |m, i| m.max(d[i].abs()));
         assert!(m > 1e-4, "{tag}: d{name} is zero");
     }
 }
@@ -488,7 +515,10 @@ fn attention_mask_zero_above_diagonal() {
                 for i in 0..t {
                     let row = &att[(bh * t + i) * t..][..t];
                     assert!(row[..=i].iter().all(|&p| p > 0.0 && p <= 1.0), "{kind} row {i}: {row:?}");
-                    assert!(row[i + 1..].iter().all(|&p| p == 0.0), "{kind} dropout={dropout} (bh {bh}, row {i}) above diagonal: {row:?}");
+                    assert!(
+                        row[i + 1..].iter().all(|&p| p == 0.0),
+                        "{kind} dropout={dropout} (bh {bh}, row {i}) above diagonal: {row:?}"
+                    );
                 }
             }
         }
@@ -509,18 +539,29 @@ fn attention_is_causal() {
                 let mut q2 = qkv.clone();
                 for bi in 0..b {
                     for j in i + 1..t {
-                        q2[(bi * t + j) * 3 * c..(bi * t + j + 1) * 3 * c].iter_mut().for_each(|x| *x = rng.normal() * 3.0);
+                        q2[(bi * t + j) * 3 * c..(bi * t + j + 1) * 3 * c]
+                            .iter_mut()
+                            .for_each(|x| *x = rng.normal() * 3.0);
                     }
                 }
                 let (out2, att2) = attention_out(&q2, kind, dropout, b, t, c, nh);
                 for bi in 0..b {
                     let s = (bi * t) * c..(bi * t + i + 1) * c;
-                    assert!(out[s.clone()].iter().zip(&out2[s]).all(|(x, y)| x.to_bits() == y.to_bits()), "{kind} dropout={dropout}: output at ≤ {i} depends on the future");
-                    assert!(out[(bi * t + i + 1) * c..(bi + 1) * t * c] != out2[(bi * t + i + 1) * c..(bi + 1) * t * c], "{kind}: the perturbation did nothing");
+                    assert!(
+                        out[s.clone()].iter().zip(&out2[s]).all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{kind} dropout={dropout}: output at ≤ {i} depends on the future"
+                    );
+                    assert!(
+                        out[(bi * t + i + 1) * c..(bi + 1) * t * c] != out2[(bi * t + i + 1) * c..(bi + 1) * t * c],
+                        "{kind}: the perturbation did nothing"
+                    );
                 }
                 for bh in 0..b * nh {
                     let s = bh * t * t..(bh * t + i + 1) * t;
-                    assert!(att[s.clone()].iter().zip(&att2[s]).all(|(x, y)| x.to_bits() == y.to_bits()), "{kind} dropout={dropout}: probabilities at ≤ {i} depend on the future");
+                    assert!(
+                        att[s.clone()].iter().zip(&att2[s]).all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{kind} dropout={dropout}: probabilities at ≤ {i} depend on the future"
+                    );
                 }
                 // backward: dout only at positions ≤ i
                 let mut dout = randn(&mut rng, b * t * c, 1.0);
@@ -533,7 +574,10 @@ fn attention_is_causal() {
                 let mut reached_past = false;
                 for bi in 0..b {
                     let future = &d[(bi * t + i + 1) * 3 * c..(bi + 1) * t * 3 * c];
-                    assert!(future.iter().all(|&x| x == 0.0), "{kind} dropout={dropout}: gradient from ≤ {i} reached the future");
+                    assert!(
+                        future.iter().all(|&x| x == 0.0),
+                        "{kind} dropout={dropout}: gradient from ≤ {i} reached the future"
+                    );
                     reached_past |= d[(bi * t) * 3 * c..(bi * t + i + 1) * 3 * c].iter().any(|&x| x != 0.0);
                 }
                 // (row 0 of softmax has ∂/∂q = ∂/∂k = 0, and dropout may drop its only weight)
@@ -575,7 +619,8 @@ fn attention_uniform_rows_and_null_mass() {
             for i in 0..t {
                 let scale = if kind == AttentionKind::Quiet { (i + 1) as f64 / (i + 2) as f64 } else { 1.0 };
                 for ch in 0..hs {
-                    let mean = (0..=i).map(|j| qkv[(bi * t + j) * 3 * c + 2 * c + h * hs + ch].to_f64()).sum::<f64>() / (i + 1) as f64;
+                    let mean = (0..=i).map(|j| qkv[(bi * t + j) * 3 * c + 2 * c + h * hs + ch].to_f64()).sum::<f64>()
+                        / (i + 1) as f64;
                     let y = out[(bi * t + i) * c + h * hs + ch].to_f64();
                     assert!((y - scale * mean).abs() < 10.0 * tol, "{kind}: y[{i}][{ch}] = {y}, want {}", scale * mean);
                 }
@@ -601,9 +646,31 @@ fn attention_f32_matches_f64() {
             attention_forward(&mut o32, &mut a32, &q32, kind, drop_of(dropout), b, t, c, nh);
             let (o64, a64) = attention_out(&q64, kind, dropout, b, t, c, nh);
             let mut d32 = vec![0.0f32; b * t * 3 * c];
-            attention_backward(&mut d32, &mut vec![0.0f32; b * nh * t], &g32, &q32, &a32, drop_of(dropout), b, t, c, nh);
+            attention_backward(
+                &mut d32,
+                &mut vec![0.0f32; b * nh * t],
+                &g32,
+                &q32,
+                &a32,
+                drop_of(dropout),
+                b,
+                t,
+                c,
+                nh,
+            );
             let mut d64 = vec![0.0f64; b * t * 3 * c];
-            attention_backward(&mut d64, &mut vec![0.0f64; b * nh * t], &g64, &q64, &a64, drop_of(dropout), b, t, c, nh);
+            attention_backward(
+                &mut d64,
+                &mut vec![0.0f64; b * nh * t],
+                &g64,
+                &q64,
+                &a64,
+                drop_of(dropout),
+                b,
+                t,
+                c,
+                nh,
+            );
             let err = |x: &[f32], y: &[f64]| x.iter().zip(y).map(|(&a, &b)| (a as f64 - b).abs()).fold(0.0, f64::max);
             let (eo, ea, ed) = (err(&o32, &o64), err(&a32, &a64), err(&d32, &d64));
             println!("attention f32 vs f64 {kind} dropout={dropout}: out {eo:.1e}, att {ea:.1e}, dqkv {ed:.1e}");
@@ -708,7 +775,8 @@ fn model_case(attention: AttentionKind, bias: bool, dropout: f32, b: usize, t: u
     check(&tag, &grads, &num, &which);
     // per tensor, so that a failure names the tensor
     for tensor in &named {
-        let idx_t: Vec<usize> = which.iter().copied().filter(|&i| i >= tensor.offset && i < tensor.offset + tensor.len).collect();
+        let idx_t: Vec<usize> =
+            which.iter().copied().filter(|&i| i >= tensor.offset && i < tensor.offset + tensor.len).collect();
         let num_t: Vec<f64> = which.iter().zip(&num).filter(|(i, _)| idx_t.contains(i)).map(|(_, n)| *n).collect();
         let e = errors(&grads, &num_t, &idx_t);
         assert!(e.bad.is_empty(), "{tag}: {} disagrees: {:?}", tensor.name, e.bad);
