@@ -35,10 +35,6 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Io { source, .. } => Some(source),
-            _ => None,
-        }
-    }
+    // The I/O cause is already part of the message (Display), so it is not repeated as a source:
+    // anyhow's "{:#}" would print it twice.
 }

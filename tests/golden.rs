@@ -12,6 +12,7 @@ use quietgpt::train::adamw::{clip_grad_norm, AdamW, AdamWConfig};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
+#[derive(Clone)]
 struct Case {
     dir: PathBuf,
     name: String,
@@ -98,9 +99,12 @@ const HP: AdamWConfig = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight
 #[test]
 fn forward_backward_and_adamw_match_pytorch_f32() {
     let mut ck = Checker { failures: vec![] };
-    for case in cases() {
-        let n = &case.name;
+    // Both attention kernels: the fused one used in training and the reference one that keeps probabilities.
+    for (case, reference) in cases().into_iter().flat_map(|c| [(c.clone(), false), (c, true)]) {
+        let name = format!("{}{}", case.name, if reference { " (reference attention)" } else { "" });
+        let n = &name;
         let mut m = model::<f32>(&case);
+        m.set_store_attention(reference);
         let loss = m.forward(&case.idx, Some(&case.targets), case.b, case.t, None).unwrap().unwrap();
         let batch = read(&case, "batch.safetensors");
         let ref_logits: Vec<f32> = tensor(&batch, "logits");
@@ -165,6 +169,7 @@ fn f64_model_matches_pytorch_float64_reference() {
             continue;
         }
         let mut m = model::<f64>(&case);
+        m.set_store_attention(case.name.contains("quiet"));
         let loss = m.forward(&case.idx, Some(&case.targets), case.b, case.t, None).unwrap().unwrap();
         m.backward(1.0).unwrap();
         let r = read(&case, "reference_f64.safetensors");
@@ -183,6 +188,7 @@ fn quiet_null_attention_mass_matches() {
     let mut ck = Checker { failures: vec![] };
     for case in cases().into_iter().filter(|c| c.config.attention == AttentionKind::Quiet) {
         let mut m = model::<f32>(&case);
+        m.set_store_attention(true);
         m.forward(&case.idx, None, case.b, case.t, None).unwrap();
         let (t, nh) = (case.t, case.config.n_head);
         for (l, want) in case.stats["quiet_null_attention_mass"].as_array().unwrap().iter().enumerate() {

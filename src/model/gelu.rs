@@ -2,31 +2,43 @@
 //! gelu(x) = x·Φ(x) = ½·x·(1 + erf(x/√2)),   gelu'(x) = Φ(x) + x·φ(x),   φ(x) = exp(−x²/2)/√(2π).
 
 use super::real::Real;
+use crate::multiversion;
 use rayon::prelude::*;
 
-const CHUNK: usize = 4096;
+const CHUNK: usize = 8192;
 
 /// out (N) = gelu(inp (N))
 pub fn gelu_forward<F: Real>(out: &mut [F], inp: &[F]) {
-    let half = F::from_f64(0.5);
-    let inv_sqrt2 = F::from_f64(std::f64::consts::FRAC_1_SQRT_2);
-    out.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).for_each(|(o, x)| {
-        for (o, &x) in o.iter_mut().zip(x) {
+    out.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).for_each(|(o, x)| gelu_forward_chunk(o, x));
+}
+
+multiversion! {
+    fn gelu_forward_chunk<F: Real>(out: &mut [F], inp: &[F]) {
+        let half = F::from_f64(0.5);
+        let inv_sqrt2 = F::from_f64(std::f64::consts::FRAC_1_SQRT_2);
+        for (o, &x) in out.iter_mut().zip(inp) {
             *o = half * x * (F::ONE + (x * inv_sqrt2).erf());
         }
-    });
+    }
 }
 
 /// dinp (N) += gelu'(inp) · dout
 pub fn gelu_backward<F: Real>(dinp: &mut [F], inp: &[F], dout: &[F]) {
-    let half = F::from_f64(0.5);
-    let inv_sqrt2 = F::from_f64(std::f64::consts::FRAC_1_SQRT_2);
-    let inv_sqrt_2pi = F::from_f64(0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2);
-    dinp.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).zip(dout.par_chunks(CHUNK)).for_each(|((d, x), g)| {
-        for ((d, &x), &g) in d.iter_mut().zip(x).zip(g) {
+    dinp.par_chunks_mut(CHUNK)
+        .zip(inp.par_chunks(CHUNK))
+        .zip(dout.par_chunks(CHUNK))
+        .for_each(|((d, x), g)| gelu_backward_chunk(d, x, g));
+}
+
+multiversion! {
+    fn gelu_backward_chunk<F: Real>(dinp: &mut [F], inp: &[F], dout: &[F]) {
+        let half = F::from_f64(0.5);
+        let inv_sqrt2 = F::from_f64(std::f64::consts::FRAC_1_SQRT_2);
+        let inv_sqrt_2pi = F::from_f64(0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2);
+        for ((d, &x), &g) in dinp.iter_mut().zip(inp).zip(dout) {
             let cdf = half * (F::ONE + (x * inv_sqrt2).erf());
             let pdf = (-half * x * x).exp() * inv_sqrt_2pi;
             *d += g * (cdf + x * pdf);
         }
-    });
+    }
 }

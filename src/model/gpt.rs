@@ -9,6 +9,7 @@
 //! once for (max_batch, block_size), so a training step allocates nothing.
 
 use super::attention::{attention_backward, attention_forward};
+use super::attention_fused;
 use super::crossentropy::{crossentropy_backward, crossentropy_forward};
 use super::dropout::{site, Dropout, Site};
 use super::encoder::{encoder_backward, encoder_forward};
@@ -16,6 +17,8 @@ use super::gelu::{gelu_backward, gelu_forward};
 use super::layernorm::{layernorm_backward, layernorm_forward};
 use super::matmul::{matmul_backward, matmul_forward};
 use super::params::{Kind, ParamLayout};
+use super::profile::{Op, Profile};
+use crate::timed;
 use super::real::Real;
 use crate::config::ModelConfig;
 use crate::rng::Rng;
@@ -73,7 +76,8 @@ struct Acts<F> {
     ln1_rstd: Vec<F>,  // (L, B, T)
     qkv: Vec<F>,       // (L, B, T, 3C)
     atty: Vec<F>,      // (L, B, T, C)
-    att: Vec<F>,       // (L, B, NH, T, T)
+    att: Vec<F>,       // (L, B, NH, T, T) probabilities, only when `store_attention` (reference kernel)
+    lse: Vec<F>,       // (L, B, NH, T) row log-normalisers of the fused kernel
     residual2: Vec<F>, // (L, B, T, C)
     ln2: Vec<F>,       // (L, B, T, C)
     ln2_mean: Vec<F>,  // (L, B, T)
@@ -118,6 +122,12 @@ pub struct Gpt<F: Real = f32> {
     shape: Option<(usize, usize)>,
     dropout: Option<Dropout>,
     has_targets: bool,
+    /// Wall time per kernel kind, accumulated over calls (see `quietgpt bench`).
+    pub profile: Profile,
+    /// Use the reference attention kernel, which keeps the probabilities for `attention_probs`.
+    store_attention: bool,
+    /// (threads, 3, T, T) per-thread scratch of the fused attention kernel.
+    attn_scratch: Vec<F>,
 }
 
 impl<F: Real> Gpt<F> {
@@ -139,7 +149,8 @@ impl<F: Real> Gpt<F> {
             ln1_rstd: z(l * bt),
             qkv: z(l * bt * 3 * c),
             atty: z(l * bt * c),
-            att: z(l * b * nh * t * t),
+            att: Vec::new(),
+            lse: z(l * b * nh * t),
             residual2: z(l * bt * c),
             ln2: z(l * bt * c),
             ln2_mean: z(l * bt),
@@ -166,6 +177,9 @@ impl<F: Real> Gpt<F> {
             shape: None,
             dropout: None,
             has_targets: false,
+            profile: Profile::default(),
+            store_attention: false,
+            attn_scratch: Vec::new(),
             config,
         })
     }
@@ -200,14 +214,14 @@ impl<F: Real> Gpt<F> {
     /// `forward` with a probe that sees the activations and may modify Linear inputs (analysis, fake
     /// quantization). A probed forward must not be followed by `backward`: the saved activations are
     /// the probe's, not the model's.
-    pub fn forward_probe(
+    pub fn forward_probe<'p>(
         &mut self,
         idx: &[u32],
         targets: Option<&[u32]>,
         b: usize,
         t: usize,
         dropout: Option<Dropout>,
-        mut probe: Option<&mut dyn Probe<F>>,
+        mut probe: Option<&mut (dyn Probe<F> + 'p)>,
     ) -> Result<Option<f64>> {
         let (c, v, nh, nl) = (self.config.n_embd, self.config.vocab_size, self.config.n_head, self.config.n_layer);
         if b == 0 || b > self.max_batch || t == 0 || t > self.config.block_size {
@@ -230,6 +244,7 @@ impl<F: Real> Gpt<F> {
             self.targets[..bt].copy_from_slice(y);
         }
         self.shape = Some((b, t));
+        self.ensure_attention_buffers();
         self.has_targets = targets.is_some() && probe.is_none();
         self.dropout = dropout;
 
@@ -239,9 +254,9 @@ impl<F: Real> Gpt<F> {
         let pr = |k: Kind, l: usize| &p[lay.layer_range(k, l, nl)];
         let bias = |k: Kind, l: usize| self.config.bias.then(|| &p[lay.layer_range(k, l, nl)]);
 
-        encoder_forward(&mut a.encoded, idx, &p[lay.range(Kind::Wte)], &p[lay.range(Kind::Wpe)], b, t, c);
+        timed!(self.profile, false, Op::Encoder, encoder_forward(&mut a.encoded, idx, &p[lay.range(Kind::Wte)], &p[lay.range(Kind::Wpe)], b, t, c));
         if let Some(d) = &dropout {
-            d.apply(site(0, Site::Embedding), &mut a.encoded[..bt * c]);
+            timed!(self.profile, false, Op::Dropout, d.apply(site(0, Site::Embedding), &mut a.encoded[..bt * c]));
         }
         if let Some(pb) = probe.as_deref_mut() {
             pb.observe(0, Point::Embedding, &a.encoded[..bt * c]);
@@ -249,58 +264,63 @@ impl<F: Real> Gpt<F> {
         for l in 0..nl {
             let (lc, l3c, l4c, lr) = (l * bt * c..(l + 1) * bt * c, l * bt * 3 * c..(l + 1) * bt * 3 * c, l * bt * 4 * c..(l + 1) * bt * 4 * c, l * bt..(l + 1) * bt);
             let residual: &[F] = if l == 0 { &a.encoded[..bt * c] } else { &a.residual3[(l - 1) * bt * c..l * bt * c] };
-            layernorm_forward(&mut a.ln1[lc.clone()], &mut a.ln1_mean[lr.clone()], &mut a.ln1_rstd[lr.clone()], residual, pr(Kind::Ln1W, l), bias(Kind::Ln1B, l), bt, c);
+            timed!(self.profile, false, Op::LayerNorm, layernorm_forward(&mut a.ln1[lc.clone()], &mut a.ln1_mean[lr.clone()], &mut a.ln1_rstd[lr.clone()], residual, pr(Kind::Ln1W, l), bias(Kind::Ln1B, l), bt, c));
             if let Some(pb) = probe.as_deref_mut() {
                 pb.observe(l, Point::Ln1, &a.ln1[lc.clone()]);
                 pb.linear_input(l, Linear::Qkv, &mut a.ln1[lc.clone()]);
             }
-            matmul_forward(&mut a.qkv[l3c.clone()], &a.ln1[lc.clone()], pr(Kind::QkvW, l), bias(Kind::QkvB, l), bt, c, 3 * c);
-            let att = &mut a.att[l * b * nh * t * t..(l + 1) * b * nh * t * t];
+            timed!(self.profile, false, Op::Matmul, matmul_forward(&mut a.qkv[l3c.clone()], &a.ln1[lc.clone()], pr(Kind::QkvW, l), bias(Kind::QkvB, l), bt, c, 3 * c));
             let attn_drop = dropout.as_ref().map(|d| (d, site(l, Site::AttentionWeights)));
-            attention_forward(&mut a.atty[lc.clone()], att, &a.qkv[l3c.clone()], self.config.attention, attn_drop, b, t, c, nh);
+            if self.store_attention {
+                let att = &mut a.att[l * b * nh * t * t..(l + 1) * b * nh * t * t];
+                timed!(self.profile, false, Op::Attention, attention_forward(&mut a.atty[lc.clone()], att, &a.qkv[l3c.clone()], self.config.attention, attn_drop, b, t, c, nh));
+            } else {
+                let lse = &mut a.lse[l * b * nh * t..(l + 1) * b * nh * t];
+                timed!(self.profile, false, Op::Attention, attention_fused::attention_forward(&mut a.atty[lc.clone()], lse, &a.qkv[l3c.clone()], self.config.attention, attn_drop, &mut self.attn_scratch, b, t, c, nh));
+            }
             if let Some(pb) = probe.as_deref_mut() {
                 pb.linear_input(l, Linear::AttnProj, &mut a.atty[lc.clone()]);
             }
-            matmul_forward(&mut a.proj, &a.atty[lc.clone()], pr(Kind::AttProjW, l), bias(Kind::AttProjB, l), bt, c, c);
+            timed!(self.profile, false, Op::Matmul, matmul_forward(&mut a.proj, &a.atty[lc.clone()], pr(Kind::AttProjW, l), bias(Kind::AttProjB, l), bt, c, c));
             if let Some(d) = &dropout {
-                d.apply(site(l, Site::AttentionOut), &mut a.proj[..bt * c]);
+                timed!(self.profile, false, Op::Dropout, d.apply(site(l, Site::AttentionOut), &mut a.proj[..bt * c]));
             }
             if let Some(pb) = probe.as_deref_mut() {
                 pb.observe(l, Point::AttnOut, &a.proj[..bt * c]);
             }
-            add(&mut a.residual2[lc.clone()], residual, &a.proj[..bt * c]);
-            layernorm_forward(&mut a.ln2[lc.clone()], &mut a.ln2_mean[lr.clone()], &mut a.ln2_rstd[lr.clone()], &a.residual2[lc.clone()], pr(Kind::Ln2W, l), bias(Kind::Ln2B, l), bt, c);
+            timed!(self.profile, false, Op::Residual, add(&mut a.residual2[lc.clone()], residual, &a.proj[..bt * c]));
+            timed!(self.profile, false, Op::LayerNorm, layernorm_forward(&mut a.ln2[lc.clone()], &mut a.ln2_mean[lr.clone()], &mut a.ln2_rstd[lr.clone()], &a.residual2[lc.clone()], pr(Kind::Ln2W, l), bias(Kind::Ln2B, l), bt, c));
             if let Some(pb) = probe.as_deref_mut() {
                 pb.observe(l, Point::Ln2, &a.ln2[lc.clone()]);
                 pb.linear_input(l, Linear::Fc, &mut a.ln2[lc.clone()]);
             }
-            matmul_forward(&mut a.fch[l4c.clone()], &a.ln2[lc.clone()], pr(Kind::FcW, l), bias(Kind::FcB, l), bt, c, 4 * c);
-            gelu_forward(&mut a.fch_gelu[l4c.clone()], &a.fch[l4c.clone()]);
+            timed!(self.profile, false, Op::Matmul, matmul_forward(&mut a.fch[l4c.clone()], &a.ln2[lc.clone()], pr(Kind::FcW, l), bias(Kind::FcB, l), bt, c, 4 * c));
+            timed!(self.profile, false, Op::Gelu, gelu_forward(&mut a.fch_gelu[l4c.clone()], &a.fch[l4c.clone()]));
             if let Some(pb) = probe.as_deref_mut() {
                 pb.observe(l, Point::MlpHidden, &a.fch_gelu[l4c.clone()]);
                 pb.linear_input(l, Linear::FcProj, &mut a.fch_gelu[l4c.clone()]);
             }
-            matmul_forward(&mut a.proj, &a.fch_gelu[l4c.clone()], pr(Kind::FcProjW, l), bias(Kind::FcProjB, l), bt, 4 * c, c);
+            timed!(self.profile, false, Op::Matmul, matmul_forward(&mut a.proj, &a.fch_gelu[l4c.clone()], pr(Kind::FcProjW, l), bias(Kind::FcProjB, l), bt, 4 * c, c));
             if let Some(d) = &dropout {
-                d.apply(site(l, Site::MlpOut), &mut a.proj[..bt * c]);
+                timed!(self.profile, false, Op::Dropout, d.apply(site(l, Site::MlpOut), &mut a.proj[..bt * c]));
             }
             if let Some(pb) = probe.as_deref_mut() {
                 pb.observe(l, Point::MlpOut, &a.proj[..bt * c]);
             }
             let (r2, r3) = (&a.residual2[lc.clone()], &mut a.residual3[lc.clone()]);
-            add(r3, r2, &a.proj[..bt * c]);
+            timed!(self.profile, false, Op::Residual, add(r3, r2, &a.proj[..bt * c]));
             if let Some(pb) = probe.as_deref_mut() {
                 pb.observe(l, Point::Residual, &a.residual3[lc.clone()]);
             }
         }
         let last = &a.residual3[(nl - 1) * bt * c..nl * bt * c];
         let lnf_b = self.config.bias.then(|| &p[lay.range(Kind::LnfB)]);
-        layernorm_forward(&mut a.lnf, &mut a.lnf_mean, &mut a.lnf_rstd, last, &p[lay.range(Kind::LnfW)], lnf_b, bt, c);
+        timed!(self.profile, false, Op::LayerNorm, layernorm_forward(&mut a.lnf, &mut a.lnf_mean, &mut a.lnf_rstd, last, &p[lay.range(Kind::LnfW)], lnf_b, bt, c));
         if let Some(pb) = probe.as_deref_mut() {
             pb.observe(nl, Point::LnF, &a.lnf[..bt * c]);
         }
-        matmul_forward(&mut a.logits, &a.lnf, &p[lay.range(Kind::Wte)], None, bt, c, v);
-        Ok(targets.map(|y| crossentropy_forward(&mut a.losses, &a.logits, y, bt, v)))
+        timed!(self.profile, false, Op::Matmul, matmul_forward(&mut a.logits, &a.lnf, &p[lay.range(Kind::Wte)], None, bt, c, v));
+        Ok(targets.map(|y| timed!(self.profile, false, Op::CrossEntropy, crossentropy_forward(&mut a.losses, &a.logits, y, bt, v))))
     }
 
     /// Logits (B, T, V) of the last forward.
@@ -317,7 +337,11 @@ impl<F: Real> Gpt<F> {
     }
 
     /// Attention probabilities of layer l from the last forward (B, NH, T, T), before dropout.
+    /// Needs `set_store_attention(true)` before the forward; empty otherwise.
     pub fn attention_probs(&self, l: usize) -> &[F] {
+        if !self.store_attention {
+            return &[];
+        }
         let (b, t) = self.shape.unwrap_or((0, 0));
         let n = b * self.config.n_head * t * t;
         &self.acts.att[l * n..(l + 1) * n]
@@ -344,15 +368,15 @@ impl<F: Real> Gpt<F> {
         let grads = &mut self.grads;
         let has_bias = self.config.bias;
 
-        crossentropy_backward(&mut g.dlogits, &a.logits, &self.targets[..bt], F::from_f64(loss_scale / bt as f64), bt, v);
+        timed!(self.profile, true, Op::CrossEntropy, crossentropy_backward(&mut g.dlogits, &a.logits, &self.targets[..bt], F::from_f64(loss_scale / bt as f64), bt, v));
         let dln = &mut g.dln[..bt * c];
         dln.fill(F::ZERO);
-        matmul_backward(dln, &mut grads[lay.range(Kind::Wte)], None, &g.dlogits, &a.lnf, &p[lay.range(Kind::Wte)], bt, c, v);
+        timed!(self.profile, true, Op::Matmul, matmul_backward(dln, &mut grads[lay.range(Kind::Wte)], None, &g.dlogits, &a.lnf, &p[lay.range(Kind::Wte)], bt, c, v));
         let dres = &mut g.dresidual[..bt * c];
         dres.fill(F::ZERO);
         let last = &a.residual3[(nl - 1) * bt * c..nl * bt * c];
         let (dlnf_w, dlnf_b) = split_pair(grads, lay.range(Kind::LnfW), lay.range(Kind::LnfB), has_bias);
-        layernorm_backward(dres, dlnf_w, dlnf_b, dln, last, &p[lay.range(Kind::LnfW)], &a.lnf_mean, &a.lnf_rstd, bt, c);
+        timed!(self.profile, true, Op::LayerNorm, layernorm_backward(dres, dlnf_w, dlnf_b, dln, last, &p[lay.range(Kind::LnfW)], &a.lnf_mean, &a.lnf_rstd, bt, c));
 
         for l in (0..nl).rev() {
             let (lc, l3c, l4c, lr) = (l * bt * c..(l + 1) * bt * c, l * bt * 3 * c..(l + 1) * bt * 3 * c, l * bt * 4 * c..(l + 1) * bt * 4 * c, l * bt..(l + 1) * bt);
@@ -360,46 +384,76 @@ impl<F: Real> Gpt<F> {
             let r = |k: Kind| lay.layer_range(k, l, nl);
 
             // MLP branch: residual3 = residual2 + drop(c_proj(gelu(c_fc(ln_2(residual2)))))
-            let dproj = undo_dropout(&mut g.dproj, &g.dresidual[..bt * c], dropout.as_ref(), site(l, Site::MlpOut));
+            let dproj = timed!(self.profile, true, Op::Dropout, undo_dropout(&mut g.dproj, &g.dresidual[..bt * c], dropout.as_ref(), site(l, Site::MlpOut)));
             let dfg = &mut g.dfch_gelu[..bt * 4 * c];
             dfg.fill(F::ZERO);
             let (dw, db) = split_pair(grads, r(Kind::FcProjW), r(Kind::FcProjB), has_bias);
-            matmul_backward(dfg, dw, db, dproj, &a.fch_gelu[l4c.clone()], &p[r(Kind::FcProjW)], bt, 4 * c, c);
+            timed!(self.profile, true, Op::Matmul, matmul_backward(dfg, dw, db, dproj, &a.fch_gelu[l4c.clone()], &p[r(Kind::FcProjW)], bt, 4 * c, c));
             let dfch = &mut g.dfch[..bt * 4 * c];
             dfch.fill(F::ZERO);
-            gelu_backward(dfch, &a.fch[l4c.clone()], &g.dfch_gelu[..bt * 4 * c]);
+            timed!(self.profile, true, Op::Gelu, gelu_backward(dfch, &a.fch[l4c.clone()], &g.dfch_gelu[..bt * 4 * c]));
             let dln = &mut g.dln[..bt * c];
             dln.fill(F::ZERO);
             let (dw, db) = split_pair(grads, r(Kind::FcW), r(Kind::FcB), has_bias);
-            matmul_backward(dln, dw, db, &g.dfch[..bt * 4 * c], &a.ln2[lc.clone()], &p[r(Kind::FcW)], bt, c, 4 * c);
+            timed!(self.profile, true, Op::Matmul, matmul_backward(dln, dw, db, &g.dfch[..bt * 4 * c], &a.ln2[lc.clone()], &p[r(Kind::FcW)], bt, c, 4 * c));
             let (dw, db) = split_pair(grads, r(Kind::Ln2W), r(Kind::Ln2B), has_bias);
-            layernorm_backward(&mut g.dresidual[..bt * c], dw, db, &g.dln[..bt * c], &a.residual2[lc.clone()], &p[r(Kind::Ln2W)], &a.ln2_mean[lr.clone()], &a.ln2_rstd[lr.clone()], bt, c);
+            timed!(self.profile, true, Op::LayerNorm, layernorm_backward(&mut g.dresidual[..bt * c], dw, db, &g.dln[..bt * c], &a.residual2[lc.clone()], &p[r(Kind::Ln2W)], &a.ln2_mean[lr.clone()], &a.ln2_rstd[lr.clone()], bt, c));
 
             // attention branch: residual2 = residual + drop(c_proj(attn(ln_1(residual))))
-            let dproj = undo_dropout(&mut g.dproj, &g.dresidual[..bt * c], dropout.as_ref(), site(l, Site::AttentionOut));
+            let dproj = timed!(self.profile, true, Op::Dropout, undo_dropout(&mut g.dproj, &g.dresidual[..bt * c], dropout.as_ref(), site(l, Site::AttentionOut)));
             let datty = &mut g.datty[..bt * c];
             datty.fill(F::ZERO);
             let (dw, db) = split_pair(grads, r(Kind::AttProjW), r(Kind::AttProjB), has_bias);
-            matmul_backward(datty, dw, db, dproj, &a.atty[lc.clone()], &p[r(Kind::AttProjW)], bt, c, c);
+            timed!(self.profile, true, Op::Matmul, matmul_backward(datty, dw, db, dproj, &a.atty[lc.clone()], &p[r(Kind::AttProjW)], bt, c, c));
             let dqkv = &mut g.dqkv[..bt * 3 * c];
             dqkv.fill(F::ZERO);
-            let att = &a.att[l * b * nh * t * t..(l + 1) * b * nh * t * t];
             let attn_drop = dropout.as_ref().map(|d| (d, site(l, Site::AttentionWeights)));
-            attention_backward(dqkv, &mut g.datt_row, &g.datty[..bt * c], &a.qkv[l3c.clone()], att, attn_drop, b, t, c, nh);
+            if self.store_attention {
+                let att = &a.att[l * b * nh * t * t..(l + 1) * b * nh * t * t];
+                timed!(self.profile, true, Op::Attention, attention_backward(dqkv, &mut g.datt_row, &g.datty[..bt * c], &a.qkv[l3c.clone()], att, attn_drop, b, t, c, nh));
+            } else {
+                let lse = &a.lse[l * b * nh * t..(l + 1) * b * nh * t];
+                timed!(self.profile, true, Op::Attention, attention_fused::attention_backward(dqkv, &g.datty[..bt * c], &a.qkv[l3c.clone()], lse, attn_drop, &mut self.attn_scratch, b, t, c, nh));
+            }
             let dln = &mut g.dln[..bt * c];
             dln.fill(F::ZERO);
             let (dw, db) = split_pair(grads, r(Kind::QkvW), r(Kind::QkvB), has_bias);
-            matmul_backward(dln, dw, db, &g.dqkv[..bt * 3 * c], &a.ln1[lc.clone()], &p[r(Kind::QkvW)], bt, c, 3 * c);
+            timed!(self.profile, true, Op::Matmul, matmul_backward(dln, dw, db, &g.dqkv[..bt * 3 * c], &a.ln1[lc.clone()], &p[r(Kind::QkvW)], bt, c, 3 * c));
             let (dw, db) = split_pair(grads, r(Kind::Ln1W), r(Kind::Ln1B), has_bias);
-            layernorm_backward(&mut g.dresidual[..bt * c], dw, db, &g.dln[..bt * c], residual, &p[r(Kind::Ln1W)], &a.ln1_mean[lr.clone()], &a.ln1_rstd[lr.clone()], bt, c);
+            timed!(self.profile, true, Op::LayerNorm, layernorm_backward(&mut g.dresidual[..bt * c], dw, db, &g.dln[..bt * c], residual, &p[r(Kind::Ln1W)], &a.ln1_mean[lr.clone()], &a.ln1_rstd[lr.clone()], bt, c));
         }
         let dres = &mut g.dresidual[..bt * c];
         if let Some(d) = &dropout {
-            d.apply(site(0, Site::Embedding), dres);
+            timed!(self.profile, true, Op::Dropout, d.apply(site(0, Site::Embedding), dres));
         }
         let (dwte, dwpe) = split_pair(grads, lay.range(Kind::Wte), lay.range(Kind::Wpe), true);
-        encoder_backward(dwte, dwpe.expect("wpe always exists"), dres, &self.idx[..bt], b, t, c);
+        timed!(self.profile, true, Op::Encoder, encoder_backward(dwte, dwpe.expect("wpe always exists"), dres, &self.idx[..bt], b, t, c));
         Ok(())
+    }
+
+    /// Keep the attention probabilities of the next forward passes (for analysis): switches to the
+    /// reference attention kernel, which stores (L, B, NH, T, T) of them. Training leaves this off.
+    pub fn set_store_attention(&mut self, on: bool) {
+        self.store_attention = on;
+        self.shape = None;
+    }
+
+    pub fn stores_attention(&self) -> bool {
+        self.store_attention
+    }
+
+    fn ensure_attention_buffers(&mut self) {
+        let (l, t, nh, b) = (self.config.n_layer, self.config.block_size, self.config.n_head, self.max_batch);
+        if self.store_attention {
+            if self.acts.att.is_empty() {
+                self.acts.att = vec![F::ZERO; l * b * nh * t * t];
+            }
+        } else {
+            let need = rayon::current_num_threads() * attention_fused::scratch_per_thread(t);
+            if self.attn_scratch.len() < need {
+                self.attn_scratch = vec![F::ZERO; need];
+            }
+        }
     }
 
     /// Gradient buffers are made on the first backward, so that inference-only models do not pay for them.

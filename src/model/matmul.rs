@@ -16,33 +16,53 @@ fn gemm<F: Real>(
     lhs: (*const F, usize, usize),
     rhs: (*const F, usize, usize),
 ) {
+    // SAFETY: callers pass slices whose lengths were checked against these shapes and strides.
+    unsafe { gemm_raw(m, n, k, dst, dst_rs, accumulate, lhs, rhs, F::ONE, true) }
+}
+
+/// dst (m, n) = [dst +] scale · lhs (m, k) @ rhs (k, n), on the rayon pool when `parallel`, else on the
+/// calling thread (inside kernels that are already parallel over heads).
+///
+/// # Safety
+/// Every operand must be valid for the given shape and strides, and dst must not alias lhs or rhs.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_raw<F: Real>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut F,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: (*const F, usize, usize),
+    rhs: (*const F, usize, usize),
+    scale: F,
+    parallel: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
-    // SAFETY: callers pass slices whose lengths were checked against these shapes and strides.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs.0,
-            lhs.2 as isize,
-            lhs.1 as isize,
-            rhs.0,
-            rhs.2 as isize,
-            rhs.1 as isize,
-            F::ONE,
-            F::ONE,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(0),
-        )
-    }
+    let par = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        lhs.0,
+        lhs.2 as isize,
+        lhs.1 as isize,
+        rhs.0,
+        rhs.2 as isize,
+        rhs.1 as isize,
+        F::ONE,
+        scale,
+        false,
+        false,
+        false,
+        par,
+    )
 }
 
 /// out (N, OC) = inp (N, C) @ weight^T (C, OC) + bias (OC)

@@ -1,6 +1,7 @@
 //! The model: one file per kernel (forward and backward side by side), and the GPT that strings them.
 
 pub mod attention;
+pub mod attention_fused;
 pub mod crossentropy;
 pub mod dropout;
 pub mod encoder;
@@ -10,7 +11,9 @@ pub mod gpt;
 pub mod layernorm;
 pub mod matmul;
 pub mod params;
+pub mod profile;
 pub mod real;
+pub mod simd;
 pub mod weights;
 
 pub use gpt::{Gpt, Linear, Point, Probe};

@@ -1,0 +1,23 @@
+//! `quietgpt bench`: time training steps of a preset on random tokens (see `quietgpt::train::bench`).
+
+use super::args::{set_threads, Args};
+use anyhow::Result;
+use quietgpt::config::Config;
+
+pub fn run(a: Args) -> Result<()> {
+    let preset = a.get("preset").unwrap_or("tiny").to_string();
+    let mut overrides = vec![];
+    if let Some(att) = a.get("attention") {
+        overrides.push(format!("attention={att}"));
+    }
+    let cfg = Config::build(Some(&preset), None, &overrides)?;
+    set_threads(a.num("threads", 0)?)?;
+    let vocab = a.num("vocab_size", 65)?;
+    let r = quietgpt::train::bench::run(&cfg, &preset, vocab, a.num("iters", 30)?, a.num("warmup", 3)?)?;
+    if a.flags.iter().any(|f| f == "json") {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        print!("{}", r.table());
+    }
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! Run-time choice of instruction set for the element-wise kernels.
+//!
+//! `multiversion!` compiles one `#[inline(always)]` body three times: for AVX-512, for AVX2 + FMA and
+//! for the x86-64 baseline, and picks the best one the CPU has at run time, so the binary still runs on
+//! a CPU without AVX-512. Rust never contracts a·b + c into an FMA on its own and never reorders
+//! floating-point sums, so all three give bitwise the same results; reductions that should vectorise
+//! are written with an explicit, fixed number of partial sums (`LANES`).
+
+/// Partial sums in reductions: 16 f32 fill one AVX-512 register. Fixed, so results do not depend on the
+/// instruction set.
+pub const LANES: usize = 16;
+
+/// Σ a_i·b_i with `LANES` partial sums, combined in a fixed order.
+#[inline(always)]
+pub fn dot<F: super::Real>(a: &[F], b: &[F]) -> F {
+    let n = a.len().min(b.len());
+    let mut acc = [F::ZERO; LANES];
+    let (ac, bc) = (a[..n].chunks_exact(LANES), b[..n].chunks_exact(LANES));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for k in 0..LANES {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut s = F::ZERO;
+    for (x, y) in ar.iter().zip(br) {
+        s += *x * *y;
+    }
+    for v in acc {
+        s += v;
+    }
+    s
+}
+
+/// Σ a_i with `LANES` partial sums.
+#[inline(always)]
+pub fn sum<F: super::Real>(a: &[F]) -> F {
+    let mut acc = [F::ZERO; LANES];
+    let c = a.chunks_exact(LANES);
+    let r = c.remainder();
+    for x in c {
+        for k in 0..LANES {
+            acc[k] += x[k];
+        }
+    }
+    let mut s = F::ZERO;
+    for x in r {
+        s += *x;
+    }
+    for v in acc {
+        s += v;
+    }
+    s
+}
+
+/// `multiversion! { pub fn name<F: Real>(args) { body } }` defines `name`, dispatching at run time to
+/// copies of `body` compiled with AVX-512 or AVX2+FMA enabled when the CPU has them.
+#[macro_export]
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident <$F:ident : Real> ($($a:ident : $t:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        $vis fn $name<$F: $crate::model::Real>($($a: $t),*) $(-> $ret)? {
+            #[inline(always)]
+            fn inner<$F: $crate::model::Real>($($a: $t),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+                unsafe fn v4<$F: $crate::model::Real>($($a: $t),*) $(-> $ret)? { inner($($a),*) }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v3<$F: $crate::model::Real>($($a: $t),*) $(-> $ret)? { inner($($a),*) }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                {
+                    // SAFETY: the CPU has the features v4 was compiled for.
+                    return unsafe { v4($($a),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: as above, for v3.
+                    return unsafe { v3($($a),*) };
+                }
+            }
+            inner($($a),*)
+        }
+    };
+}

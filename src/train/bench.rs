@@ -1,0 +1,143 @@
+//! `quietgpt bench`: N full training steps (forward, backward, clip, AdamW) on random tokens, timed
+//! per phase and per kernel kind, with model FLOP utilisation against a GEMM peak measured on the spot.
+//! The JSON has the keys of shared/bench/torch_reference.py, so the two can be compared line by line.
+
+use super::adamw::{clip_grad_norm, AdamW, AdamWConfig};
+use crate::config::Config;
+use crate::model::flops::{flops_per_token, measure_gemm_gflops};
+use crate::model::profile::Op;
+use crate::model::Gpt;
+use crate::rng::Rng;
+use crate::Result;
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelTime {
+    pub kernel: &'static str,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    /// Share of the whole step.
+    pub share: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    #[serde(rename = "impl")]
+    pub implementation: &'static str,
+    pub preset: String,
+    pub attention: String,
+    pub threads: usize,
+    pub iters: usize,
+    pub ms_per_iter_median: f64,
+    pub ms_per_iter_min: f64,
+    pub tokens_per_s: f64,
+    pub final_loss: f64,
+    pub peak_rss_mb: f64,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub optimizer_ms: f64,
+    pub kernels: Vec<KernelTime>,
+    pub gflop_per_iter: f64,
+    pub achieved_gflops: f64,
+    pub gemm_peak_gflops: f64,
+    pub mfu: f64,
+}
+
+pub fn run(cfg: &Config, preset: &str, vocab_size: usize, iters: usize, warmup: usize) -> Result<BenchReport> {
+    let mcfg = cfg.model_config(vocab_size);
+    let (b, t) = (cfg.batch_size, cfg.block_size);
+    let mut model = Gpt::<f32>::new(mcfg.clone(), b)?;
+    model.init(&mut Rng::new(cfg.seed, 1));
+    let mut opt = AdamW::new(&model.layout);
+    let hp = AdamWConfig { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weight_decay: cfg.weight_decay };
+    let mut rng = Rng::new(cfg.seed, 2);
+    let mut x = vec![0u32; b * t];
+    let mut y = vec![0u32; b * t];
+    let (mut times, mut fwd, mut bwd, mut optim) = (vec![], 0.0, 0.0, 0.0);
+    let mut loss = 0.0;
+    for i in 0..warmup + iters {
+        if i == warmup {
+            model.profile.reset();
+        }
+        for v in x.iter_mut().chain(y.iter_mut()) {
+            *v = rng.below(vocab_size as u64) as u32;
+        }
+        let t0 = Instant::now();
+        model.zero_grad();
+        loss = model.forward(&x, Some(&y), b, t, None)?.expect("targets given");
+        let t1 = Instant::now();
+        model.backward(1.0)?;
+        let t2 = Instant::now();
+        clip_grad_norm(&mut model.grads, cfg.grad_clip);
+        opt.update(&mut model, cfg.learning_rate, &hp);
+        let t3 = Instant::now();
+        if i >= warmup {
+            times.push((t3 - t0).as_secs_f64());
+            fwd += (t1 - t0).as_secs_f64();
+            bwd += (t2 - t1).as_secs_f64();
+            optim += (t3 - t2).as_secs_f64();
+        }
+    }
+    let n = iters.max(1) as f64;
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = if sorted.is_empty() { 0.0 } else { sorted[sorted.len() / 2] };
+    let total: f64 = times.iter().sum::<f64>().max(1e-12);
+    let kernels = Op::ALL
+        .iter()
+        .map(|&op| {
+            let (f, bk) = (model.profile.forward[op as usize], model.profile.backward[op as usize]);
+            KernelTime { kernel: op.name(), forward_ms: f / n * 1e3, backward_ms: bk / n * 1e3, share: (f + bk) / total }
+        })
+        .collect();
+    let flop = flops_per_token(&mcfg, t) * (b * t) as f64;
+    let peak = measure_gemm_gflops(1024, 3);
+    let achieved = flop / median / 1e9;
+    Ok(BenchReport {
+        implementation: "quietgpt",
+        preset: preset.to_string(),
+        attention: cfg.attention.to_string(),
+        threads: rayon::current_num_threads(),
+        iters,
+        ms_per_iter_median: median * 1e3,
+        ms_per_iter_min: sorted.first().copied().unwrap_or(0.0) * 1e3,
+        tokens_per_s: (b * t) as f64 / median,
+        final_loss: loss,
+        peak_rss_mb: peak_rss_mb(),
+        forward_ms: fwd / n * 1e3,
+        backward_ms: bwd / n * 1e3,
+        optimizer_ms: optim / n * 1e3,
+        kernels,
+        gflop_per_iter: flop / 1e9,
+        achieved_gflops: achieved,
+        gemm_peak_gflops: peak,
+        mfu: achieved / peak,
+    })
+}
+
+/// Peak resident set size of this process (VmHWM), in MB; 0 where /proc is not available.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+impl BenchReport {
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "{} / {}: {:.2} ms/iter median ({:.2} min) over {} iters, {:.0} tokens/s, {} threads, peak RSS {:.0} MB\n\
+             phases: forward {:.2} ms, backward {:.2} ms, optimizer {:.2} ms\n\
+             {:.2} GFLOP/iter → {:.1} GFLOP/s; GEMM peak {:.1} GFLOP/s; MFU {:.1}%\n\
+             {:<14} {:>10} {:>10} {:>7}\n",
+            self.preset, self.attention, self.ms_per_iter_median, self.ms_per_iter_min, self.iters, self.tokens_per_s,
+            self.threads, self.peak_rss_mb, self.forward_ms, self.backward_ms, self.optimizer_ms, self.gflop_per_iter,
+            self.achieved_gflops, self.gemm_peak_gflops, self.mfu * 100.0, "kernel", "fwd ms", "bwd ms", "share"
+        );
+        for k in &self.kernels {
+            s += &format!("{:<14} {:>10.2} {:>10.2} {:>6.1}%\n", k.kernel, k.forward_ms, k.backward_ms, k.share * 100.0);
+        }
+        s
+    }
+}
