@@ -4,6 +4,7 @@
 //! GPT that strings them together) → `train` (AdamW, schedule, checkpoints, the loop) → `sample`.
 //! The library holds no CLI code; `src/main.rs` is a thin front end.
 
+pub mod analysis;
 pub mod config;
 pub mod data;
 pub mod error;

@@ -14,8 +14,11 @@ usage:
   quietgpt train   [--preset NAME] [--config FILE.toml] [--resume] [--key=value ...]
   quietgpt sample  [--out_dir DIR | --checkpoint FILE] [--start TEXT|FILE:path] [--num_samples N]
                    [--max_new_tokens N] [--temperature T] [--top_k K] [--seed S] [--threads N]
+  quietgpt bench   [--preset tiny|medium] [--attention softmax|quiet] [--iters N] [--warmup N] [--threads N] [--json]
   quietgpt config  [--preset NAME] [--config FILE.toml] [--key=value ...]   print the resolved config
   quietgpt presets                                                           list the presets
+  quietgpt analyze CHECKPOINT [--json FILE|-] [--windows N] [--batch N] [--top_k K] [--data_dir DIR]   activation/weight/attention outlier stats
+  quietgpt quantize-eval CHECKPOINT [--json FILE|-] [--max_windows N] [--calib_windows N] [--percentile P] [--data_dir DIR]   W8A8/W8/A8/W4 val loss vs float32
 
 Run `quietgpt config` for every training key with its default. See README.md for examples.";
 
@@ -43,7 +46,10 @@ fn run(args: &[String]) -> Result<()> {
             &["out_dir", "checkpoint", "start", "num_samples", "max_new_tokens", "temperature", "top_k", "seed", "threads"],
             &[],
         )?),
+        "bench" => cmd::bench::run(Args::parse(rest, &["preset", "attention", "iters", "warmup", "threads", "vocab_size"], &["json"])?),
         "config" => cmd::train::config(rest),
+        "analyze" => cmd::analyze::run(rest),
+        "quantize-eval" => cmd::quantize::run(rest),
         "presets" => {
             for (name, about, _) in PRESETS {
                 println!("{name:22} {about}");
