@@ -1,7 +1,7 @@
 //! Linear layer: out = inp @ weight^T + bias, with weight stored (OC, C) as in PyTorch.
 //! Both directions are three GEMMs through the `gemm` crate; strides express the transposes.
 
-use super::real::{Real, COL_CHUNK};
+use super::real::{Real, SyncPtr, COL_CHUNK};
 use rayon::prelude::*;
 
 /// dst (m, n) [+]= lhs (m, k) @ rhs (k, n), every operand given as (pointer, row stride, column stride).
@@ -38,10 +38,33 @@ pub unsafe fn gemm_raw<F: Real>(
     scale: F,
     parallel: bool,
 ) {
+    gemm_on(m, n, k, dst, dst_rs, accumulate, lhs, rhs, scale, if parallel { Some(0) } else { None })
+}
+
+/// `gemm_raw` on `threads` rayon threads (Some(0): the whole pool; None: the calling thread).
+///
+/// # Safety
+/// As `gemm_raw`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_on<F: Real>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut F,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: (*const F, usize, usize),
+    rhs: (*const F, usize, usize),
+    scale: F,
+    threads: Option<usize>,
+) {
     if m == 0 || n == 0 {
         return;
     }
-    let par = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    let par = match threads {
+        Some(n) => gemm::Parallelism::Rayon(n),
+        None => gemm::Parallelism::None,
+    };
     gemm::gemm(
         m,
         n,
@@ -100,11 +123,20 @@ pub fn matmul_backward<F: Real>(
     oc: usize,
 ) {
     assert!(dinp.len() >= n * c && dweight.len() >= oc * c && dout.len() >= n * oc && inp.len() >= n * c);
-    gemm(n, c, oc, dinp.as_mut_ptr(), c, true, (dout.as_ptr(), oc, 1), (weight.as_ptr(), c, 1));
-    gemm(oc, c, n, dweight.as_mut_ptr(), c, true, (dout.as_ptr(), 1, oc), (inp.as_ptr(), c, 1));
-    if let Some(db) = dbias {
-        column_sum_into(&mut db[..oc], &dout[..n * oc], oc);
-    }
+    // The two products are independent: run them side by side, each on half of the pool, which keeps
+    // every core busy even when one GEMM alone is too small to split well.
+    let half = (rayon::current_num_threads() / 2).max(1);
+    let (dinp_ptr, dw_ptr) = (SyncPtr(dinp.as_mut_ptr()), SyncPtr(dweight.as_mut_ptr()));
+    rayon::join(
+        // SAFETY: shapes checked above; dinp and dweight are distinct buffers.
+        || unsafe { gemm_on(n, c, oc, dinp_ptr.get(), c, true, (dout.as_ptr(), oc, 1), (weight.as_ptr(), c, 1), F::ONE, Some(half)) },
+        || {
+            unsafe { gemm_on(oc, c, n, dw_ptr.get(), c, true, (dout.as_ptr(), 1, oc), (inp.as_ptr(), c, 1), F::ONE, Some(half)) };
+            if let Some(db) = dbias {
+                column_sum_into(&mut db[..oc], &dout[..n * oc], oc);
+            }
+        },
+    );
 }
 
 /// acc (W) += Σ_rows m (rows, W), in row order for every column: deterministic for any thread count.

@@ -65,23 +65,23 @@ macro_rules! multiversion {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
-                unsafe fn v4<$F: $crate::model::Real>($($a: $t),*) $(-> $ret)? { inner($($a),*) }
+                unsafe fn v4<$F: $crate::model::Real>($($a: $t),*) $(-> $ret)? { inner::<$F>($($a),*) }
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn v3<$F: $crate::model::Real>($($a: $t),*) $(-> $ret)? { inner($($a),*) }
+                unsafe fn v3<$F: $crate::model::Real>($($a: $t),*) $(-> $ret)? { inner::<$F>($($a),*) }
                 if std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("avx512vl")
                     && std::arch::is_x86_feature_detected!("avx512dq")
                     && std::arch::is_x86_feature_detected!("avx512bw")
                 {
                     // SAFETY: the CPU has the features v4 was compiled for.
-                    return unsafe { v4($($a),*) };
+                    return unsafe { v4::<$F>($($a),*) };
                 }
                 if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
                     // SAFETY: as above, for v3.
-                    return unsafe { v3($($a),*) };
+                    return unsafe { v3::<$F>($($a),*) };
                 }
             }
-            inner($($a),*)
+            inner::<$F>($($a),*)
         }
     };
 }

@@ -3,6 +3,7 @@
 
 use crate::model::params::{ParamLayout, KINDS};
 use crate::model::Gpt;
+use crate::multiversion;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +15,7 @@ const CHUNK: usize = 8192;
 pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f64 {
     let sq: f64 = grads
         .par_chunks(CHUNK)
-        .map(|c| c.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>())
+        .map(sum_squares::<f32>)
         .collect::<Vec<f64>>() // one f64 per chunk, summed in order below: deterministic
         .iter()
         .sum();
@@ -62,9 +63,6 @@ impl AdamW {
         let step_size = (lr as f64 / bc1) as f32;
         let bc2_sqrt = bc2_sqrt as f32;
         let decay = (1.0 - lr as f64 * hp.weight_decay as f64) as f32;
-        let (b1, b2, eps) = (hp.beta1, hp.beta2, hp.eps);
-        let one_minus_b1 = 1.0 - b1;
-        let one_minus_b2 = 1.0 - b2;
         let layout = &model.layout;
         let (params, grads) = (&mut model.params, &model.grads);
         for kind in KINDS {
@@ -72,23 +70,56 @@ impl AdamW {
             if r.is_empty() {
                 continue;
             }
-            let decays = kind.shape(&model.config).len() >= 2;
+            // Tensors of 2+ dimensions decay; a factor of exactly 1 leaves the others untouched.
+            let d = if kind.shape(&model.config).len() >= 2 { decay } else { 1.0 };
+            let k = AdamWConsts { decay: d, b1_rest: 1.0 - hp.beta1, b2: hp.beta2, b2_rest: 1.0 - hp.beta2, bc2_sqrt, eps: hp.eps, step_size };
             params[r.clone()]
                 .par_chunks_mut(CHUNK)
                 .zip(grads[r.clone()].par_chunks(CHUNK))
                 .zip(self.m[r.clone()].par_chunks_mut(CHUNK))
                 .zip(self.v[r.clone()].par_chunks_mut(CHUNK))
-                .for_each(|(((p, g), m), v)| {
-                    for i in 0..p.len() {
-                        if decays {
-                            p[i] *= decay;
-                        }
-                        m[i] += (g[i] - m[i]) * one_minus_b1; // torch: exp_avg.lerp_(grad, 1 − β1)
-                        v[i] = v[i] * b2 + one_minus_b2 * g[i] * g[i];
-                        let denom = v[i].sqrt() / bc2_sqrt + eps;
-                        p[i] += -step_size * (m[i] / denom);
-                    }
-                });
+                .for_each(|(((p, g), m), v)| adamw_chunk::<f32>(p, g, m, v, &k));
         }
+    }
+}
+
+/// The per-element constants of one AdamW step.
+struct AdamWConsts {
+    decay: f32,
+    b1_rest: f32,
+    b2: f32,
+    b2_rest: f32,
+    bc2_sqrt: f32,
+    eps: f32,
+    step_size: f32,
+}
+
+multiversion! {
+    fn adamw_chunk<F: Real>(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &AdamWConsts) {
+        for i in 0..p.len() {
+            p[i] *= k.decay;
+            m[i] += (g[i] - m[i]) * k.b1_rest; // torch: exp_avg.lerp_(grad, 1 − β1)
+            v[i] = v[i] * k.b2 + k.b2_rest * g[i] * g[i];
+            let denom = v[i].sqrt() / k.bc2_sqrt + k.eps;
+            p[i] += -k.step_size * (m[i] / denom);
+        }
+    }
+}
+
+multiversion! {
+    /// Σ g² in f64, with a fixed set of partial sums.
+    fn sum_squares<F: Real>(g: &[f32]) -> f64 {
+        let mut acc = [0.0f64; 8];
+        let c = g.chunks_exact(8);
+        let mut s = 0.0;
+        for x in c.remainder() {
+            s += (*x as f64) * (*x as f64);
+        }
+        for x in c {
+            for k in 0..8 {
+                acc[k] += (x[k] as f64) * (x[k] as f64);
+            }
+        }
+        acc.iter().sum::<f64>() + s
     }
 }
