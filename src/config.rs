@@ -6,24 +6,70 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::str::FromStr;
 
-/// How each attention row is normalised. One enum, read at one call site (`model::attention`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The attention variant: how each attention row is normalised, or what gates the attention output.
+/// One enum; the kernels read it at one call site each (`model::attention::normalize`, the fused
+/// kernel's row normaliser, and the gate around the attention core in `model::gpt`).
+///
+/// Sources: softmax1 (Evan Miller, "Attention Is Off By One", 2023); clipped softmax and gated attention
+/// (Bondarenko, Nagel & Blankevoort, "Quantizable Transformers: Removing Outliers by Helping Attention
+/// Heads Do Nothing", NeurIPS 2023); the output gate (Qiu et al., "Gated Attention for Large Language
+/// Models: Non-linearity, Sparsity, and Attention-Sink-Free", 2025); the learned sink logit (OpenAI
+/// gpt-oss, 2025).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AttentionKind {
     /// p_j = exp(s_j) / Σ_k exp(s_k)
     Softmax,
     /// softmax1 ("quiet attention"): p_j = exp(s_j) / (1 + Σ_k exp(s_k)), a head may attend to nothing.
     Quiet,
+    /// clipped softmax: p_j = clip((ζ − γ)·softmax(s)_j + γ, 0, 1), γ = −α/T (`clip_zeta`, `clip_alpha`,
+    /// T = block_size): weights below −γ/(ζ−γ) become exact zeros.
+    Clipped,
+    /// softmax attention whose output of head h at token t is scaled by sigmoid(ln_1(x)_t · w_h + b_h):
+    /// `attn.c_gate` (n_embd → n_head), one gate per head and token.
+    Gated,
+    /// softmax attention whose concatenated head outputs are multiplied elementwise by
+    /// sigmoid(ln_1(x) W_g (+ b_g)) before c_proj: `attn.c_outgate` (n_embd → n_embd).
+    Outgate,
+    /// learned sink logit: p_j = exp(s_j) / (exp(σ_h) + Σ_k exp(s_k)) with one learned σ_h per head
+    /// (`attn.sink`); softmax1 is σ_h = 0 fixed.
+    Sink,
 }
 
 impl AttentionKind {
-    pub const ALL: [AttentionKind; 2] = [AttentionKind::Softmax, AttentionKind::Quiet];
+    pub const ALL: [AttentionKind; 6] = [
+        AttentionKind::Softmax,
+        AttentionKind::Quiet,
+        AttentionKind::Clipped,
+        AttentionKind::Gated,
+        AttentionKind::Outgate,
+        AttentionKind::Sink,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             AttentionKind::Softmax => "softmax",
             AttentionKind::Quiet => "quiet",
+            AttentionKind::Clipped => "clipped",
+            AttentionKind::Gated => "gated",
+            AttentionKind::Outgate => "outgate",
+            AttentionKind::Sink => "sink",
         }
+    }
+
+    /// Gate values per token for the gated variants: n_head (`gated`) or n_embd (`outgate`); each gate
+    /// multiplies n_embd / groups consecutive channels of the attention output. None for the others.
+    pub fn gate_groups(self, n_head: usize, n_embd: usize) -> Option<usize> {
+        match self {
+            AttentionKind::Gated => Some(n_head),
+            AttentionKind::Outgate => Some(n_embd),
+            _ => None,
+        }
+    }
+
+    /// Whether rows may sum to less than 1 (a null key, or the clip): quiet, sink and clipped.
+    pub fn has_null_mass(self) -> bool {
+        matches!(self, AttentionKind::Quiet | AttentionKind::Sink | AttentionKind::Clipped)
     }
 }
 
@@ -33,7 +79,10 @@ impl FromStr for AttentionKind {
         AttentionKind::ALL
             .into_iter()
             .find(|a| a.name() == s)
-            .ok_or_else(|| Error::Config(format!("unknown attention '{s}': expected softmax or quiet")))
+            .ok_or_else(|| {
+                let names: Vec<&str> = AttentionKind::ALL.iter().map(|a| a.name()).collect();
+                Error::Config(format!("unknown attention '{s}': expected one of {}", names.join(", ")))
+            })
     }
 }
 
@@ -54,11 +103,72 @@ pub struct ModelConfig {
     pub bias: bool,
     pub dropout: f32,
     pub attention: AttentionKind,
+    /// Clipped softmax ζ (stretch above 1); read only by `clipped`. See `Config::clip_zeta`.
+    #[serde(default = "default_clip_zeta")]
+    pub clip_zeta: f32,
+    /// Clipped softmax α, γ = −α/block_size; read only by `clipped`. See `Config::clip_alpha`.
+    #[serde(default = "default_clip_alpha")]
+    pub clip_alpha: f32,
+    /// Initial opening sigmoid(b) of the per-head gate of `gated` (sets attn.c_gate.bias at init).
+    #[serde(default = "default_gate_init")]
+    pub gate_init: f32,
+}
+
+/// ζ = 1: Bondarenko et al. (2023) found stretching above 1 unnecessary, and their OPT runs use ζ = 1
+/// (`outlier-free-transformers`, opt_attention.py: `clipped_softmax(gamma=-alpha/max_seq_length, eta=1.0)`).
+pub const DEFAULT_CLIP_ZETA: f32 = 1.0;
+/// α = 12: their causal-LM (OPT-125m) pre-training script `scripts/opt_125m_clipped_softmax.sh` passes
+/// `--alpha 12` with block_size 512 (γ = −12/512 ≈ −0.0234); their BERT script uses γ = −0.025 at T = 128.
+pub const DEFAULT_CLIP_ALPHA: f32 = 12.0;
+/// π_init = 0.25: every gated-attention causal-LM script of Bondarenko et al. (OPT-125m, 350m, 1.3B)
+/// passes `--attn_gate_init 0.25`, i.e. bias = logit(0.25).
+pub const DEFAULT_GATE_INIT: f32 = 0.25;
+
+fn default_clip_zeta() -> f32 {
+    DEFAULT_CLIP_ZETA
+}
+fn default_clip_alpha() -> f32 {
+    DEFAULT_CLIP_ALPHA
+}
+fn default_gate_init() -> f32 {
+    DEFAULT_GATE_INIT
 }
 
 impl ModelConfig {
+    /// A config with the variant hyper-parameters at their defaults.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        n_layer: usize,
+        n_head: usize,
+        n_embd: usize,
+        block_size: usize,
+        vocab_size: usize,
+        bias: bool,
+        dropout: f32,
+        attention: AttentionKind,
+    ) -> Self {
+        ModelConfig {
+            n_layer,
+            n_head,
+            n_embd,
+            block_size,
+            vocab_size,
+            bias,
+            dropout,
+            attention,
+            clip_zeta: DEFAULT_CLIP_ZETA,
+            clip_alpha: DEFAULT_CLIP_ALPHA,
+            gate_init: DEFAULT_GATE_INIT,
+        }
+    }
+
     pub fn head_size(&self) -> usize {
         self.n_embd / self.n_head
+    }
+
+    /// The clipped softmax's γ = −α/T with T = block_size for every row (see `model::attention`).
+    pub fn clip_gamma(&self) -> f64 {
+        -(self.clip_alpha as f64) / self.block_size as f64
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -74,6 +184,15 @@ impl ModelConfig {
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
+        if !(self.clip_zeta >= 1.0 && self.clip_zeta.is_finite()) {
+            return bad(format!("clip_zeta must be a finite number ≥ 1, got {}", self.clip_zeta));
+        }
+        if !(self.clip_alpha >= 0.0 && self.clip_alpha.is_finite()) {
+            return bad(format!("clip_alpha must be a finite number ≥ 0, got {}", self.clip_alpha));
+        }
+        if !(self.gate_init > 0.0 && self.gate_init < 1.0) {
+            return bad(format!("gate_init must be in (0, 1), got {}", self.gate_init));
         }
         Ok(())
     }
@@ -113,8 +232,17 @@ pub struct Config {
     pub dropout: f32,
     /// Biases in Linear and LayerNorm layers.
     pub bias: bool,
-    /// Attention normalisation: softmax | quiet.
+    /// Attention variant: softmax | quiet | clipped | gated | outgate | sink (see `AttentionKind`).
     pub attention: AttentionKind,
+    /// Clipped softmax ζ ≥ 1 (`attention = "clipped"` only): p = clip((ζ − γ)·softmax + γ, 0, 1).
+    /// Default 1 (Bondarenko et al. 2023).
+    pub clip_zeta: f32,
+    /// Clipped softmax α ≥ 0 (`attention = "clipped"` only): γ = −α/block_size, the same for every row.
+    /// Default 12 (Bondarenko et al.'s OPT causal-LM runs).
+    pub clip_alpha: f32,
+    /// Initial gate opening sigmoid(bias) of `attention = "gated"`, in (0, 1). Default 0.25 (Bondarenko
+    /// et al.'s OPT runs).
+    pub gate_init: f32,
     /// Vocabulary size; 0 takes it from the data directory. May be larger than the data's (padding).
     pub vocab_size: usize,
     // optimizer (AdamW)
@@ -163,6 +291,9 @@ impl Default for Config {
             dropout: 0.0,
             bias: false,
             attention: AttentionKind::Softmax,
+            clip_zeta: DEFAULT_CLIP_ZETA,
+            clip_alpha: DEFAULT_CLIP_ALPHA,
+            gate_init: DEFAULT_GATE_INIT,
             vocab_size: 0,
             learning_rate: 6e-4,
             max_iters: 600_000,
@@ -342,6 +473,9 @@ impl Config {
             bias: self.bias,
             dropout: self.dropout,
             attention: self.attention,
+            clip_zeta: self.clip_zeta,
+            clip_alpha: self.clip_alpha,
+            gate_init: self.gate_init,
         }
     }
 

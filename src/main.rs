@@ -19,6 +19,7 @@ usage:
   quietgpt presets                                                           list the presets
   quietgpt analyze CHECKPOINT [--json FILE|-] [--windows N] [--batch N] [--top_k K] [--data_dir DIR]   activation/weight/attention outlier stats
   quietgpt quantize-eval CHECKPOINT [--json FILE|-] [--max_windows N] [--calib_windows N] [--percentile P] [--data_dir DIR]   W8A8/W8/A8/W4 val loss vs float32
+  quietgpt experiment [--input FILE | --data_dir DIR] [--variants softmax,quiet] [--seeds N | --seed_list 1,2,3] [--out DIR] [--analyze_every N] [--quick] [--key=value ...]   train, analyse and compare attention variants over seeds
 
 Run `quietgpt config` for every training key with its default. See README.md for examples.";
 
@@ -50,6 +51,7 @@ fn run(args: &[String]) -> Result<()> {
         "config" => cmd::train::config(rest),
         "analyze" => cmd::analyze::run(rest),
         "quantize-eval" => cmd::quantize::run(rest),
+        "experiment" => cmd::experiment::run(rest),
         "presets" => {
             for (name, about, _) in PRESETS {
                 println!("{name:22} {about}");

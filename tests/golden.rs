@@ -49,6 +49,9 @@ fn load_case(dir: &Path) -> Case {
         bias: c["bias"].as_bool().unwrap(),
         dropout: c["dropout"].as_f64().unwrap() as f32,
         attention: if c["quiet"].as_bool().unwrap_or(false) { AttentionKind::Quiet } else { AttentionKind::Softmax },
+        clip_zeta: quietgpt::config::DEFAULT_CLIP_ZETA,
+        clip_alpha: quietgpt::config::DEFAULT_CLIP_ALPHA,
+        gate_init: quietgpt::config::DEFAULT_GATE_INIT,
     };
     let bytes = std::fs::read(dir.join("batch.safetensors")).unwrap();
     let st = parse(&bytes, "batch").unwrap();

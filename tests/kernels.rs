@@ -2,32 +2,20 @@
 //! gradient accumulation, the causal mask of both attention kinds (tested directly: under softmax1 a
 //! wrong mask gives zeros, not NaN), dropout masks, and attention in f32 against f64.
 //!
-//! Method: a random upstream gradient G, the scalar L = Σ G ∘ forward(x), the analytical ∂L/∂x from the
-//! backward kernel (which accumulates: it starts from random values that are subtracted afterwards),
-//! and (L(x + h e_i) − L(x − h e_i)) / 2h with h = 1e-6 for every element (a sample for the model),
-//! evaluated as Σ_k G_k (y_k(x + h e_i) − y_k(x − h e_i)) / 2h: differencing the outputs before the sum
-//! keeps the rounding noise to that of the outputs the element actually moves.
+//! Method and tolerances: `common/fd.rs` (central differences of L = Σ G ∘ forward(x) in f64).
 
+mod common;
+
+use common::fd::*;
 use quietgpt::config::{AttentionKind, ModelConfig};
-use quietgpt::model::attention::{attention_backward, attention_forward};
+use quietgpt::model::attention::{attention_backward, attention_forward, backward_scratch, Variant};
 use quietgpt::model::crossentropy::{crossentropy_backward, crossentropy_forward};
 use quietgpt::model::dropout::Dropout;
 use quietgpt::model::encoder::{encoder_backward, encoder_forward};
 use quietgpt::model::gelu::{gelu_backward, gelu_forward};
 use quietgpt::model::layernorm::{layernorm_backward, layernorm_forward};
 use quietgpt::model::matmul::{matmul_backward, matmul_forward};
-use quietgpt::model::Gpt;
 use quietgpt::rng::Rng;
-
-const H: f64 = 1e-6;
-/// An element passes if |a − n| / (|a| + |n|) ≤ REL_TOL or |a − n| ≤ ABS_TOL·max(1, max_i |n_i|).
-/// With h = 1e-6 the central difference has truncation error ~h²·f'''/6 ≲ 1e-11 here and rounding error
-/// ~1e-16·|y|/h ≈ 1e-10·|y| per output moved; the absolute term is scaled by the tensor's largest
-/// gradient because an element that is a cancelling sum of large terms (a matmul gradient) carries the
-/// noise of those terms. Observed worst errors are printed with --nocapture (≈ 10× below the bounds or
-/// better); a gradient off by 1e-4 relative or by a factor fails (see `checker_rejects_wrong_gradients`).
-const REL_TOL: f64 = 1e-6;
-const ABS_TOL: f64 = 1e-8;
 
 // Small shapes for the kernels.
 const B: usize = 2;
@@ -36,86 +24,6 @@ const C: usize = 8;
 const NH: usize = 2;
 const V: usize = 7;
 const OC: usize = 6;
-
-fn randn(rng: &mut Rng, n: usize, std: f64) -> Vec<f64> {
-    (0..n).map(|_| rng.normal() * std).collect()
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-fn all(n: usize) -> Vec<usize> {
-    (0..n).collect()
-}
-
-/// Central differences of L = Σ g ∘ f(x) at x for the elements `which`.
-fn numeric(x: &[f64], which: &[usize], g: &[f64], mut f: impl FnMut(&[f64]) -> Vec<f64>) -> Vec<f64> {
-    let mut xp = x.to_vec();
-    which
-        .iter()
-        .map(|&i| {
-            let x0 = xp[i];
-            xp[i] = x0 + H;
-            let fp = f(&xp);
-            xp[i] = x0 - H;
-            let fm = f(&xp);
-            xp[i] = x0;
-            assert_eq!((fp.len(), fm.len()), (g.len(), g.len()));
-            (0..g.len()).map(|k| g[k] * (fp[k] - fm[k])).sum::<f64>() / (2.0 * H)
-        })
-        .collect()
-}
-
-struct Errors {
-    max_abs: f64,
-    /// max |a − n| / (|a| + |n|) over the elements with |a| + |n| ≥ 1e-6
-    max_rel: f64,
-    bad: Vec<(usize, f64, f64)>,
-}
-
-/// Analytical gradient `a` (full tensor) at the elements `which` against `num` (one per element of which).
-fn errors(a: &[f64], num: &[f64], which: &[usize]) -> Errors {
-    let abs_tol = ABS_TOL * num.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-    let mut e = Errors { max_abs: 0.0, max_rel: 0.0, bad: Vec::new() };
-    for (&i, &n) in which.iter().zip(num) {
-        let (ai, d) = (a[i], (a[i] - n).abs());
-        let rel = d / (ai.abs() + n.abs()).max(1e-300);
-        e.max_abs = e.max_abs.max(d);
-        if ai.abs() + n.abs() >= 1e-6 {
-            e.max_rel = e.max_rel.max(rel);
-        }
-        if !(d <= abs_tol || rel <= REL_TOL) {
-            e.bad.push((i, ai, n));
-        }
-    }
-    e
-}
-
-fn check(what: &str, a: &[f64], num: &[f64], which: &[usize]) {
-    let e = errors(a, num, which);
-    let scale = num.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    println!(
-        "{what:48} {:4} elements  max|grad| {scale:.2e}  max abs err {:.1e}  max rel err {:.1e}",
-        which.len(),
-        e.max_abs,
-        e.max_rel
-    );
-    assert!(scale > 1e-4, "{what}: the gradient is (almost) zero everywhere; the check would be vacuous");
-    assert!(
-        e.bad.is_empty(),
-        "{what}: {} of {} elements disagree with finite differences; first (index, analytic, numeric): {:?}",
-        e.bad.len(),
-        which.len(),
-        &e.bad[..e.bad.len().min(6)]
-    );
-}
-
-/// `acc` − `pre`: what a backward kernel added to a buffer that held `pre`.
-fn added(acc: &[f64], pre: &[f64]) -> Vec<f64> {
-    acc.iter().zip(pre).map(|(a, p)| a - p).collect()
-}
 
 fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
@@ -253,7 +161,7 @@ fn layernorm_case(n: usize, c: usize, bias: bool, seed: u64) {
     }
     let (pi, pw, pb) = (randn(&mut rng, n * c, 1.0), randn(&mut rng, c, 1.0), randn(&mut rng, c, 1.0));
     let (mut di, mut dw, mut db) = (pi.clone(), pw.clone(), pb.clone());
-    layernorm_backward(&mut di, &mut dw, if bias { Some(&mut db[..]) } else { None }, &g, &inp, &w, &mean, &rstd, n, c);
+    layernorm_backward(&mut di, &mut dw, if bias { Some(&mut db[..]) } else { None }, &g, &inp, &w, &mean, &rstd, n, c, &mut Vec::new());
     let tag = format!("layernorm {n}x{c} bias={bias}");
     check(&format!("{tag} dinp"), &added(&di, &pi), &numeric(&inp, &all(n * c), &g, |x| fwd(x, &w, bo)), &all(n * c));
     check(&format!("{tag} dweight"), &added(&dw, &pw), &numeric(&w, &all(c), &g, |x| fwd(&inp, x, bo)), &all(c));
@@ -415,6 +323,20 @@ fn drop_of(with_dropout: bool) -> Option<(&'static Dropout, u64)> {
     with_dropout.then_some((&DROP, SITE))
 }
 
+/// Sink logits of the NH = 2 heads, and the clip of these tests: γ = −0.1 clips weights below 1/11 in
+/// rows of a handful of keys (both branches occur).
+const SINKS: [f64; 2] = [0.3, -0.7];
+const SINKS32: [f32; 2] = [0.3, -0.7];
+const GAMMA: f64 = -0.1;
+
+fn variant(kind: AttentionKind) -> Variant<'static, f64> {
+    Variant::new(kind).with_sink(&SINKS).with_clip(1.0, GAMMA)
+}
+
+fn variant32(kind: AttentionKind) -> Variant<'static, f32> {
+    Variant::new(kind).with_sink(&SINKS32).with_clip(1.0, GAMMA as f32)
+}
+
 fn attention_out(
     qkv: &[f64],
     kind: AttentionKind,
@@ -425,7 +347,7 @@ fn attention_out(
     nh: usize,
 ) -> (Vec<f64>, Vec<f64>) {
     let (mut out, mut att) = (vec![f64::NAN; b * t * c], vec![f64::NAN; b * nh * t * t]);
-    attention_forward(&mut out, &mut att, qkv, kind, drop_of(dropout), b, t, c, nh);
+    attention_forward(&mut out, &mut att, qkv, &variant(kind), drop_of(dropout), b, t, c, nh);
     (out, att)
 }
 
@@ -463,8 +385,8 @@ fn attention_case(kind: AttentionKind, dropout: bool, std: f64, seed: u64) {
     let fwd = |x: &[f64]| attention_out(x, kind, dropout, b, t, c, nh).0;
     let pre = randn(&mut rng, b * t * 3 * c, 1.0);
     let mut d = pre.clone();
-    let mut scratch = vec![f64::NAN; b * nh * t];
-    attention_backward(&mut d, &mut scratch, &g, &qkv, &att, drop_of(dropout), b, t, c, nh);
+    let mut scratch = vec![f64::NAN; backward_scratch(b, t, nh)];
+    attention_backward(&mut d, None, &mut scratch, &g, &qkv, &att, &variant(kind), drop_of(dropout), b, t, c, nh);
     let d = added(&d, &pre);
     let n = b * t * 3 * c;
     let num = numeric(&qkv, &all(n), &g, fwd);
@@ -514,7 +436,9 @@ fn attention_mask_zero_above_diagonal() {
             for bh in 0..b * nh {
                 for i in 0..t {
                     let row = &att[(bh * t + i) * t..][..t];
-                    assert!(row[..=i].iter().all(|&p| p > 0.0 && p <= 1.0), "{kind} row {i}: {row:?}");
+                    // (the clip gives exact zeros to visible keys too)
+                    let lo_ok = |p: f64| if kind == AttentionKind::Clipped { p >= 0.0 } else { p > 0.0 };
+                    assert!(row[..=i].iter().all(|&p| lo_ok(p) && p <= 1.0), "{kind} row {i}: {row:?}");
                     assert!(
                         row[i + 1..].iter().all(|&p| p == 0.0),
                         "{kind} dropout={dropout} (bh {bh}, row {i}) above diagonal: {row:?}"
@@ -569,8 +493,8 @@ fn attention_is_causal() {
                     dout[(bi * t + i + 1) * c..(bi + 1) * t * c].fill(0.0);
                 }
                 let mut d = vec![0.0; b * t * 3 * c];
-                let mut scratch = vec![0.0; b * nh * t];
-                attention_backward(&mut d, &mut scratch, &dout, &qkv, &att, drop_of(dropout), b, t, c, nh);
+                let mut scratch = vec![0.0; backward_scratch(b, t, nh)];
+                attention_backward(&mut d, None, &mut scratch, &dout, &qkv, &att, &variant(kind), drop_of(dropout), b, t, c, nh);
                 let mut reached_past = false;
                 for bi in 0..b {
                     let future = &d[(bi * t + i + 1) * 3 * c..(bi + 1) * t * 3 * c];
@@ -588,10 +512,12 @@ fn attention_is_causal() {
 }
 
 /// (c) with all scores 0 (q = k = 0): softmax rows are uniform 1/(i+1) and sum to 1; quiet rows are
-/// 1/(i+2) and sum to (i+1)/(i+2), the null key taking 1/(i+2). f64 and f32.
+/// 1/(i+2) and sum to (i+1)/(i+2), the null key taking 1/(i+2); sink rows 1/(i+1+e^σ_h); clipped rows
+/// (ζ = 1) 1.1/(i+1) − 0.1 each. f64 and f32.
 #[test]
 fn attention_uniform_rows_and_null_mass() {
     fn run<F: quietgpt::model::Real>(tol: f64) {
+        let sinks: Vec<F> = SINKS.iter().map(|&x| F::from_f64(x)).collect();
         let (b, t, c, nh) = (B, 7, C, NH);
         let mut rng = Rng::new(6, 50);
         let mut qkv: Vec<F> = (0..b * t * 3 * c).map(|_| F::from_f64(rng.normal())).collect();
@@ -600,14 +526,23 @@ fn attention_uniform_rows_and_null_mass() {
         }
         for kind in AttentionKind::ALL {
             let (mut out, mut att) = (vec![F::ZERO; b * t * c], vec![F::from_f64(f64::NAN); b * nh * t * t]);
-            attention_forward(&mut out, &mut att, &qkv, kind, None, b, t, c, nh);
+            let v = Variant::new(kind).with_sink(&sinks).with_clip(F::ONE, F::from_f64(GAMMA));
+            attention_forward(&mut out, &mut att, &qkv, &v, None, b, t, c, nh);
+            // (weight of each visible key, row sum) of row i of head h
+            let expect = |h: usize, i: usize| {
+                let n = (i + 1) as f64;
+                let p = match kind {
+                    AttentionKind::Softmax | AttentionKind::Gated | AttentionKind::Outgate => 1.0 / n,
+                    AttentionKind::Quiet => 1.0 / (n + 1.0),
+                    AttentionKind::Sink => 1.0 / (n + SINKS[h].exp()),
+                    AttentionKind::Clipped => (1.1 / n - 0.1).max(0.0),
+                };
+                (p, p * n)
+            };
             for bh in 0..b * nh {
                 for i in 0..t {
                     let row = &att[(bh * t + i) * t..][..t];
-                    let (p, sum) = match kind {
-                        AttentionKind::Softmax => (1.0 / (i + 1) as f64, 1.0),
-                        AttentionKind::Quiet => (1.0 / (i + 2) as f64, (i + 1) as f64 / (i + 2) as f64),
-                    };
+                    let (p, sum) = expect(bh % nh, i);
                     let got: f64 = row.iter().map(|x| x.to_f64()).sum();
                     assert!((got - sum).abs() < tol, "{kind} row {i}: sum {got} vs {sum}");
                     assert!(row[..=i].iter().all(|x| (x.to_f64() - p).abs() < tol), "{kind} row {i}: {row:?}");
@@ -617,7 +552,7 @@ fn attention_uniform_rows_and_null_mass() {
             // and y_i is the (scaled) mean of v_0..v_i
             let (bi, h, hs) = (1, 1, c / nh);
             for i in 0..t {
-                let scale = if kind == AttentionKind::Quiet { (i + 1) as f64 / (i + 2) as f64 } else { 1.0 };
+                let scale = expect(h, i).1;
                 for ch in 0..hs {
                     let mean = (0..=i).map(|j| qkv[(bi * t + j) * 3 * c + 2 * c + h * hs + ch].to_f64()).sum::<f64>()
                         / (i + 1) as f64;
@@ -643,15 +578,22 @@ fn attention_f32_matches_f64() {
     for kind in AttentionKind::ALL {
         for dropout in [false, true] {
             let (mut o32, mut a32) = (vec![0.0f32; b * t * c], vec![0.0f32; b * nh * t * t]);
-            attention_forward(&mut o32, &mut a32, &q32, kind, drop_of(dropout), b, t, c, nh);
-            let (o64, a64) = attention_out(&q64, kind, dropout, b, t, c, nh);
+            let sinks32: Vec<f32> = (0..nh).map(|h| SINKS32[h % 2]).collect();
+            let sinks64: Vec<f64> = sinks32.iter().map(|&x| x as f64).collect();
+            let v32 = variant32(kind).with_sink(&sinks32);
+            let v64 = variant(kind).with_sink(&sinks64).with_clip(1.0, GAMMA as f32 as f64);
+            attention_forward(&mut o32, &mut a32, &q32, &v32, drop_of(dropout), b, t, c, nh);
+            let (mut o64, mut a64) = (vec![0.0f64; b * t * c], vec![0.0f64; b * nh * t * t]);
+            attention_forward(&mut o64, &mut a64, &q64, &v64, drop_of(dropout), b, t, c, nh);
             let mut d32 = vec![0.0f32; b * t * 3 * c];
             attention_backward(
                 &mut d32,
-                &mut vec![0.0f32; b * nh * t],
+                None,
+                &mut vec![0.0f32; backward_scratch(b, t, nh)],
                 &g32,
                 &q32,
                 &a32,
+                &v32,
                 drop_of(dropout),
                 b,
                 t,
@@ -661,10 +603,12 @@ fn attention_f32_matches_f64() {
             let mut d64 = vec![0.0f64; b * t * 3 * c];
             attention_backward(
                 &mut d64,
-                &mut vec![0.0f64; b * nh * t],
+                None,
+                &mut vec![0.0f64; backward_scratch(b, t, nh)],
                 &g64,
                 &q64,
                 &a64,
+                &v64,
                 drop_of(dropout),
                 b,
                 t,
@@ -725,67 +669,11 @@ fn dropout_masks() {
 // ---------------------------------------------------------------------------------------- whole model
 
 fn model_config(attention: AttentionKind, bias: bool) -> ModelConfig {
-    ModelConfig { n_layer: 2, n_head: 2, n_embd: 8, block_size: 6, vocab_size: 11, bias, dropout: 0.0, attention }
-}
-
-/// A model with every parameter non-trivial: nanoGPT's init plus N(0, 0.1) noise everywhere
-/// (LayerNorm weights and biases included).
-fn random_model(cfg: ModelConfig, seed: u64) -> Gpt<f64> {
-    let mut m = Gpt::<f64>::new(cfg, 2).unwrap();
-    let mut rng = Rng::new(seed, 0);
-    m.init(&mut rng);
-    m.params.iter_mut().for_each(|p| *p += 0.1 * rng.normal());
-    m
-}
-
-fn batch(rng: &mut Rng, b: usize, t: usize, v: usize) -> (Vec<u32>, Vec<u32>) {
-    let mut idx: Vec<u32> = (0..b * t).map(|_| rng.below(v as u64) as u32).collect();
-    idx[2] = idx[0];
-    let tg = (0..b * t).map(|_| rng.below(v as u64) as u32).collect();
-    (idx, tg)
+    ModelConfig::new(2, 2, 8, 6, 11, bias, 0.0, attention)
 }
 
 fn model_case(attention: AttentionKind, bias: bool, dropout: f32, b: usize, t: usize) {
-    let cfg = model_config(attention, bias);
-    let mut m = random_model(cfg.clone(), 11 + bias as u64);
-    let mut rng = Rng::new(12, 1);
-    let (idx, tg) = batch(&mut rng, b, t, cfg.vocab_size);
-    let drop = Dropout::new(dropout, 1234, 5, 1); // a fixed key: the loss is a function of the params
-    m.zero_grad();
-    let loss0 = m.forward(&idx, Some(&tg), b, t, drop).unwrap().unwrap();
-    m.backward(1.0).unwrap();
-    let grads = m.grads.clone();
-    // ~48 parameters, spread over every tensor
-    let named = m.layout.named().to_vec();
-    let per = 48usize.div_ceil(named.len()).max(2);
-    let mut which = Vec::new();
-    for tensor in &named {
-        for _ in 0..per.min(tensor.len) {
-            which.push(tensor.offset + rng.below(tensor.len as u64) as usize);
-        }
-    }
-    let params = m.params.clone();
-    let num = numeric(&params, &which, &[1.0], |p| {
-        m.params.copy_from_slice(p);
-        vec![m.forward(&idx, Some(&tg), b, t, drop).unwrap().unwrap()]
-    });
-    m.params.copy_from_slice(&params);
-    let tag = format!("gpt {attention} bias={bias} dropout={dropout} {b}x{t}");
-    println!("{tag}: loss {loss0:.6}, {} tensors", named.len());
-    check(&tag, &grads, &num, &which);
-    // per tensor, so that a failure names the tensor
-    for tensor in &named {
-        let idx_t: Vec<usize> =
-            which.iter().copied().filter(|&i| i >= tensor.offset && i < tensor.offset + tensor.len).collect();
-        let num_t: Vec<f64> = which.iter().zip(&num).filter(|(i, _)| idx_t.contains(i)).map(|(_, n)| *n).collect();
-        let e = errors(&grads, &num_t, &idx_t);
-        assert!(e.bad.is_empty(), "{tag}: {} disagrees: {:?}", tensor.name, e.bad);
-    }
-    // positions ≥ T of wpe get nothing
-    let wpe = m.layout.find("transformer.wpe.weight").unwrap();
-    assert!(grads[wpe.offset + t * cfg.n_embd..wpe.offset + wpe.len].iter().all(|&g| g == 0.0));
-    // the loss is a deterministic function: the same forward again gives the same loss
-    assert_eq!(m.forward(&idx, Some(&tg), b, t, drop).unwrap().unwrap(), loss0);
+    model_case_cfg(model_config(attention, bias), dropout, b, t);
 }
 
 #[test]

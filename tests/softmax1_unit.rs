@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use quietgpt::config::AttentionKind;
-use quietgpt::model::attention::{normalize, normalize_backward};
+use quietgpt::model::attention::{normalize, normalize_backward, Variant};
 use quietgpt::model::weights::{parse, to_vec};
 use quietgpt::model::Real;
 
@@ -82,8 +82,10 @@ fn run<F: Real>(u: &Unit) -> (Vec<F>, Vec<F>) {
     let mut dx = g.clone();
     for r in 0..u.rows {
         let s = r * u.cols..(r + 1) * u.cols;
-        normalize(AttentionKind::Quiet, &mut y[s.clone()]);
-        normalize_backward(&y[s.clone()], &mut dx[s]);
+        let v = Variant::new(AttentionKind::Quiet);
+        normalize(&v, 0, &mut y[s.clone()]);
+        let p = y[s.clone()].to_vec();
+        normalize_backward(&v, 0, &p, &p, &mut dx[s]);
     }
     (y, dx)
 }

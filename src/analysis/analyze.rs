@@ -1,5 +1,11 @@
 //! Outlier analysis of a trained model on a fixed evaluation set: activation statistics per layer and
-//! module, weight statistics per tensor, and attention statistics per head (null mass, sink on token 0).
+//! module, weight statistics per tensor, and attention statistics per head (null mass, sink on token 0,
+//! and the mean gate of the gated variants).
+//!
+//! Null mass of a row is 1 − Σ_j p_ij over the weights the model uses (`Gpt::attention_probs`): the
+//! null key's weight for quiet, p_sink = exp(σ_h − lse) for the learned sink, the mass the clip removed
+//! for clipped softmax (≥ 0 with ζ = 1; it can be negative for ζ > 1), and 0 up to rounding for softmax
+//! and the gated variants (whose "doing nothing" shows in the gate instead: `gate_mean`).
 //!
 //! The evaluation set is deterministic: the first `windows` non-overlapping windows of the val split
 //! (`Dataset::window(Split::Val, k, block_size, ..)`, k = 0, 1, ..), run in batches of `batch`
@@ -94,8 +100,9 @@ pub struct LayerStats {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HeadStats {
     pub head: usize,
-    /// Mean over rows (every window and query i) of 1 − Σ_j p_ij: > 0 for quiet attention,
-    /// 0 up to rounding (~1e-7) for softmax.
+    /// Mean over rows (every window and query i) of 1 − Σ_j p_ij: > 0 for quiet attention, p_sink for
+    /// the learned sink, the clipped-away mass for clipped softmax, 0 up to rounding (~1e-7) for softmax
+    /// and the gated variants.
     pub null_mass_mean: f64,
     pub null_mass_min: f64,
     pub null_mass_max: f64,
@@ -104,6 +111,10 @@ pub struct HeadStats {
     pub sink: Option<f64>,
     /// sink > SINK_THRESHOLD
     pub is_sink: bool,
+    /// Mean gate value σ(z) of the head over tokens (and over its channels for `outgate`); null for the
+    /// variants without a gate.
+    #[serde(default)]
+    pub gate_mean: Option<f64>,
 }
 
 /// Statistics of one parameter tensor (nanoGPT name; lm_head is tied to wte and not repeated).
@@ -132,6 +143,9 @@ pub struct AttentionSummary {
     pub heads: usize,
     /// sink_heads / heads.
     pub sink_head_fraction: f64,
+    /// Mean of the heads' gate_mean (gated variants only).
+    #[serde(default)]
+    pub gate_mean: Option<f64>,
 }
 
 /// The thresholds used, so that the JSON explains itself.
@@ -225,6 +239,8 @@ struct HeadAcc {
     rows: u64,
     sink_sum: f64,
     sink_rows: u64,
+    gate_sum: f64,
+    gate_count: u64,
 }
 
 /// The probe: streams every observed activation into its accumulators, and the attention
@@ -233,6 +249,8 @@ struct HeadAcc {
 pub struct Recorder {
     n_layer: usize,
     n_head: usize,
+    /// gate values per token (0 without a gate)
+    gate_groups: usize,
     acts: Vec<Acc>,
     heads: Vec<HeadAcc>, // (L, NH)
     loss_sum: f64,
@@ -253,10 +271,20 @@ impl Recorder {
                 Acc { moments: Moments::new(LLM_INT8_THRESHOLD), channels: ChannelMaxAbs::new(width) }
             })
             .collect();
-        let head = HeadAcc { null_sum: 0.0, null_min: f64::INFINITY, null_max: f64::NEG_INFINITY, rows: 0, sink_sum: 0.0, sink_rows: 0 };
+        let head = HeadAcc {
+            null_sum: 0.0,
+            null_min: f64::INFINITY,
+            null_max: f64::NEG_INFINITY,
+            rows: 0,
+            sink_sum: 0.0,
+            sink_rows: 0,
+            gate_sum: 0.0,
+            gate_count: 0,
+        };
         Recorder {
             n_layer: l,
             n_head: cfg.n_head,
+            gate_groups: cfg.attention.gate_groups(cfg.n_head, c).unwrap_or(0),
             acts,
             heads: vec![head; l * cfg.n_head],
             loss_sum: 0.0,
@@ -277,6 +305,7 @@ impl Recorder {
             Point::MlpHidden => 3,
             Point::MlpOut => 4,
             Point::Residual => 5,
+            Point::Gate => return None,
         };
         (layer < self.n_layer).then_some(1 + POINTS_PER_LAYER * layer + k)
     }
@@ -354,11 +383,13 @@ impl Recorder {
         let ln_f = acts.next().expect("ln_f slot");
         let n = heads_all.len();
         let sink_heads = heads_all.iter().filter(|h| h.is_sink).count();
+        let gates: Vec<f64> = heads_all.iter().filter_map(|h| h.gate_mean).collect();
         let attention = AttentionSummary {
             null_mass_mean: heads_all.iter().map(|h| h.null_mass_mean).sum::<f64>() / n.max(1) as f64,
             sink_heads,
             heads: n,
             sink_head_fraction: sink_heads as f64 / n.max(1) as f64,
+            gate_mean: (!gates.is_empty()).then(|| gates.iter().sum::<f64>() / gates.len() as f64),
         };
         let loss = (self.loss_seen).then(|| self.loss_sum / self.sequences as f64).filter(|l| l.is_finite());
         Ok(Analysis {
@@ -379,6 +410,19 @@ impl Recorder {
 
 impl Probe<f32> for Recorder {
     fn observe(&mut self, layer: usize, point: Point, x: &[f32]) {
+        if point == Point::Gate && layer < self.n_layer && self.gate_groups > 0 {
+            // x is (B, T, G); gate k belongs to head k / (G / NH)
+            let (g, nh) = (self.gate_groups, self.n_head);
+            let per_head = g / nh;
+            for row in x.chunks_exact(g) {
+                for (h, vals) in row.chunks_exact(per_head).enumerate() {
+                    let acc = &mut self.heads[layer * nh + h];
+                    acc.gate_sum += vals.iter().map(|&v| v as f64).sum::<f64>();
+                    acc.gate_count += vals.len() as u64;
+                }
+            }
+            return;
+        }
         let Some(s) = self.slot(layer, point) else {
             self.error.get_or_insert(Error::Data(format!("unexpected activation {point:?} at layer {layer}")));
             return;
@@ -419,6 +463,7 @@ fn head(h: usize, a: &HeadAcc) -> HeadStats {
         null_mass_max: fin(a.null_max),
         sink,
         is_sink: sink.is_some_and(|s| s > SINK_THRESHOLD),
+        gate_mean: (a.gate_count > 0).then(|| a.gate_sum / a.gate_count as f64).filter(|g| g.is_finite()),
     }
 }
 
@@ -500,17 +545,23 @@ impl Analysis {
             "\nattention (null = 1 - sum_j p_ij over rows; sink = mean p_i0 over queries i >= 1; * = sink > {})",
             self.thresholds.sink
         );
-        let _ = writeln!(s, "{:<6} {:>5} {:>11} {:>11} {:>11} {:>9}", "layer", "head", "null mean", "null min", "null max", "sink");
+        let gated = a.gate_mean.is_some();
+        let gate_head = if gated { format!(" {:>9}", "gate") } else { String::new() };
+        let _ = writeln!(s, "{:<6} {:>5} {:>11} {:>11} {:>11} {:>9}{gate_head}", "layer", "head", "null mean", "null min", "null max", "sink");
         for l in &self.layers {
             for h in &l.heads {
                 let sink = h.sink.map_or("-".into(), |v| format!("{v:.4}"));
+                let gate = if gated { format!(" {:>9}", h.gate_mean.map_or("-".into(), |v| format!("{v:.4}"))) } else { String::new() };
                 let star = if h.is_sink { " *" } else { "" };
                 let _ = writeln!(
                     s,
-                    "{:<6} {:>5} {:>11.3e} {:>11.3e} {:>11.3e} {sink:>9}{star}",
+                    "{:<6} {:>5} {:>11.3e} {:>11.3e} {:>11.3e} {sink:>9}{gate}{star}",
                     l.layer, h.head, h.null_mass_mean, h.null_mass_min, h.null_mass_max
                 );
             }
+        }
+        if let Some(g) = a.gate_mean {
+            let _ = writeln!(s, "mean gate {g:.4}");
         }
         let _ = writeln!(
             s,

@@ -1,7 +1,9 @@
 //! Analysis of trained models: activation statistics, outliers and post-training quantization.
 
 pub mod analyze;
+pub mod experiment;
 pub mod plot;
 pub mod quant;
 pub mod quantize_eval;
+pub mod report;
 pub mod stats;

@@ -5,6 +5,12 @@
 //! mlp.c_proj. Biases, LayerNorms, wte/wpe (an embedding lookup is not a matmul) and the lm_head (tied
 //! to wte) stay float32.
 //!
+//! The gated variants' gate maps (attn.c_gate, attn.c_outgate) are Linear layers too, and Bondarenko et
+//! al. quantize every Linear layer but the head, their gates included: their weights are quantized like
+//! the others. Their input is ln_1(x), the very tensor c_attn reads, and the forward computes the gate
+//! from it after the c_attn hook: one activation, one quantizer (as for q, k and v). The gate values and
+//! the sink logits (per-head scalars) stay float32, like the softmax.
+//!
 //! * Weights: symmetric, per tensor or per output channel (a row of the (OC, C) matrix), range ±max|w|.
 //!   They are fake-quantized in `model.params`, which is restored to the original bits afterwards.
 //! * Activations: asymmetric per tensor (one range per (layer, Linear) input), fixed before evaluation
@@ -31,8 +37,9 @@ use serde::{Deserialize, Serialize};
 
 /// The Linear layers of a block, in forward order; a (layer, Linear) input is site `4·layer + index`.
 pub const LINEARS: [Linear; 4] = [Linear::Qkv, Linear::AttnProj, Linear::Fc, Linear::FcProj];
-/// Their weights.
-pub const WEIGHT_KINDS: [Kind; 4] = [Kind::QkvW, Kind::AttProjW, Kind::FcW, Kind::FcProjW];
+/// The weights quantized: those of the four Linear layers, and of the gated variants' gate maps (absent,
+/// so skipped, in the other variants).
+pub const WEIGHT_KINDS: [Kind; 6] = [Kind::QkvW, Kind::AttProjW, Kind::FcW, Kind::FcProjW, Kind::GateW, Kind::OutGateW];
 
 fn site(layer: usize, linear: Linear) -> usize {
     4 * layer + LINEARS.iter().position(|&l| l == linear).unwrap_or(0)
@@ -266,8 +273,8 @@ fn evaluate_all(
     })
 }
 
-/// Fake-quantize the four Linear weights of every block in `model.params`, each (OC, C) matrix with
-/// its own range (or one per row when per-channel).
+/// Fake-quantize the Linear weights of every block (`WEIGHT_KINDS`) in `model.params`, each (OC, C)
+/// matrix with its own range (or one per row when per-channel).
 pub fn quantize_weights(model: &mut Gpt, scheme: &QuantScheme) -> Result<()> {
     for t in model.layout.named().iter().filter(|t| WEIGHT_KINDS.contains(&t.kind)) {
         scheme.fake_quantize_minmax(&mut model.params[t.offset..t.offset + t.len], t.shape[0])?;

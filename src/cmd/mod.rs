@@ -3,6 +3,7 @@
 pub mod analyze;
 pub mod args;
 pub mod bench;
+pub mod experiment;
 pub mod prepare;
 pub mod quantize;
 pub mod sample;

@@ -3,26 +3,120 @@
 //! qkv (B, T, 3C) holds q = [0, C), k = [C, 2C), v = [2C, 3C); head h uses channels h·hs..(h+1)·hs.
 //! s_ij = q_i·k_j / √hs for j ≤ i (causal), p_i = normalize(s_i), y_i = Σ_j p_ij v_j.
 //!
-//! `normalize` is the one call site of the attention variant:
-//!   softmax:  m = max_j s_j,          p_j = exp(s_j − m) / Σ_k exp(s_k − m)
-//!   quiet:    m = max(0, max_j s_j),  p_j = exp(s_j − m) / (exp(−m) + Σ_k exp(s_k − m))
-//! softmax1 is softmax with one extra key of score 0 and value 0. Both have the same backward:
-//!   ∂L/∂s_j = p_j (g_j − Σ_k g_k p_k),  g = ∂L/∂p.
+//! `normalize` is the one call site of the attention variant (`Variant`); with m the row maximum:
+//!   softmax, gated, outgate:  p_j = exp(s_j − m) / Σ_k exp(s_k − m)
+//!   quiet:    m ≥ 0,     p_j = exp(s_j − m) / (exp(−m) + Σ_k exp(s_k − m))          (softmax1)
+//!   sink:     m ≥ σ_h,   p_j = exp(s_j − m) / (exp(σ_h − m) + Σ_k exp(s_k − m))     (learned σ_h)
+//!   clipped:  p_j = clip((ζ − γ)·softmax(s)_j + γ, 0, 1)
+//! softmax1 is softmax with one extra key of score 0 and value 0; the sink variant gives that key the
+//! learned score σ_h, and is bitwise softmax1 at σ_h = 0 (exp(σ_h − m) is then exp(−m)).
+//! The gated variants normalise as softmax: their gates act around this kernel (`attention_gate`).
+//!
+//! Backward (`normalize_backward`), g = ∂L/∂p:
+//!   softmax, quiet, sink:  ∂L/∂s_j = p_j (g_j − D),  D = Σ_k p_k g_k;   ∂L/∂σ_h = −p_null·D,
+//!                          p_null = 1 − Σ_k p_k = exp(σ_h − lse) (the null key's weight)
+//!   clipped: with u = softmax(s) and g'_j = (ζ − γ)·g_j where 0 < (ζ−γ)u_j + γ < 1, else 0 (the clip's
+//!            subgradient is taken as 0 on its boundary): ∂L/∂s_j = u_j (g'_j − Σ_k u_k g'_k).
+//! The stored weights of the clipped variant lose u where the clip gives 0, so its backward recomputes
+//! u from the scores (exactly the forward's bits: same dot products, same normaliser).
+//!
+//! Clipped softmax and the causal mask. Bondarenko et al. set γ = −α/T with T the sequence length
+//! (their OPT code: `gamma = -alpha / max_seq_length` for every row, masked keys included). Row i of a
+//! causal model sees only i+1 keys, so "the number of visible keys" would be the natural per-row T; we
+//! keep the paper's constant γ = −α/block_size for every row instead: α = 12 was tuned with a constant
+//! γ in a causal LM, and a per-row γ_i = −α/(i+1) would zero every weight below α/(i+1+α) — all but
+//! weights above 6/7 in row 1 — so early rows could hardly attend at all. A constant γ also keeps the
+//! model's function independent of the evaluated length. Masked keys (j > i) are never normalised and
+//! stay exactly 0 (in the paper they are too: softmax gives 0 there, and 0·(ζ−γ) + γ < 0 clips to 0).
 //! Under softmax1 a wrong mask gives zeros rather than NaN, so the tests check the mask directly.
 
 use super::dropout::Dropout;
 use super::real::{Real, SyncPtr};
-use crate::config::AttentionKind;
+use crate::config::{AttentionKind, ModelConfig};
 use rayon::prelude::*;
 
-/// Scores → probabilities, in place, over the visible keys of one row. Masked keys may be given as −∞
-/// (they get exactly 0). A fully masked quiet row gives zeros; a fully masked softmax row is undefined.
-pub fn normalize<F: Real>(kind: AttentionKind, row: &mut [F]) {
+/// One layer's attention variant as the kernels see it: the switch and the values it reads.
+#[derive(Clone, Copy, Debug)]
+pub struct Variant<'a, F> {
+    pub kind: AttentionKind,
+    /// The sink logits σ_h of this layer (n_head), read by `Sink` only.
+    pub sink: &'a [F],
+    /// ζ and γ of `Clipped` (ζ = 1, γ = 0 is no clip).
+    pub zeta: F,
+    pub gamma: F,
+}
+
+impl<'a, F: Real> Variant<'a, F> {
+    /// `kind` with ζ = 1, γ = 0 and no sink logits (enough for every kind but `Sink`).
+    pub fn new(kind: AttentionKind) -> Self {
+        Variant { kind, sink: &[], zeta: F::ONE, gamma: F::ZERO }
+    }
+
+    /// The variant of a model: ζ, γ = −α/block_size from the config, and one layer's sink logits
+    /// (empty unless the variant is `Sink`).
+    pub fn of(cfg: &ModelConfig, sink: &'a [F]) -> Self {
+        Variant { kind: cfg.attention, sink, zeta: F::from_f64(cfg.clip_zeta as f64), gamma: F::from_f64(cfg.clip_gamma()) }
+    }
+
+    pub fn with_sink(self, sink: &'a [F]) -> Self {
+        Variant { sink, ..self }
+    }
+
+    pub fn with_clip(self, zeta: F, gamma: F) -> Self {
+        Variant { zeta, gamma, ..self }
+    }
+
+    /// Checks the kernels rely on: sink logits for every head.
+    pub fn check(&self, nh: usize) {
+        assert!(self.kind != AttentionKind::Sink || self.sink.len() >= nh, "sink attention needs {nh} sink logits, got {}", self.sink.len());
+    }
+}
+
+/// The normaliser's extra logit ("null key", value 0) of head h, and the clip: the two things in which
+/// the variants differ. Read by both kernels' row normalisers and their backward.
+#[derive(Clone, Copy, Debug)]
+pub struct RowRule<F> {
+    /// 0 for quiet, σ_h for sink, none for the others.
+    pub null: Option<F>,
+    /// (a, γ) with a = ζ − γ for clipped: p = clip(a·u + γ, 0, 1).
+    pub clip: Option<(F, F)>,
+}
+
+impl<F: Real> Variant<'_, F> {
+    /// The rule for the rows of head h: the one `match` on the variant in the attention kernels.
+    #[inline]
+    pub fn rule(&self, h: usize) -> RowRule<F> {
+        match self.kind {
+            AttentionKind::Softmax | AttentionKind::Gated | AttentionKind::Outgate => RowRule { null: None, clip: None },
+            AttentionKind::Quiet => RowRule { null: Some(F::ZERO), clip: None },
+            AttentionKind::Sink => RowRule { null: Some(self.sink[h]), clip: None },
+            AttentionKind::Clipped => RowRule { null: None, clip: Some((self.zeta - self.gamma, self.gamma)) },
+        }
+    }
+}
+
+/// clip(a·u + γ, 0, 1)
+#[inline(always)]
+pub fn clip_weight<F: Real>(a: F, gamma: F, u: F) -> F {
+    let w = a * u + gamma;
+    if w > F::ONE {
+        F::ONE
+    } else if w > F::ZERO {
+        w
+    } else {
+        F::ZERO
+    }
+}
+
+/// Scores → the softmax part of the normaliser in place (with the null logit when there is one);
+/// returns lse = m + ln z. Masked keys may be given as −∞ (they get exactly 0). A fully masked row with
+/// a null logit gives zeros; a fully masked row without one is undefined.
+pub fn softmax_part<F: Real>(null: Option<F>, row: &mut [F]) -> F {
     let mut m = row.iter().fold(F::NEG_INFINITY, |a, &b| a.max(b));
     let mut sum = F::ZERO;
-    if kind == AttentionKind::Quiet {
-        m = m.max(F::ZERO);
-        sum = (-m).exp();
+    if let Some(s) = null {
+        m = m.max(s);
+        sum = (s - m).exp();
     }
     for x in row.iter_mut() {
         *x = (*x - m).exp();
@@ -32,10 +126,41 @@ pub fn normalize<F: Real>(kind: AttentionKind, row: &mut [F]) {
     for x in row.iter_mut() {
         *x *= inv;
     }
+    m + F::from_f64(sum.to_f64().ln())
 }
 
-/// ∂L/∂s from p and g = ∂L/∂p, in place over g. Identical for softmax and softmax1.
-pub fn normalize_backward<F: Real>(p: &[F], g: &mut [F]) {
+/// Scores → attention weights of head h, in place, over the visible keys of one row.
+pub fn normalize<F: Real>(v: &Variant<F>, h: usize, row: &mut [F]) {
+    let rule = v.rule(h);
+    softmax_part(rule.null, row);
+    if let Some((a, gamma)) = rule.clip {
+        for x in row.iter_mut() {
+            *x = clip_weight(a, gamma, *x);
+        }
+    }
+}
+
+/// ∂L/∂s from g = ∂L/∂p, in place over g, for one row of head h; returns this row's ∂L/∂σ_h (the
+/// null logit's gradient: −p_null·D; 0 without a null logit). `p` are the row's weights as `normalize`
+/// gave them; `u` the softmax before the clip (clipped only; pass `p` otherwise).
+pub fn normalize_backward<F: Real>(v: &Variant<F>, h: usize, p: &[F], u: &[F], g: &mut [F]) -> F {
+    let rule = v.rule(h);
+    if let Some((a, gamma)) = rule.clip {
+        for (gj, &uj) in g.iter_mut().zip(u) {
+            let w = a * uj + gamma;
+            *gj = if w > F::ZERO && w < F::ONE { a * *gj } else { F::ZERO };
+        }
+        return softmax_backward(u, g);
+    }
+    let d = softmax_backward(p, g);
+    match rule.null {
+        Some(_) => -(F::ONE - p.iter().fold(F::ZERO, |s, &x| s + x)) * d,
+        None => F::ZERO,
+    }
+}
+
+/// g ← p ⊙ (g − D) with D = Σ p g (softmax's and softmax1's backward); returns D.
+fn softmax_backward<F: Real>(p: &[F], g: &mut [F]) -> F {
     let mut dot = F::ZERO;
     for (&pj, &gj) in p.iter().zip(g.iter()) {
         dot += pj * gj;
@@ -43,6 +168,7 @@ pub fn normalize_backward<F: Real>(p: &[F], g: &mut [F]) {
     for (gj, &pj) in g.iter_mut().zip(p) {
         *gj = pj * (*gj - dot);
     }
+    dot
 }
 
 #[inline]
@@ -57,13 +183,13 @@ fn dot<F: Real>(a: &[F], b: &[F]) -> F {
 /// Dropout on the attention weights of one layer: the pass's dropout and this layer's site key.
 pub type AttnDropout<'a> = Option<(&'a Dropout, u64)>;
 
-/// out (B, T, C), att (B, NH, T, T) probabilities before dropout, from qkv (B, T, 3C)
+/// out (B, T, C), att (B, NH, T, T) attention weights before dropout, from qkv (B, T, 3C)
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward<F: Real>(
     out: &mut [F],
     att: &mut [F],
     qkv: &[F],
-    kind: AttentionKind,
+    variant: &Variant<F>,
     dropout: AttnDropout,
     b: usize,
     t: usize,
@@ -74,6 +200,7 @@ pub fn attention_forward<F: Real>(
     let scale = F::from_f64(1.0 / (hs as f64).sqrt());
     let out_ptr = SyncPtr(out.as_mut_ptr());
     assert!(out.len() >= b * t * c && att.len() >= b * nh * t * t && qkv.len() >= b * t * 3 * c);
+    variant.check(nh);
     att[..b * nh * t * t].par_chunks_mut(t * t).enumerate().for_each(|(bh, att_bh)| {
         let (bi, h) = (bh / nh, bh % nh);
         let key = dropout.map(|(d, site)| (d, d.site(site)));
@@ -84,7 +211,7 @@ pub fn attention_forward<F: Real>(
                 let k = &qkv[(bi * t + j) * 3 * c + c + h * hs..][..hs];
                 row[j] = dot(q, k) * scale;
             }
-            normalize(kind, &mut row[..=i]);
+            normalize(variant, h, &mut row[..=i]);
             row[i + 1..].fill(F::ZERO);
             // SAFETY: task (bi, h) alone writes channels h·hs..(h+1)·hs of the rows of sequence bi.
             let y = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((bi * t + i) * c + h * hs), hs) };
@@ -103,14 +230,22 @@ pub fn attention_forward<F: Real>(
     });
 }
 
-/// dqkv (B, T, 3C) += ∂L/∂qkv from dout (B, T, C). `scratch` (B, NH, T) holds one row of ∂L/∂p per head.
+/// Scratch floats `attention_backward` needs: two rows per (sequence, head).
+pub fn backward_scratch(b: usize, t: usize, nh: usize) -> usize {
+    2 * b * nh * t
+}
+
+/// dqkv (B, T, 3C) += ∂L/∂qkv from dout (B, T, C); `dnull` (B, NH), when given, is *set* to each
+/// (sequence, head)'s ∂L/∂σ_h (the caller sums over sequences). `scratch` holds `backward_scratch` floats.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward<F: Real>(
     dqkv: &mut [F],
+    dnull: Option<&mut [F]>,
     scratch: &mut [F],
     dout: &[F],
     qkv: &[F],
     att: &[F],
+    variant: &Variant<F>,
     dropout: AttnDropout,
     b: usize,
     t: usize,
@@ -120,8 +255,15 @@ pub fn attention_backward<F: Real>(
     let hs = c / nh;
     let scale = F::from_f64(1.0 / (hs as f64).sqrt());
     let dqkv_ptr = SyncPtr(dqkv.as_mut_ptr());
-    assert!(dqkv.len() >= b * t * 3 * c && scratch.len() >= b * nh * t && att.len() >= b * nh * t * t);
-    scratch[..b * nh * t].par_chunks_mut(t).enumerate().for_each(|(bh, g)| {
+    assert!(dqkv.len() >= b * t * 3 * c && scratch.len() >= backward_scratch(b, t, nh) && att.len() >= b * nh * t * t);
+    variant.check(nh);
+    let dnull_ptr = dnull.map(|d| {
+        assert!(d.len() >= b * nh);
+        SyncPtr(d.as_mut_ptr())
+    });
+    scratch[..backward_scratch(b, t, nh)].par_chunks_mut(2 * t).enumerate().for_each(|(bh, sc)| {
+        let (g, u) = sc.split_at_mut(t);
+        let mut dnull_bh = F::ZERO;
         let (bi, h) = (bh / nh, bh % nh);
         let key = dropout.map(|(d, site)| (d, d.site(site)));
         // SAFETY: task (bi, h) alone touches channels h·hs..(h+1)·hs of q, k and v in sequence bi.
@@ -140,8 +282,18 @@ pub fn attention_backward<F: Real>(
                     *dv += pf * d;
                 }
             }
-            normalize_backward(p, &mut g[..=i]);
             let q = &qkv[(bi * t + i) * 3 * c + h * hs..][..hs];
+            // the softmax before the clip, recomputed as the forward computed it
+            let u: &[F] = if variant.rule(h).clip.is_some() {
+                for j in 0..=i {
+                    u[j] = dot(q, &qkv[(bi * t + j) * 3 * c + c + h * hs..][..hs]) * scale;
+                }
+                softmax_part(None, &mut u[..=i]);
+                &u[..=i]
+            } else {
+                p
+            };
+            dnull_bh += normalize_backward(variant, h, p, u, &mut g[..=i]);
             let dq = dslice(i, 0);
             for j in 0..=i {
                 let ds = g[j] * scale;
@@ -153,6 +305,10 @@ pub fn attention_backward<F: Real>(
                     *dkv += ds * qv;
                 }
             }
+        }
+        if let Some(d) = dnull_ptr {
+            // SAFETY: task bh alone writes element bh.
+            unsafe { *d.get().add(bh) = dnull_bh };
         }
     });
 }

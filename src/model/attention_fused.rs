@@ -6,17 +6,22 @@
 //!   backward:  dP̃ = dY Vᵀ;  dV += P̃ᵀ dY;  dS_ij = p_ij (dp_ij − D_i), D_i = Σ_j p_ij dp_ij;
 //!              dQ += dS K/√hs;  dK += dSᵀ Q/√hs
 //!
-//! lse_i = m_i + ln(z_i) is the only per-row state. The variant enters once, in the normaliser z:
-//! softmax z = Σ_j exp(s_ij − m), quiet z = exp(−m) + Σ_j exp(s_ij − m) with m ≥ 0, which is the
-//! running max starting at 0 and the running sum starting at exp(−m). With dropout, p·dp = p̃·dp̃
-//! elementwise, so D_i = Σ_j p̃_ij dp̃_ij and dS_ij = p̃_ij dp̃_ij − p_ij D_i.
+//! lse_i = m_i + ln(z_i) is the only per-row state. The variant (`Variant::rule`, see `attention.rs`)
+//! enters in two places, side by side below: the row normaliser `normalize_row` (forward) and the row
+//! backward `row_backward`:
+//!   null logit (quiet: 0, sink: σ_h): z = exp(σ − m) + Σ_j exp(s_ij − m) with m ≥ σ, so lse includes
+//!     the null key and p_null,i = exp(σ − lse_i); ∂L/∂σ_h = −Σ_i p_null,i·D_i.
+//!   clip (clipped): w = clip((ζ−γ)·p + γ, 0, 1) replaces p as the weight of V (lse stays the softmax's);
+//!     backward: dp_ij = (ζ−γ)·dw_ij inside the clip, 0 where it clips, then softmax's backward.
+//! With dropout (factor f), the row backward forms e_ij = p_ij·∂L/∂p_ij = p_ij·c_ij·dp̃_ij with
+//! c = f (or (ζ−γ)·f inside the clip, 0 outside), D_i = Σ_j e_ij and dS_ij = e_ij − p_ij D_i; without the
+//! clip e_ij = p̃_ij dp̃_ij as p·f = p̃.
 //! `attention.rs` holds the reference kernel this one is tested against.
 
-use super::attention::AttnDropout;
+use super::attention::{clip_weight, AttnDropout, Variant};
 use super::matmul::gemm_raw;
 use super::real::{Real, SyncPtr};
 use super::simd;
-use crate::config::AttentionKind;
 use crate::multiversion;
 use rayon::prelude::*;
 
@@ -41,7 +46,7 @@ pub fn attention_forward<F: Real>(
     out: &mut [F],
     lse: &mut [F],
     qkv: &[F],
-    kind: AttentionKind,
+    variant: &Variant<F>,
     dropout: AttnDropout,
     scratch: &mut [F],
     b: usize,
@@ -55,6 +60,7 @@ pub fn attention_forward<F: Real>(
     let slots = scratch.len() / per;
     assert!(slots >= rayon::current_num_threads(), "attention scratch too small for the thread pool");
     assert!(out.len() >= b * t * c && lse.len() >= b * nh * t && qkv.len() >= b * t * 3 * c);
+    variant.check(nh);
     let (out_ptr, sp) = (SyncPtr(out.as_mut_ptr()), SyncPtr(scratch.as_mut_ptr()));
     lse[..b * nh * t].par_chunks_mut(t).enumerate().for_each(|(bh, lse_bh)| {
         let (bi, h) = (bh / nh, bh % nh);
@@ -65,9 +71,10 @@ pub fn attention_forward<F: Real>(
         // task (bi, h) alone writes columns h·hs..(h+1)·hs of out's rows of sequence bi.
         unsafe { gemm_raw(t, t, hs, s.as_mut_ptr(), t, false, (q, 3 * c, 1), (k, 1, 3 * c), scale, false) };
         let key = dropout.map(|(d, site)| (d, d.site(site)));
+        let rule = variant.rule(h);
         for i in 0..t {
             let row = &mut s[i * t..(i + 1) * t];
-            lse_bh[i] = normalize_row(kind, &mut row[..=i]);
+            lse_bh[i] = normalize_row(rule.null, rule.clip, &mut row[..=i]);
             if let Some((d, key)) = key {
                 for (j, p) in row[..=i].iter_mut().enumerate() {
                     *p *= d.factor::<F>(key, ((bh * t + i) * t + j) as u64);
@@ -81,16 +88,17 @@ pub fn attention_forward<F: Real>(
 }
 
 multiversion! {
-    /// Scores (already scaled) → probabilities in place over the visible keys; returns lse = m + ln z.
-    fn normalize_row<F: Real>(kind: AttentionKind, row: &mut [F]) -> F {
+    /// Scores (already scaled) → attention weights in place over the visible keys, by the row rule
+    /// (null logit, clip) of the head; returns the log-normaliser lse = m + ln z of the softmax part.
+    fn normalize_row<F: Real>(null: Option<F>, clip: Option<(F, F)>, row: &mut [F]) -> F {
         let mut m = F::NEG_INFINITY;
         for &x in row.iter() {
             m = m.max(x);
         }
         let mut z = F::ZERO;
-        if kind == AttentionKind::Quiet {
-            m = m.max(F::ZERO);
-            z = (-m).exp();
+        if let Some(s) = null {
+            m = m.max(s);
+            z = (s - m).exp();
         }
         for x in row.iter_mut() {
             *x = (*x - m).exp();
@@ -100,8 +108,40 @@ multiversion! {
         for x in row.iter_mut() {
             *x *= inv;
         }
+        if let Some((a, gamma)) = clip {
+            for x in row.iter_mut() {
+                *x = clip_weight(a, gamma, *x);
+            }
+        }
         m + F::from_f64(z.to_f64().ln())
     }
+}
+
+/// One row of the backward, in place over g (dp̃ in, dS out), by the row rule of the head: p the
+/// recomputed softmax, pd the weights after clip and dropout, `factor(j)` the dropout factor of key j.
+/// Returns D_i = Σ_j p_ij ∂L/∂p_ij.
+#[inline]
+fn row_backward<F: Real>(clip: Option<(F, F)>, p: &[F], pd: &[F], g: &mut [F], factor: impl Fn(usize) -> F) -> F {
+    let d = match clip {
+        None => {
+            let d = simd::dot(pd, g);
+            for j in 0..g.len() {
+                g[j] = pd[j] * g[j] - p[j] * d;
+            }
+            return d;
+        }
+        Some((a, gamma)) => {
+            for j in 0..g.len() {
+                let w = a * p[j] + gamma;
+                g[j] = if w > F::ZERO && w < F::ONE { a * factor(j) * g[j] * p[j] } else { F::ZERO };
+            }
+            simd::sum(g)
+        }
+    };
+    for j in 0..g.len() {
+        g[j] -= p[j] * d;
+    }
+    d
 }
 
 multiversion! {
@@ -113,13 +153,16 @@ multiversion! {
     }
 }
 
-/// dqkv (B, T, 3C) += ∂L/∂qkv from dout (B, T, C), recomputing the probabilities from lse.
+/// dqkv (B, T, 3C) += ∂L/∂qkv from dout (B, T, C), recomputing the probabilities from lse; `dnull`
+/// (B, NH), when given, is *set* to each (sequence, head)'s ∂L/∂σ_h (the caller sums over sequences).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward<F: Real>(
     dqkv: &mut [F],
+    dnull: Option<&mut [F]>,
     dout: &[F],
     qkv: &[F],
     lse: &[F],
+    variant: &Variant<F>,
     dropout: AttnDropout,
     scratch: &mut [F],
     b: usize,
@@ -133,9 +176,15 @@ pub fn attention_backward<F: Real>(
     let slots = scratch.len() / per;
     assert!(slots >= rayon::current_num_threads(), "attention scratch too small for the thread pool");
     assert!(dqkv.len() >= b * t * 3 * c && dout.len() >= b * t * c && lse.len() >= b * nh * t);
+    variant.check(nh);
+    let dnull_ptr = dnull.map(|d| {
+        assert!(d.len() >= b * nh);
+        SyncPtr(d.as_mut_ptr())
+    });
     let (dp, sp) = (SyncPtr(dqkv.as_mut_ptr()), SyncPtr(scratch.as_mut_ptr()));
     (0..b * nh).into_par_iter().for_each(|bh| {
         let (bi, h) = (bh / nh, bh % nh);
+        let rule = variant.rule(h);
         let sc = slot(sp, per, slots);
         let (p, rest) = sc.split_at_mut(t * t);
         let (dpt, pt) = rest.split_at_mut(t * t);
@@ -155,32 +204,40 @@ pub fn attention_backward<F: Real>(
             probabilities(&mut row[..=i], lse_bh[i]);
             row[i + 1..].fill(F::ZERO);
         }
-        // P̃ (= P without dropout) for dV, and dS into dpt.
-        let pd: &[F] = match dropout {
-            None => p,
-            Some((d, site)) => {
-                let key = d.site(site);
-                for i in 0..t {
-                    for j in 0..t {
-                        let f = if j <= i { d.factor::<F>(key, ((bh * t + i) * t + j) as u64) } else { F::ZERO };
-                        pt[i * t + j] = p[i * t + j] * f;
-                    }
+        // The weights of V: P̃ = clip(P) ⊙ dropout (= P without either), for dV; then dS into dpt.
+        let key = dropout.map(|(d, site)| (d, d.site(site)));
+        let factor = |i: usize, j: usize| key.map_or(F::ONE, |(d, key)| d.factor::<F>(key, ((bh * t + i) * t + j) as u64));
+        let pd: &[F] = if key.is_none() && rule.clip.is_none() {
+            p
+        } else {
+            for i in 0..t {
+                for j in 0..t {
+                    let w = match rule.clip {
+                        Some((a, gamma)) => clip_weight(a, gamma, p[i * t + j]),
+                        None => p[i * t + j],
+                    };
+                    pt[i * t + j] = if j <= i { w * factor(i, j) } else { F::ZERO };
                 }
-                pt
             }
+            pt
         };
         unsafe { gemm_raw(t, hs, t, dv, 3 * c, true, (pd.as_ptr(), 1, t), (dy, c, 1), F::ONE, false) };
+        let mut dnull_bh = F::ZERO;
         for i in 0..t {
             let (pr, pdr, g) = (&p[i * t..i * t + i + 1], &pd[i * t..i * t + i + 1], &mut dpt[i * t..(i + 1) * t]);
-            let dsum = simd::dot(pdr, &g[..=i]);
-            for j in 0..=i {
-                g[j] = pdr[j] * g[j] - pr[j] * dsum;
-            }
+            let d = row_backward(rule.clip, pr, pdr, &mut g[..=i], |j| factor(i, j));
             g[i + 1..].fill(F::ZERO);
+            if let Some(s) = rule.null {
+                dnull_bh -= (s - lse_bh[i]).exp() * d;
+            }
         }
         unsafe {
             gemm_raw(t, hs, t, dq, 3 * c, true, (dpt.as_ptr(), t, 1), (k, 3 * c, 1), scale, false);
             gemm_raw(t, hs, t, dk, 3 * c, true, (dpt.as_ptr(), 1, t), (q, 3 * c, 1), scale, false);
+        }
+        if let Some(d) = dnull_ptr {
+            // SAFETY: task bh alone writes element bh.
+            unsafe { *d.get().add(bh) = dnull_bh };
         }
     });
 }

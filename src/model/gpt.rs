@@ -2,14 +2,16 @@
 //!
 //!   x = drop(wte[idx] + wpe[0..T))                                   (B, T, C)
 //!   per block:  x = x + drop(attn(ln_1(x)));  x = x + drop(mlp(ln_2(x)))
+//!   attn(h) = c_proj(gate(h) ⊙ core(c_attn(h)))   (gate ≡ 1 except for the gated variants)
 //!   logits = ln_f(x) @ wte^T                                           (B, T, V), lm_head tied to wte
 //!   loss = mean_n cross_entropy(logits_n, target_n)
 //!
 //! Parameters and gradients are one flat buffer each (see `params`); every activation buffer is sized
 //! once for (max_batch, block_size), so a training step allocates nothing.
 
-use super::attention::{attention_backward, attention_forward};
+use super::attention::{attention_backward, attention_forward, backward_scratch, Variant};
 use super::attention_fused;
+use super::attention_gate::{gate_backward, gate_forward};
 use super::crossentropy::{crossentropy_backward, crossentropy_forward};
 use super::dropout::{site, Dropout, Site};
 use super::encoder::{encoder_backward, encoder_forward};
@@ -20,16 +22,17 @@ use super::params::{Kind, ParamLayout};
 use super::profile::{Op, Profile};
 use crate::timed;
 use super::real::Real;
-use crate::config::ModelConfig;
+use crate::config::{AttentionKind, ModelConfig};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
 /// The inputs of the four Linear layers of a block (the lm_head is not among them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Linear {
-    /// attn.c_attn, input ln_1(x) (B, T, C)
+    /// attn.c_attn, input ln_1(x) (B, T, C). The gated variants' attn.c_gate / attn.c_outgate read the
+    /// same tensor after this hook: one input, one quantizer.
     Qkv,
-    /// attn.c_proj, input the concatenated head outputs (B, T, C)
+    /// attn.c_proj, input the concatenated head outputs (B, T, C), after the gate of the gated variants
     AttnProj,
     /// mlp.c_fc, input ln_2(x) (B, T, C)
     Fc,
@@ -44,6 +47,9 @@ pub enum Point {
     Embedding,
     /// ln_1 output (B, T, C)
     Ln1,
+    /// gate values σ(z) of the gated variants (B, T, G), G = n_head (`gated`) or C (`outgate`); not
+    /// observed for the other variants
+    Gate,
     /// attention output after c_proj (and dropout), before the residual add (B, T, C)
     AttnOut,
     /// ln_2 output (B, T, C)
@@ -75,7 +81,9 @@ struct Acts<F> {
     ln1_mean: Vec<F>,  // (L, B, T)
     ln1_rstd: Vec<F>,  // (L, B, T)
     qkv: Vec<F>,       // (L, B, T, 3C)
-    atty: Vec<F>,      // (L, B, T, C)
+    atty: Vec<F>,      // (L, B, T, C) attention core output (before the gate)
+    gate: Vec<F>,      // (L, B, T, G) gate values σ(z), gated variants only
+    attg: Vec<F>,      // (L, B, T, C) gated attention output (c_proj input), gated variants only
     att: Vec<F>,       // (L, B, NH, T, T) probabilities, only when `store_attention` (reference kernel)
     lse: Vec<F>,       // (L, B, NH, T) row log-normalisers of the fused kernel
     residual2: Vec<F>, // (L, B, T, C)
@@ -99,12 +107,16 @@ struct GradActs<F> {
     dresidual: Vec<F>, // (B, T, C) ∂L/∂ residual stream
     dproj: Vec<F>,     // (B, T, C) ∂L/∂ c_proj output (after undoing dropout)
     dln: Vec<F>,       // (B, T, C) ∂L/∂ LayerNorm output
-    datty: Vec<F>,     // (B, T, C)
+    datty: Vec<F>,     // (B, T, C) ∂L/∂ c_proj input
+    dattc: Vec<F>,     // (B, T, C) ∂L/∂ attention core output (gated variants)
+    dgate: Vec<F>,     // (B, T, G) ∂L/∂ gate logits (gated variants)
+    dnull: Vec<F>,     // (B, NH) ∂L/∂ sink logits per sequence (sink)
     dqkv: Vec<F>,      // (B, T, 3C)
     dfch_gelu: Vec<F>, // (B, T, 4C)
     dfch: Vec<F>,      // (B, T, 4C)
-    datt_row: Vec<F>,  // (B, NH, T)
+    datt_row: Vec<F>,  // (B, NH, 2T) scratch of the reference attention backward
     dlogits: Vec<F>,   // (B, T, V)
+    ln_scratch: Vec<F>, // LayerNorm's per-block partial parameter gradients
 }
 
 pub struct Gpt<F: Real = f32> {
@@ -141,6 +153,7 @@ impl<F: Real> Gpt<F> {
         let (l, c, t, v, nh, b) =
             (config.n_layer, config.n_embd, config.block_size, config.vocab_size, config.n_head, max_batch);
         let bt = b * t;
+        let g = config.attention.gate_groups(nh, c).unwrap_or(0);
         let z = |n: usize| vec![F::ZERO; n];
         let acts = Acts {
             encoded: z(bt * c),
@@ -149,6 +162,8 @@ impl<F: Real> Gpt<F> {
             ln1_rstd: z(l * bt),
             qkv: z(l * bt * 3 * c),
             atty: z(l * bt * c),
+            gate: z(l * bt * g),
+            attg: if g > 0 { z(l * bt * c) } else { Vec::new() },
             att: Vec::new(),
             lse: z(l * b * nh * t),
             residual2: z(l * bt * c),
@@ -185,13 +200,24 @@ impl<F: Real> Gpt<F> {
     }
 
     /// nanoGPT's initialisation: N(0, 0.02) for Linear and Embedding weights, N(0, 0.02/√(2L)) for the
-    /// residual projections (attn.c_proj, mlp.c_proj), zero biases, LayerNorm weights 1.
+    /// residual projections (attn.c_proj, mlp.c_proj), zero biases, LayerNorm weights 1. The variants'
+    /// tensors (see `params`): sink logits 0 (the model starts as softmax1); gate weights N(0, 0.02);
+    /// the per-head gate's bias logit(gate_init), the output gate's bias 0 (σ = ½).
+    ///
+    /// The tensors every variant has are drawn first, in nanoGPT order, so that they get the same values
+    /// as softmax's for the same seed; the variant's own tensors follow from the same stream.
     pub fn init(&mut self, rng: &mut Rng) {
         let proj_std = 0.02 / (2.0 * self.config.n_layer as f64).sqrt();
-        for t in self.layout.named().to_vec() {
+        let gate_init = self.config.gate_init as f64;
+        let own = |k: Kind| matches!(k, Kind::Sink | Kind::GateW | Kind::GateB | Kind::OutGateW | Kind::OutGateB);
+        let named = self.layout.named();
+        let order: Vec<_> = named.iter().filter(|t| !own(t.kind)).chain(named.iter().filter(|t| own(t.kind))).cloned().collect();
+        for t in order {
             let p = &mut self.params[t.offset..t.offset + t.len];
             match t.kind {
                 Kind::Ln1W | Kind::Ln2W | Kind::LnfW => p.fill(F::ONE),
+                Kind::Sink => p.fill(F::ZERO),
+                Kind::GateB => p.fill(F::from_f64((gate_init / (1.0 - gate_init)).ln())),
                 k if k.is_bias() => p.fill(F::ZERO),
                 k => {
                     let std = if matches!(k, Kind::AttProjW | Kind::FcProjW) { proj_std } else { 0.02 };
@@ -251,6 +277,7 @@ impl<F: Real> Gpt<F> {
         let p = &self.params;
         let lay = &self.layout;
         let a = &mut self.acts;
+        let groups = self.config.attention.gate_groups(nh, c);
         let pr = |k: Kind, l: usize| &p[lay.layer_range(k, l, nl)];
         let bias = |k: Kind, l: usize| self.config.bias.then(|| &p[lay.layer_range(k, l, nl)]);
 
@@ -270,18 +297,34 @@ impl<F: Real> Gpt<F> {
                 pb.linear_input(l, Linear::Qkv, &mut a.ln1[lc.clone()]);
             }
             timed!(self.profile, false, Op::Matmul, matmul_forward(&mut a.qkv[l3c.clone()], &a.ln1[lc.clone()], pr(Kind::QkvW, l), bias(Kind::QkvB, l), bt, c, 3 * c));
+            if let Some(g) = groups {
+                let (w, gb) = gate_params(&self.config, |k| pr(k, l));
+                timed!(self.profile, false, Op::Matmul, matmul_forward(&mut a.gate[l * bt * g..(l + 1) * bt * g], &a.ln1[lc.clone()], w, gb, bt, c, g));
+            }
+            let variant = Variant::of(&self.config, pr(Kind::Sink, l));
             let attn_drop = dropout.as_ref().map(|d| (d, site(l, Site::AttentionWeights)));
             if self.store_attention {
                 let att = &mut a.att[l * b * nh * t * t..(l + 1) * b * nh * t * t];
-                timed!(self.profile, false, Op::Attention, attention_forward(&mut a.atty[lc.clone()], att, &a.qkv[l3c.clone()], self.config.attention, attn_drop, b, t, c, nh));
+                timed!(self.profile, false, Op::Attention, attention_forward(&mut a.atty[lc.clone()], att, &a.qkv[l3c.clone()], &variant, attn_drop, b, t, c, nh));
             } else {
                 let lse = &mut a.lse[l * b * nh * t..(l + 1) * b * nh * t];
-                timed!(self.profile, false, Op::Attention, attention_fused::attention_forward(&mut a.atty[lc.clone()], lse, &a.qkv[l3c.clone()], self.config.attention, attn_drop, &mut self.attn_scratch, b, t, c, nh));
+                timed!(self.profile, false, Op::Attention, attention_fused::attention_forward(&mut a.atty[lc.clone()], lse, &a.qkv[l3c.clone()], &variant, attn_drop, &mut self.attn_scratch, b, t, c, nh));
             }
+            let proj_in: &mut [F] = match groups {
+                Some(g) => {
+                    let gate = &mut a.gate[l * bt * g..(l + 1) * bt * g];
+                    timed!(self.profile, false, Op::Attention, gate_forward(&mut a.attg[lc.clone()], gate, &a.atty[lc.clone()], bt, c, g));
+                    if let Some(pb) = probe.as_deref_mut() {
+                        pb.observe(l, Point::Gate, gate);
+                    }
+                    &mut a.attg[lc.clone()]
+                }
+                None => &mut a.atty[lc.clone()],
+            };
             if let Some(pb) = probe.as_deref_mut() {
-                pb.linear_input(l, Linear::AttnProj, &mut a.atty[lc.clone()]);
+                pb.linear_input(l, Linear::AttnProj, proj_in);
             }
-            timed!(self.profile, false, Op::Matmul, matmul_forward(&mut a.proj, &a.atty[lc.clone()], pr(Kind::AttProjW, l), bias(Kind::AttProjB, l), bt, c, c));
+            timed!(self.profile, false, Op::Matmul, matmul_forward(&mut a.proj, proj_in, pr(Kind::AttProjW, l), bias(Kind::AttProjB, l), bt, c, c));
             if let Some(d) = &dropout {
                 timed!(self.profile, false, Op::Dropout, d.apply(site(l, Site::AttentionOut), &mut a.proj[..bt * c]));
             }
@@ -367,6 +410,7 @@ impl<F: Real> Gpt<F> {
         let dropout = self.dropout;
         let grads = &mut self.grads;
         let has_bias = self.config.bias;
+        let groups = self.config.attention.gate_groups(nh, c);
 
         timed!(self.profile, true, Op::CrossEntropy, crossentropy_backward(&mut g.dlogits, &a.logits, &self.targets[..bt], F::from_f64(loss_scale / bt as f64), bt, v));
         let dln = &mut g.dln[..bt * c];
@@ -376,7 +420,7 @@ impl<F: Real> Gpt<F> {
         dres.fill(F::ZERO);
         let last = &a.residual3[(nl - 1) * bt * c..nl * bt * c];
         let (dlnf_w, dlnf_b) = split_pair(grads, lay.range(Kind::LnfW), lay.range(Kind::LnfB), has_bias);
-        timed!(self.profile, true, Op::LayerNorm, layernorm_backward(dres, dlnf_w, dlnf_b, dln, last, &p[lay.range(Kind::LnfW)], &a.lnf_mean, &a.lnf_rstd, bt, c));
+        timed!(self.profile, true, Op::LayerNorm, layernorm_backward(dres, dlnf_w, dlnf_b, dln, last, &p[lay.range(Kind::LnfW)], &a.lnf_mean, &a.lnf_rstd, bt, c, &mut g.ln_scratch));
 
         for l in (0..nl).rev() {
             let (lc, l3c, l4c, lr) = (l * bt * c..(l + 1) * bt * c, l * bt * 3 * c..(l + 1) * bt * 3 * c, l * bt * 4 * c..(l + 1) * bt * 4 * c, l * bt..(l + 1) * bt);
@@ -397,30 +441,59 @@ impl<F: Real> Gpt<F> {
             let (dw, db) = split_pair(grads, r(Kind::FcW), r(Kind::FcB), has_bias);
             timed!(self.profile, true, Op::Matmul, matmul_backward(dln, dw, db, &g.dfch[..bt * 4 * c], &a.ln2[lc.clone()], &p[r(Kind::FcW)], bt, c, 4 * c));
             let (dw, db) = split_pair(grads, r(Kind::Ln2W), r(Kind::Ln2B), has_bias);
-            timed!(self.profile, true, Op::LayerNorm, layernorm_backward(&mut g.dresidual[..bt * c], dw, db, &g.dln[..bt * c], &a.residual2[lc.clone()], &p[r(Kind::Ln2W)], &a.ln2_mean[lr.clone()], &a.ln2_rstd[lr.clone()], bt, c));
+            timed!(self.profile, true, Op::LayerNorm, layernorm_backward(&mut g.dresidual[..bt * c], dw, db, &g.dln[..bt * c], &a.residual2[lc.clone()], &p[r(Kind::Ln2W)], &a.ln2_mean[lr.clone()], &a.ln2_rstd[lr.clone()], bt, c, &mut g.ln_scratch));
 
             // attention branch: residual2 = residual + drop(c_proj(attn(ln_1(residual))))
             let dproj = timed!(self.profile, true, Op::Dropout, undo_dropout(&mut g.dproj, &g.dresidual[..bt * c], dropout.as_ref(), site(l, Site::AttentionOut)));
             let datty = &mut g.datty[..bt * c];
             datty.fill(F::ZERO);
             let (dw, db) = split_pair(grads, r(Kind::AttProjW), r(Kind::AttProjB), has_bias);
-            timed!(self.profile, true, Op::Matmul, matmul_backward(datty, dw, db, dproj, &a.atty[lc.clone()], &p[r(Kind::AttProjW)], bt, c, c));
+            let proj_in = if groups.is_some() { &a.attg[lc.clone()] } else { &a.atty[lc.clone()] };
+            timed!(self.profile, true, Op::Matmul, matmul_backward(datty, dw, db, dproj, proj_in, &p[r(Kind::AttProjW)], bt, c, c));
+            // through the gate: ∂L/∂(core output) into dattc, ∂L/∂(gate logits) into dgate
+            let dcore: &[F] = match groups {
+                Some(gg) => {
+                    let dattc = &mut g.dattc[..bt * c];
+                    dattc.fill(F::ZERO);
+                    let gate = &a.gate[l * bt * gg..(l + 1) * bt * gg];
+                    timed!(self.profile, true, Op::Attention, gate_backward(dattc, &mut g.dgate[..bt * gg], &g.datty[..bt * c], &a.atty[lc.clone()], gate, bt, c, gg));
+                    &g.dattc[..bt * c]
+                }
+                None => &g.datty[..bt * c],
+            };
             let dqkv = &mut g.dqkv[..bt * 3 * c];
             dqkv.fill(F::ZERO);
+            let variant = Variant::of(&self.config, &p[r(Kind::Sink)]);
+            let dnull = (self.config.attention == AttentionKind::Sink).then(|| &mut g.dnull[..b * nh]);
             let attn_drop = dropout.as_ref().map(|d| (d, site(l, Site::AttentionWeights)));
             if self.store_attention {
                 let att = &a.att[l * b * nh * t * t..(l + 1) * b * nh * t * t];
-                timed!(self.profile, true, Op::Attention, attention_backward(dqkv, &mut g.datt_row, &g.datty[..bt * c], &a.qkv[l3c.clone()], att, attn_drop, b, t, c, nh));
+                timed!(self.profile, true, Op::Attention, attention_backward(dqkv, dnull, &mut g.datt_row, dcore, &a.qkv[l3c.clone()], att, &variant, attn_drop, b, t, c, nh));
             } else {
                 let lse = &a.lse[l * b * nh * t..(l + 1) * b * nh * t];
-                timed!(self.profile, true, Op::Attention, attention_fused::attention_backward(dqkv, &g.datty[..bt * c], &a.qkv[l3c.clone()], lse, attn_drop, &mut self.attn_scratch, b, t, c, nh));
+                timed!(self.profile, true, Op::Attention, attention_fused::attention_backward(dqkv, dnull, dcore, &a.qkv[l3c.clone()], lse, &variant, attn_drop, &mut self.attn_scratch, b, t, c, nh));
+            }
+            if self.config.attention == AttentionKind::Sink {
+                // ∂L/∂σ_h = Σ over sequences (in order) of the kernel's per-sequence parts
+                let ds = &mut grads[r(Kind::Sink)];
+                for bi in 0..b {
+                    for (d, &x) in ds.iter_mut().zip(&g.dnull[bi * nh..(bi + 1) * nh]) {
+                        *d += x;
+                    }
+                }
             }
             let dln = &mut g.dln[..bt * c];
             dln.fill(F::ZERO);
             let (dw, db) = split_pair(grads, r(Kind::QkvW), r(Kind::QkvB), has_bias);
             timed!(self.profile, true, Op::Matmul, matmul_backward(dln, dw, db, &g.dqkv[..bt * 3 * c], &a.ln1[lc.clone()], &p[r(Kind::QkvW)], bt, c, 3 * c));
+            if let Some(gg) = groups {
+                // the gate's linear map reads ln_1 too: its input gradient adds to c_attn's
+                let (wk, bk) = gate_kinds(self.config.attention);
+                let (dw, db) = split_pair(grads, r(wk), r(bk), true);
+                timed!(self.profile, true, Op::Matmul, matmul_backward(dln, dw, db, &g.dgate[..bt * gg], &a.ln1[lc.clone()], &p[r(wk)], bt, c, gg));
+            }
             let (dw, db) = split_pair(grads, r(Kind::Ln1W), r(Kind::Ln1B), has_bias);
-            timed!(self.profile, true, Op::LayerNorm, layernorm_backward(&mut g.dresidual[..bt * c], dw, db, &g.dln[..bt * c], residual, &p[r(Kind::Ln1W)], &a.ln1_mean[lr.clone()], &a.ln1_rstd[lr.clone()], bt, c));
+            timed!(self.profile, true, Op::LayerNorm, layernorm_backward(&mut g.dresidual[..bt * c], dw, db, &g.dln[..bt * c], residual, &p[r(Kind::Ln1W)], &a.ln1_mean[lr.clone()], &a.ln1_rstd[lr.clone()], bt, c, &mut g.ln_scratch));
         }
         let dres = &mut g.dresidual[..bt * c];
         if let Some(d) = &dropout {
@@ -464,17 +537,22 @@ impl<F: Real> Gpt<F> {
         let (c, t, v, nh, b) =
             (self.config.n_embd, self.config.block_size, self.config.vocab_size, self.config.n_head, self.max_batch);
         let bt = b * t;
+        let g = self.config.attention.gate_groups(nh, c).unwrap_or(0);
         let z = |n: usize| vec![F::ZERO; n];
         self.grad_acts = GradActs {
             dresidual: z(bt * c),
             dproj: z(bt * c),
             dln: z(bt * c),
             datty: z(bt * c),
+            dattc: if g > 0 { z(bt * c) } else { Vec::new() },
+            dgate: z(bt * g),
+            dnull: z(b * nh),
             dqkv: z(bt * 3 * c),
             dfch_gelu: z(bt * 4 * c),
             dfch: z(bt * 4 * c),
-            datt_row: z(b * nh * t),
+            datt_row: z(backward_scratch(b, t, nh)),
             dlogits: z(bt * v),
+            ln_scratch: Vec::new(),
         };
     }
 
@@ -486,6 +564,21 @@ impl<F: Real> Gpt<F> {
     pub fn grad(&self, name: &str) -> Option<&[F]> {
         self.layout.find(name).map(|t| &self.grads[t.offset..t.offset + t.len])
     }
+}
+
+/// The weight and bias kinds of the gate's linear map (the gated variants only).
+fn gate_kinds(kind: AttentionKind) -> (Kind, Kind) {
+    match kind {
+        AttentionKind::Outgate => (Kind::OutGateW, Kind::OutGateB),
+        _ => (Kind::GateW, Kind::GateB),
+    }
+}
+
+/// The gate's weight and bias (None when it has none: the output gate with bias = false).
+fn gate_params<'a, F>(cfg: &ModelConfig, pr: impl Fn(Kind) -> &'a [F]) -> (&'a [F], Option<&'a [F]>) {
+    let (w, b) = gate_kinds(cfg.attention);
+    let bias = pr(b);
+    (pr(w), (!bias.is_empty()).then_some(bias))
 }
 
 /// out = a + b (the residual add).

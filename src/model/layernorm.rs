@@ -57,8 +57,13 @@ multiversion! {
     }
 }
 
-/// dinp (N, C) += ∂L/∂x; dweight (C) += Σ_n norm·dout; dbias (C) += Σ_n dout.
+/// Rows per block of partial parameter gradients. Fixed, so the summation order (and the result) does
+/// not depend on the thread count.
+const PARTIAL_ROWS: usize = 64;
+
+/// dinp (N, C) += ∂L/∂x; dweight (C) += Σ_n n̂·dout; dbias (C) += Σ_n dout.
 /// With n̂ = (x − μ)·rstd and g = dout·w: dx = rstd · (g − mean(g) − n̂·mean(g·n̂)).
+/// `scratch` holds per-block partial sums of dweight and dbias; it grows on first use and is reused.
 #[allow(clippy::too_many_arguments)]
 pub fn layernorm_backward<F: Real>(
     dinp: &mut [F],
@@ -71,29 +76,43 @@ pub fn layernorm_backward<F: Real>(
     rstd: &[F],
     n: usize,
     c: usize,
+    scratch: &mut Vec<F>,
 ) {
+    let blocks = n.div_ceil(PARTIAL_ROWS);
+    if scratch.len() < blocks * 2 * c {
+        scratch.resize(blocks * 2 * c, F::ZERO);
+    }
     dinp[..n * c]
-        .par_chunks_mut(c * ROW_CHUNK)
+        .par_chunks_mut(c * PARTIAL_ROWS)
+        .zip(scratch[..blocks * 2 * c].par_chunks_mut(2 * c))
         .enumerate()
-        .for_each(|(chunk, di)| backward_rows(di, chunk * ROW_CHUNK, dout, inp, weight, mean, rstd, c));
-    // Parameter gradients: each task owns a block of channels and sums over all rows in order, so the
-    // result does not depend on the thread count.
-    match dbias {
-        Some(db) => dweight[..c]
-            .par_chunks_mut(COL_CHUNK)
-            .zip(db[..c].par_chunks_mut(COL_CHUNK))
-            .enumerate()
-            .for_each(|(ci, (dw, db))| param_columns(ci * COL_CHUNK, dw, Some(db), dout, inp, mean, rstd, n, c)),
-        None => dweight[..c]
-            .par_chunks_mut(COL_CHUNK)
-            .enumerate()
-            .for_each(|(ci, dw)| param_columns(ci * COL_CHUNK, dw, None, dout, inp, mean, rstd, n, c)),
+        .for_each(|(blk, (di, part))| {
+            backward_rows(di, part, blk * PARTIAL_ROWS, dout, inp, weight, mean, rstd, c)
+        });
+    // Sum the blocks' partials in block order, in parallel over channels.
+    let partials = &scratch[..blocks * 2 * c];
+    let reduce = |off: usize, acc: &mut [F]| {
+        acc.par_chunks_mut(COL_CHUNK).enumerate().for_each(|(ci, a)| {
+            for blk in 0..blocks {
+                let p = &partials[blk * 2 * c + off + ci * COL_CHUNK..][..a.len()];
+                for (x, &y) in a.iter_mut().zip(p) {
+                    *x += y;
+                }
+            }
+        })
+    };
+    reduce(0, &mut dweight[..c]);
+    if let Some(db) = dbias {
+        reduce(c, &mut db[..c]);
     }
 }
 
 multiversion! {
-    fn backward_rows<F: Real>(di: &mut [F], row0: usize, dout: &[F], inp: &[F], weight: &[F], mean: &[F], rstd: &[F], c: usize) {
+    fn backward_rows<F: Real>(di: &mut [F], part: &mut [F], row0: usize, dout: &[F], inp: &[F], weight: &[F], mean: &[F], rstd: &[F], c: usize) {
         let inv_c = F::ONE / F::from_f64(c as f64);
+        let (pw, pb) = part.split_at_mut(c);
+        pw.fill(F::ZERO);
+        pb.fill(F::ZERO);
         for (r, dirow) in di.chunks_exact_mut(c).enumerate() {
             let row = row0 + r;
             let (x, g) = (&inp[row * c..(row + 1) * c], &dout[row * c..(row + 1) * c]);
@@ -120,26 +139,8 @@ multiversion! {
             for i in 0..c {
                 let norm = (x[i] - m) * s;
                 dirow[i] += s * (g[i] * weight[i] - g_mean - norm * gn_mean);
-            }
-        }
-    }
-}
-
-multiversion! {
-    fn param_columns<F: Real>(c0: usize, dw: &mut [F], db: Option<&mut [F]>, dout: &[F], inp: &[F], mean: &[F], rstd: &[F], n: usize, c: usize) {
-        let w = dw.len();
-        let mut db = db;
-        for row in 0..n {
-            let (m, s) = (mean[row], rstd[row]);
-            let x = &inp[row * c + c0..row * c + c0 + w];
-            let g = &dout[row * c + c0..row * c + c0 + w];
-            for j in 0..w {
-                dw[j] += (x[j] - m) * s * g[j];
-            }
-            if let Some(db) = db.as_deref_mut() {
-                for j in 0..w {
-                    db[j] += g[j];
-                }
+                pw[i] += norm * g[i];
+                pb[i] += g[i];
             }
         }
     }

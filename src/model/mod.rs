@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod attention_fused;
+pub mod attention_gate;
 pub mod crossentropy;
 pub mod dropout;
 pub mod encoder;

@@ -3,6 +3,20 @@
 //! Tensors of the same kind are stored together across layers, as in llm.c: `qkvw` is (L, 3C, C).
 //! `named()` maps them to nanoGPT's per-layer names in `named_parameters()` order. The lm_head is
 //! tied to `wte` and exists once. With bias = false the bias tensors have length 0 and no name.
+//!
+//! The attention variants' own tensors come last in storage and have length 0 (and no name) unless the
+//! variant uses them, so the layout of softmax and quiet models, and their checkpoints, are unchanged:
+//!
+//! | tensor (layer l)                          | shape       | variant            | init             | decay |
+//! |-------------------------------------------|-------------|--------------------|------------------|-------|
+//! | `transformer.h.{l}.attn.sink`             | [n_head]    | sink               | 0 (= softmax1)   | no    |
+//! | `transformer.h.{l}.attn.c_gate.weight`    | [n_head, C] | gated              | N(0, 0.02)       | yes   |
+//! | `transformer.h.{l}.attn.c_gate.bias`      | [n_head]    | gated              | logit(gate_init) | no    |
+//! | `transformer.h.{l}.attn.c_outgate.weight` | [C, C]      | outgate            | N(0, 0.02)       | yes   |
+//! | `transformer.h.{l}.attn.c_outgate.bias`   | [C]         | outgate, bias=true | 0 (gate ½ open)  | no    |
+//!
+//! The per-head gate's bias exists whatever `bias` says: it is what sets the gate's initial opening
+//! (Bondarenko et al. always give the gate a bias). Decay follows nanoGPT's rule, 2+ dimensions.
 
 use crate::config::ModelConfig;
 
@@ -25,9 +39,18 @@ pub enum Kind {
     FcProjB,
     LnfW,
     LnfB,
+    /// attn.sink (n_head): the learned sink logits of `sink`.
+    Sink,
+    /// attn.c_gate (n_head, C) + bias (n_head): the per-head gate of `gated`.
+    GateW,
+    GateB,
+    /// attn.c_outgate (C, C) + bias (C, with bias = true): the elementwise output gate of `outgate`.
+    OutGateW,
+    OutGateB,
 }
 
-pub const KINDS: [Kind; 16] = [
+/// Every kind, in storage order (= the enum's order).
+pub const KINDS: [Kind; 21] = [
     Kind::Wte,
     Kind::Wpe,
     Kind::Ln1W,
@@ -44,6 +67,32 @@ pub const KINDS: [Kind; 16] = [
     Kind::FcProjB,
     Kind::LnfW,
     Kind::LnfB,
+    Kind::Sink,
+    Kind::GateW,
+    Kind::GateB,
+    Kind::OutGateW,
+    Kind::OutGateB,
+];
+
+/// The per-layer kinds in naming (`named_parameters()`) order: the attention's own tensors after c_proj.
+const LAYER_NAME_ORDER: [Kind; 17] = [
+    Kind::Ln1W,
+    Kind::Ln1B,
+    Kind::QkvW,
+    Kind::QkvB,
+    Kind::AttProjW,
+    Kind::AttProjB,
+    Kind::Sink,
+    Kind::GateW,
+    Kind::GateB,
+    Kind::OutGateW,
+    Kind::OutGateB,
+    Kind::Ln2W,
+    Kind::Ln2B,
+    Kind::FcW,
+    Kind::FcB,
+    Kind::FcProjW,
+    Kind::FcProjB,
 ];
 
 impl Kind {
@@ -67,6 +116,11 @@ impl Kind {
             Kind::FcProjB => h("mlp.c_proj.bias"),
             Kind::LnfW => "transformer.ln_f.weight".into(),
             Kind::LnfB => "transformer.ln_f.bias".into(),
+            Kind::Sink => h("attn.sink"),
+            Kind::GateW => h("attn.c_gate.weight"),
+            Kind::GateB => h("attn.c_gate.bias"),
+            Kind::OutGateW => h("attn.c_outgate.weight"),
+            Kind::OutGateB => h("attn.c_outgate.bias"),
         }
     }
 
@@ -74,11 +128,31 @@ impl Kind {
         !matches!(self, Kind::Wte | Kind::Wpe | Kind::LnfW | Kind::LnfB)
     }
 
+    /// Biases that exist only with `bias = true` (and start at 0).
     pub fn is_bias(self) -> bool {
         matches!(
             self,
-            Kind::Ln1B | Kind::QkvB | Kind::AttProjB | Kind::Ln2B | Kind::FcB | Kind::FcProjB | Kind::LnfB
+            Kind::Ln1B
+                | Kind::QkvB
+                | Kind::AttProjB
+                | Kind::Ln2B
+                | Kind::FcB
+                | Kind::FcProjB
+                | Kind::LnfB
+                | Kind::OutGateB
         )
+    }
+
+    /// Whether a model of `cfg` has this tensor (else its group has length 0).
+    pub fn present(self, cfg: &ModelConfig) -> bool {
+        use crate::config::AttentionKind as A;
+        let variant = match self {
+            Kind::Sink => cfg.attention == A::Sink,
+            Kind::GateW | Kind::GateB => cfg.attention == A::Gated,
+            Kind::OutGateW | Kind::OutGateB => cfg.attention == A::Outgate,
+            _ => true,
+        };
+        variant && (cfg.bias || !self.is_bias())
     }
 
     /// Shape of one instance (one layer's worth).
@@ -93,6 +167,9 @@ impl Kind {
             Kind::FcW => vec![4 * c, c],
             Kind::FcB => vec![4 * c],
             Kind::FcProjW => vec![c, 4 * c],
+            Kind::Sink | Kind::GateB => vec![cfg.n_head],
+            Kind::GateW => vec![cfg.n_head, c],
+            Kind::OutGateW => vec![c, c],
             _ => vec![c],
         }
     }
@@ -118,18 +195,19 @@ impl Tensor {
 #[derive(Clone, Debug)]
 pub struct ParamLayout {
     /// (offset, length) of each kind's group, all layers together.
-    groups: [(usize, usize); 16],
+    groups: [(usize, usize); KINDS.len()],
     pub total: usize,
     named: Vec<Tensor>,
 }
 
 impl ParamLayout {
     pub fn new(cfg: &ModelConfig) -> Self {
-        let mut groups = [(0, 0); 16];
+        let mut groups = [(0, 0); KINDS.len()];
         let mut off = 0;
         for (i, k) in KINDS.iter().enumerate() {
+            debug_assert_eq!(*k as usize, i);
             let one: usize = k.shape(cfg).iter().product();
-            let n = if k.is_bias() && !cfg.bias {
+            let n = if !k.present(cfg) {
                 0
             } else if k.per_layer() {
                 one * cfg.n_layer
@@ -154,12 +232,13 @@ impl ParamLayout {
         push(Kind::Wte, 0);
         push(Kind::Wpe, 0);
         for l in 0..cfg.n_layer {
-            for k in KINDS.iter().filter(|k| k.per_layer()) {
+            for k in LAYER_NAME_ORDER.iter() {
                 push(*k, l);
             }
         }
         push(Kind::LnfW, 0);
         push(Kind::LnfB, 0);
+        debug_assert_eq!(named.iter().map(|t| t.len).sum::<usize>(), off, "a present tensor has no name");
         ParamLayout { groups, total: off, named }
     }
 

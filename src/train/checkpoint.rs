@@ -25,6 +25,8 @@ pub const CKPT_FILE: &str = "ckpt.safetensors";
 pub struct TrainState {
     /// The next optimizer step to run (nanoGPT's iter_num).
     pub iter_num: usize,
+    /// +∞ until the first evaluation; JSON has no infinity, so it is stored as null.
+    #[serde(with = "infinite_as_null")]
     pub best_val_loss: f64,
     /// AdamW's step count (bias correction).
     pub adam_step: u64,
@@ -100,4 +102,35 @@ pub fn load(path: &Path, max_batch: usize) -> Result<Checkpoint> {
 
 fn to_json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("plain data always serialises")
+}
+
+/// f64 ↔ JSON number, with +∞ (and NaN) written as null and null read back as +∞.
+mod infinite_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_some(v)
+        } else {
+            s.serialize_none()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_with_infinite_best_loss() {
+        let s = TrainState { iter_num: 3, best_val_loss: f64::INFINITY, adam_step: 3, data_rng: Rng::new(1, 2) };
+        let back: TrainState = serde_json::from_str(&to_json(&s)).unwrap();
+        assert_eq!(back, s);
+        let s = TrainState { best_val_loss: 1.25, ..s };
+        assert_eq!(serde_json::from_str::<TrainState>(&to_json(&s)).unwrap(), s);
+    }
 }

@@ -1,6 +1,8 @@
 //! Shared test helpers: where the golden files are and how to read them.
 #![allow(dead_code)]
 
+pub mod fd;
+
 use std::path::PathBuf;
 
 /// `$QUIETGPT_GOLDEN`, else `../shared/golden` beside the crate.
