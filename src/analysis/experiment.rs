@@ -61,17 +61,18 @@ pub struct Preset {
 /// One run of this preset: 3000 iterations × ~68 ms ≈ 205 s; 21 evaluations of 2 × 20 forward
 /// batches ≈ 23 s; the analysis (32 windows) under 1 s; quantize-eval (float32 and 7 settings on the
 /// first 256 of the 1742 val windows, 64 calibration windows) ≈ 8 s. About 240 s per run, 24 minutes
-/// for the six, plus a few seconds for the report (checked: a 4000-iteration version of this run with
-/// 41 evaluations took 340 s beside another compile job, which scales to ~245 s for this one).
+/// for the six, plus a few seconds for the report. Checked: one run of this preset took 261 s with
+/// other compile jobs on the machine (load ≈ 2.5 on the 2 cores), i.e. 26 minutes for the six.
 ///
-/// Why this shape. Within the budget, depth and training length are what outliers need: they build
-/// up over training (Bondarenko et al. 2023 see the kurtosis grow with the steps) and the residual
-/// stream accumulates them block after block, so 6 layers trained for 3000 iterations (2.3M tokens,
-/// about 2.3 epochs of Tiny Shakespeare; val loss ≈ 1.75) beat a wider model trained shorter: 6/6/192
-/// would fit only ~1700 iterations. Block 64 keeps attention cheap; dropout 0 (as nanoGPT's CPU
-/// recipe) leaves the data order as the only randomness a seed's runs share besides the
-/// initialisation. Quantize-eval over all val windows would take ~57 s per run: capped at 256 windows
-/// (16k tokens), the gap is still measured on identical tokens for every variant and seed.
+/// Why this shape. Within the budget, depth and training length are what outliers need: they are
+/// absent at initialisation and grow as attention heads learn to "do nothing" (Bondarenko et al.
+/// 2023), and the residual stream accumulates them block after block. So the budget goes to 6 layers
+/// trained for 3000 iterations (2.3M tokens, about 2.3 epochs of Tiny Shakespeare; val loss ≈ 1.8)
+/// rather than to width: 6/6/192 would fit only ~1700 iterations. Block 64 keeps attention cheap;
+/// dropout 0 (as nanoGPT's CPU recipe), so that the only randomness is the initialisation and the
+/// data order, both shared by a seed's runs. Quantize-eval over all val windows would take ~57 s per
+/// run: capped at 256 windows (16k tokens), the gap is still measured on the same tokens for every
+/// variant and seed.
 pub const DEFAULT: Preset = Preset {
     name: "default",
     config: &[
