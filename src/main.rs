@@ -14,7 +14,7 @@ usage:
   quietgpt train   [--preset NAME] [--config FILE.toml] [--resume] [--key=value ...]
   quietgpt sample  [--out_dir DIR | --checkpoint FILE] [--start TEXT|FILE:path] [--num_samples N]
                    [--max_new_tokens N] [--temperature T] [--top_k K] [--seed S] [--threads N]
-  quietgpt bench   [--preset tiny|medium] [--attention softmax|quiet] [--iters N] [--warmup N] [--threads N] [--json]
+  quietgpt bench   [--preset tiny|medium] [--attention softmax|quiet|clipped|gated|outgate|sink] [--iters N] [--warmup N] [--threads N] [--json]
   quietgpt config  [--preset NAME] [--config FILE.toml] [--key=value ...]   print the resolved config
   quietgpt presets                                                           list the presets
   quietgpt analyze CHECKPOINT [--json FILE|-] [--windows N] [--batch N] [--top_k K] [--data_dir DIR]   activation/weight/attention outlier stats

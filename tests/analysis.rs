@@ -3,13 +3,12 @@
 
 mod common;
 
-use common::{golden_dir, shakespeare, temp_dir};
+use common::golden::{cases, model};
+use common::{shakespeare, temp_dir};
 use quietgpt::analysis::analyze::{analyze, analyze_batch, ActivationStats, Analysis, AnalyzeOptions};
 use quietgpt::analysis::stats::Moments;
-use quietgpt::config::{AttentionKind, Config, ModelConfig};
+use quietgpt::config::{Config, ModelConfig};
 use quietgpt::data::{prepare, Dataset, TokenizerKind};
-use quietgpt::model::weights::{parse, to_vec};
-use quietgpt::model::Gpt;
 use quietgpt::train::checkpoint;
 use quietgpt::train::trainer::Trainer;
 use serde_json::Value;
@@ -32,59 +31,12 @@ fn moments_by_hand() {
 // ---------------------------------------------------------------------------------------------
 // golden files
 
-struct Case {
-    name: String,
-    stats: Value,
-    model: Gpt,
-    b: usize,
-    t: usize,
-    idx: Vec<u32>,
-}
-
-fn cases() -> Vec<Case> {
-    let root = golden_dir();
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("golden directory {}: {e} (set QUIETGPT_GOLDEN)", root.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("stats.json").exists() && p.join("model.safetensors").exists())
-        .collect();
-    dirs.sort();
-    assert!(!dirs.is_empty(), "no golden case folders under {}", root.display());
-    dirs.iter().map(|d| load_case(d)).collect()
-}
-
-fn load_case(dir: &Path) -> Case {
-    let stats: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("stats.json")).unwrap()).unwrap();
-    let c = &stats["config"];
-    let u = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("config.{k}")) as usize;
-    let config = ModelConfig {
-        n_layer: u("n_layer"),
-        n_head: u("n_head"),
-        n_embd: u("n_embd"),
-        block_size: u("block_size"),
-        vocab_size: u("vocab_size"),
-        bias: c["bias"].as_bool().unwrap(),
-        dropout: c["dropout"].as_f64().unwrap() as f32,
-        attention: if c["quiet"].as_bool().unwrap_or(false) { AttentionKind::Quiet } else { AttentionKind::Softmax },
-        clip_zeta: quietgpt::config::DEFAULT_CLIP_ZETA,
-        clip_alpha: quietgpt::config::DEFAULT_CLIP_ALPHA,
-        gate_init: quietgpt::config::DEFAULT_GATE_INIT,
-    };
-    let bytes = std::fs::read(dir.join("batch.safetensors")).unwrap();
-    let st = parse(&bytes, "batch").unwrap();
-    let shape = st.tensor("idx").unwrap().shape().to_vec();
-    let idx = to_vec::<f64>(&st.tensor("idx").unwrap()).unwrap().into_iter().map(|x| x as u32).collect();
-    let mut model = Gpt::new(config, shape[0]).unwrap();
-    let w = std::fs::read(dir.join("model.safetensors")).unwrap();
-    model.load_params(&parse(&w, "model.safetensors").unwrap()).unwrap();
-    Case { name: dir.file_name().unwrap().to_string_lossy().into(), stats, model, b: shape[0], t: shape[1], idx }
-}
-
 #[test]
 fn residual_statistics_match_golden_stats_json() {
     let mut failures = vec![];
-    for mut case in cases() {
-        let a = analyze_batch(&mut case.model, &case.idx, None, case.b, case.t, &AnalyzeOptions::default()).unwrap();
+    for case in cases() {
+        let mut m = model::<f32>(&case);
+        let a = analyze_batch(&mut m, &case.idx, None, case.b, case.t, &AnalyzeOptions::default()).unwrap();
         let mut check = |what: String, ours: &ActivationStats, want: &Value| {
             let f = |k: &str| want[k].as_f64().unwrap_or_else(|| panic!("{}: {what}.{k}", case.name));
             let rel = (ours.max_abs - f("max_abs")).abs() / f("max_abs").abs();

@@ -19,7 +19,7 @@
 //! `attention.rs` holds the reference kernel this one is tested against.
 
 use super::attention::{clip_weight, AttnDropout, Variant};
-use super::matmul::gemm_raw;
+use super::matmul::gemm;
 use super::real::{Real, SyncPtr};
 use super::simd;
 use crate::multiversion;
@@ -69,7 +69,7 @@ pub fn attention_forward<F: Real>(
         let (k, v) = unsafe { (q.add(c), q.add(2 * c)) };
         // SAFETY (all GEMMs here): q/k/v rows of sequence bi, head h, stride 3C, T×hs each; s is T×T;
         // task (bi, h) alone writes columns h·hs..(h+1)·hs of out's rows of sequence bi.
-        unsafe { gemm_raw(t, t, hs, s.as_mut_ptr(), t, false, (q, 3 * c, 1), (k, 1, 3 * c), scale, false) };
+        unsafe { gemm(t, t, hs, s.as_mut_ptr(), t, false, (q, 3 * c, 1), (k, 1, 3 * c), scale, None) };
         let key = dropout.map(|(d, site)| (d, d.site(site)));
         let rule = variant.rule(h);
         for i in 0..t {
@@ -83,7 +83,7 @@ pub fn attention_forward<F: Real>(
             row[i + 1..].fill(F::ZERO);
         }
         let y = unsafe { out_ptr.get().add(bi * t * c + h * hs) };
-        unsafe { gemm_raw(t, hs, t, y, c, false, (s.as_ptr(), t, 1), (v, 3 * c, 1), F::ONE, false) };
+        unsafe { gemm(t, hs, t, y, c, false, (s.as_ptr(), t, 1), (v, 3 * c, 1), F::ONE, None) };
     });
 }
 
@@ -196,8 +196,8 @@ pub fn attention_backward<F: Real>(
         let lse_bh = &lse[bh * t..(bh + 1) * t];
         // SAFETY (all GEMMs here): as in forward; task (bi, h) alone writes head h of sequence bi in dqkv.
         unsafe {
-            gemm_raw(t, t, hs, p.as_mut_ptr(), t, false, (q, 3 * c, 1), (k, 1, 3 * c), scale, false);
-            gemm_raw(t, t, hs, dpt.as_mut_ptr(), t, false, (dy, c, 1), (v, 1, 3 * c), F::ONE, false);
+            gemm(t, t, hs, p.as_mut_ptr(), t, false, (q, 3 * c, 1), (k, 1, 3 * c), scale, None);
+            gemm(t, t, hs, dpt.as_mut_ptr(), t, false, (dy, c, 1), (v, 1, 3 * c), F::ONE, None);
         }
         for i in 0..t {
             let row = &mut p[i * t..(i + 1) * t];
@@ -221,7 +221,7 @@ pub fn attention_backward<F: Real>(
             }
             pt
         };
-        unsafe { gemm_raw(t, hs, t, dv, 3 * c, true, (pd.as_ptr(), 1, t), (dy, c, 1), F::ONE, false) };
+        unsafe { gemm(t, hs, t, dv, 3 * c, true, (pd.as_ptr(), 1, t), (dy, c, 1), F::ONE, None) };
         let mut dnull_bh = F::ZERO;
         for i in 0..t {
             let (pr, pdr, g) = (&p[i * t..i * t + i + 1], &pd[i * t..i * t + i + 1], &mut dpt[i * t..(i + 1) * t]);
@@ -232,8 +232,8 @@ pub fn attention_backward<F: Real>(
             }
         }
         unsafe {
-            gemm_raw(t, hs, t, dq, 3 * c, true, (dpt.as_ptr(), t, 1), (k, 3 * c, 1), scale, false);
-            gemm_raw(t, hs, t, dk, 3 * c, true, (dpt.as_ptr(), 1, t), (q, 3 * c, 1), scale, false);
+            gemm(t, hs, t, dq, 3 * c, true, (dpt.as_ptr(), t, 1), (k, 3 * c, 1), scale, None);
+            gemm(t, hs, t, dk, 3 * c, true, (dpt.as_ptr(), 1, t), (q, 3 * c, 1), scale, None);
         }
         if let Some(d) = dnull_ptr {
             // SAFETY: task bh alone writes element bh.

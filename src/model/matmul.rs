@@ -4,49 +4,14 @@
 use super::real::{Real, SyncPtr, COL_CHUNK};
 use rayon::prelude::*;
 
-/// dst (m, n) [+]= lhs (m, k) @ rhs (k, n), every operand given as (pointer, row stride, column stride).
-#[allow(clippy::too_many_arguments)]
-fn gemm<F: Real>(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut F,
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: (*const F, usize, usize),
-    rhs: (*const F, usize, usize),
-) {
-    // SAFETY: callers pass slices whose lengths were checked against these shapes and strides.
-    unsafe { gemm_raw(m, n, k, dst, dst_rs, accumulate, lhs, rhs, F::ONE, true) }
-}
-
-/// dst (m, n) = [dst +] scale · lhs (m, k) @ rhs (k, n), on the rayon pool when `parallel`, else on the
-/// calling thread (inside kernels that are already parallel over heads).
+/// dst (m, n) = [dst +] scale · lhs (m, k) @ rhs (k, n), every operand given as (pointer, row stride,
+/// column stride), on `threads` rayon threads (Some(0): the whole pool) or, with None, on the calling
+/// thread alone (inside kernels that are already parallel, e.g. over attention heads).
 ///
 /// # Safety
 /// Every operand must be valid for the given shape and strides, and dst must not alias lhs or rhs.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm_raw<F: Real>(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut F,
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: (*const F, usize, usize),
-    rhs: (*const F, usize, usize),
-    scale: F,
-    parallel: bool,
-) {
-    gemm_on(m, n, k, dst, dst_rs, accumulate, lhs, rhs, scale, if parallel { Some(0) } else { None })
-}
-
-/// `gemm_raw` on `threads` rayon threads (Some(0): the whole pool; None: the calling thread).
-///
-/// # Safety
-/// As `gemm_raw`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_on<F: Real>(
+pub unsafe fn gemm<F: Real>(
     m: usize,
     n: usize,
     k: usize,
@@ -104,7 +69,8 @@ pub fn matmul_forward<F: Real>(
         out[..n * oc].par_chunks_mut(oc).for_each(|row| row.copy_from_slice(&b[..oc]));
     }
     // weight^T as a (C, OC) view of the (OC, C) buffer: row stride 1, column stride C.
-    gemm(n, oc, c, out.as_mut_ptr(), oc, bias.is_some(), (inp.as_ptr(), c, 1), (weight.as_ptr(), 1, c));
+    // SAFETY: slice lengths were checked against these shapes and strides above.
+    unsafe { gemm(n, oc, c, out.as_mut_ptr(), oc, bias.is_some(), (inp.as_ptr(), c, 1), (weight.as_ptr(), 1, c), F::ONE, Some(0)) };
 }
 
 /// dinp (N, C) += dout (N, OC) @ weight (OC, C)
@@ -129,9 +95,9 @@ pub fn matmul_backward<F: Real>(
     let (dinp_ptr, dw_ptr) = (SyncPtr(dinp.as_mut_ptr()), SyncPtr(dweight.as_mut_ptr()));
     rayon::join(
         // SAFETY: shapes checked above; dinp and dweight are distinct buffers.
-        || unsafe { gemm_on(n, c, oc, dinp_ptr.get(), c, true, (dout.as_ptr(), oc, 1), (weight.as_ptr(), c, 1), F::ONE, Some(half)) },
+        || unsafe { gemm(n, c, oc, dinp_ptr.get(), c, true, (dout.as_ptr(), oc, 1), (weight.as_ptr(), c, 1), F::ONE, Some(half)) },
         || {
-            unsafe { gemm_on(oc, c, n, dw_ptr.get(), c, true, (dout.as_ptr(), 1, oc), (inp.as_ptr(), c, 1), F::ONE, Some(half)) };
+            unsafe { gemm(oc, c, n, dw_ptr.get(), c, true, (dout.as_ptr(), 1, oc), (inp.as_ptr(), c, 1), F::ONE, Some(half)) };
             if let Some(db) = dbias {
                 column_sum_into(&mut db[..oc], &dout[..n * oc], oc);
             }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod fd;
+pub mod golden;
 
 use std::path::PathBuf;
 

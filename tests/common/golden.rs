@@ -1,0 +1,82 @@
+//! The golden cases of `$QUIETGPT_GOLDEN` (PyTorch nanoGPT reference tensors): every folder with a
+//! `stats.json` and a `model.safetensors`, so that new cases are picked up automatically.
+
+use super::golden_dir;
+use quietgpt::config::{AttentionKind, ModelConfig};
+use quietgpt::model::weights::{parse, to_vec};
+use quietgpt::model::{Gpt, Real};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone)]
+pub struct Case {
+    pub dir: PathBuf,
+    pub name: String,
+    pub stats: Value,
+    pub config: ModelConfig,
+    pub b: usize,
+    pub t: usize,
+    pub idx: Vec<u32>,
+    pub targets: Vec<u32>,
+}
+
+pub fn cases() -> Vec<Case> {
+    let root = golden_dir();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("golden directory {}: {e} (set QUIETGPT_GOLDEN)", root.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("stats.json").exists() && p.join("model.safetensors").exists())
+        .collect();
+    dirs.sort();
+    assert!(!dirs.is_empty(), "no golden case folders under {}", root.display());
+    dirs.into_iter().map(|d| load_case(&d)).collect()
+}
+
+fn load_case(dir: &Path) -> Case {
+    let stats: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("stats.json")).unwrap()).unwrap();
+    let c = &stats["config"];
+    let u = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("config.{k}")) as usize;
+    let config = ModelConfig {
+        n_layer: u("n_layer"),
+        n_head: u("n_head"),
+        n_embd: u("n_embd"),
+        block_size: u("block_size"),
+        vocab_size: u("vocab_size"),
+        bias: c["bias"].as_bool().unwrap(),
+        dropout: c["dropout"].as_f64().unwrap() as f32,
+        attention: if c["quiet"].as_bool().unwrap_or(false) { AttentionKind::Quiet } else { AttentionKind::Softmax },
+        clip_zeta: quietgpt::config::DEFAULT_CLIP_ZETA,
+        clip_alpha: quietgpt::config::DEFAULT_CLIP_ALPHA,
+        gate_init: quietgpt::config::DEFAULT_GATE_INIT,
+    };
+    let bytes = std::fs::read(dir.join("batch.safetensors")).unwrap();
+    let st = parse(&bytes, "batch").unwrap();
+    let shape = st.tensor("idx").unwrap().shape().to_vec();
+    let ids = |k: &str| to_vec::<f64>(&st.tensor(k).unwrap()).unwrap().into_iter().map(|x| x as u32).collect();
+    Case {
+        name: dir.file_name().unwrap().to_string_lossy().into(),
+        dir: dir.to_path_buf(),
+        config,
+        b: shape[0],
+        t: shape[1],
+        idx: ids("idx"),
+        targets: ids("targets"),
+        stats,
+    }
+}
+
+pub fn read(case: &Case, file: &str) -> Vec<u8> {
+    std::fs::read(case.dir.join(file)).unwrap_or_else(|e| panic!("{}/{file}: {e}", case.name))
+}
+
+pub fn tensor<F: Real>(bytes: &[u8], key: &str) -> Vec<F> {
+    to_vec(&parse(bytes, key).unwrap().tensor(key).unwrap_or_else(|_| panic!("key {key}"))).unwrap()
+}
+
+pub fn model<F: Real>(case: &Case) -> Gpt<F> {
+    let mut m = Gpt::<F>::new(case.config.clone(), case.b).unwrap();
+    let bytes = read(case, "model.safetensors");
+    m.load_params(&parse(&bytes, "model.safetensors").unwrap()).unwrap();
+    m
+}
+
