@@ -15,6 +15,7 @@ usage:
   quietgpt sample  [--out_dir DIR | --checkpoint FILE] [--start TEXT|FILE:path] [--num_samples N]
                    [--max_new_tokens N] [--temperature T] [--top_k K] [--seed S] [--threads N]
   quietgpt bench   [--preset tiny|medium] [--attention softmax|quiet|clipped|gated|outgate|sink] [--iters N] [--warmup N] [--threads N] [--json]
+                   [--n_layer N] [--n_head N] [--n_embd N] [--block_size N] [--batch_size N]
   quietgpt config  [--preset NAME] [--config FILE.toml] [--key=value ...]   print the resolved config
   quietgpt presets                                                           list the presets
   quietgpt analyze CHECKPOINT [--json FILE|-] [--windows N] [--batch N] [--top_k K] [--data_dir DIR]   activation/weight/attention outlier stats
@@ -47,7 +48,11 @@ fn run(args: &[String]) -> Result<()> {
             &["out_dir", "checkpoint", "start", "num_samples", "max_new_tokens", "temperature", "top_k", "seed", "threads"],
             &[],
         )?),
-        "bench" => cmd::bench::run(Args::parse(rest, &["preset", "attention", "iters", "warmup", "threads", "vocab_size"], &["json"])?),
+        "bench" => cmd::bench::run(Args::parse(
+            rest,
+            &["preset", "attention", "iters", "warmup", "threads", "vocab_size", "n_layer", "n_head", "n_embd", "block_size", "batch_size"],
+            &["json"],
+        )?),
         "config" => cmd::train::config(rest),
         "analyze" => cmd::analyze::run(rest),
         "quantize-eval" => cmd::quantize::run(rest),

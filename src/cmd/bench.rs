@@ -7,8 +7,10 @@ use quietgpt::config::Config;
 pub fn run(a: Args) -> Result<()> {
     let preset = a.get("preset").unwrap_or("tiny").to_string();
     let mut overrides = vec![];
-    if let Some(att) = a.get("attention") {
-        overrides.push(format!("attention={att}"));
+    for key in ["attention", "n_layer", "n_head", "n_embd", "block_size", "batch_size"] {
+        if let Some(v) = a.get(key) {
+            overrides.push(format!("{key}={v}"));
+        }
     }
     let cfg = Config::build(Some(&preset), None, &overrides)?;
     set_threads(a.num("threads", 0)?)?;

@@ -13,12 +13,16 @@ const CHUNK: usize = 8192;
 /// total = sqrt(Σ g²) (accumulated in f64, in a fixed order), coef = min(1, max_norm / (total + 1e-6)).
 /// Returns the norm before clipping.
 pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f64 {
-    let sq: f64 = grads
-        .par_chunks(CHUNK)
-        .map(sum_squares::<f32>)
-        .collect::<Vec<f64>>() // one f64 per chunk, summed in order below: deterministic
-        .iter()
-        .sum();
+    // A fixed number of parts, each summed on its own and then added in order: deterministic for any
+    // thread count, and no allocation.
+    const PARTS: usize = 64;
+    let part = grads.len().div_ceil(PARTS).max(1);
+    let mut partial = [0.0f64; PARTS];
+    partial.par_iter_mut().enumerate().for_each(|(i, s)| {
+        let (a, b) = ((i * part).min(grads.len()), ((i + 1) * part).min(grads.len()));
+        *s = sum_squares::<f32>(&grads[a..b]);
+    });
+    let sq: f64 = partial.iter().sum();
     let total = sq.sqrt();
     if max_norm > 0.0 {
         let coef = (max_norm as f64 / (total + 1e-6)).min(1.0) as f32;
