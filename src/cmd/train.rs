@@ -3,7 +3,7 @@
 use super::args::set_threads;
 use anyhow::{bail, Context, Result};
 use quietgpt::config::Config;
-use quietgpt::model::flops::measure_gemm_gflops;
+use quietgpt::model::flops::gemm_peak_gflops;
 use quietgpt::train::checkpoint::CKPT_FILE;
 use quietgpt::train::trainer::{Event, Trainer};
 use std::path::{Path, PathBuf};
@@ -60,7 +60,7 @@ pub fn run(args: &[String]) -> Result<()> {
         })?
     };
     set_threads(trainer.config.threads)?;
-    trainer.peak_flops = measure_gemm_gflops(512, 5) * 1e9;
+    trainer.peak_flops = gemm_peak_gflops() * 1e9;
     let c = &trainer.config;
     println!(
         "model: {} layers, {} heads, {} embd, block {}, vocab {}, attention {}, {:.2}M params | {} tokens/iter | {} threads, GEMM peak {:.0} GFLOP/s",
