@@ -40,6 +40,14 @@ fn slot<F>(scratch: SyncPtr<F>, per: usize, slots: usize) -> &'static mut [F] {
     unsafe { std::slice::from_raw_parts_mut(scratch.get().add(i * per), per) }
 }
 
+/// (floats per slot, slots) of a scratch buffer, which must have a slot for every thread of the pool.
+fn slots_of<F>(scratch: &[F], t: usize) -> (usize, usize) {
+    let per = scratch_per_thread(t);
+    let slots = scratch.len() / per;
+    assert!(slots >= rayon::current_num_threads(), "attention scratch too small for the thread pool");
+    (per, slots)
+}
+
 /// out (B, T, C) and lse (B, NH, T) from qkv (B, T, 3C).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward<F: Real>(
@@ -56,9 +64,7 @@ pub fn attention_forward<F: Real>(
 ) {
     let hs = c / nh;
     let scale = F::from_f64(1.0 / (hs as f64).sqrt());
-    let per = scratch_per_thread(t);
-    let slots = scratch.len() / per;
-    assert!(slots >= rayon::current_num_threads(), "attention scratch too small for the thread pool");
+    let (per, slots) = slots_of(scratch, t);
     assert!(out.len() >= b * t * c && lse.len() >= b * nh * t && qkv.len() >= b * t * 3 * c);
     variant.check(nh);
     let (out_ptr, sp) = (SyncPtr(out.as_mut_ptr()), SyncPtr(scratch.as_mut_ptr()));
@@ -172,9 +178,7 @@ pub fn attention_backward<F: Real>(
 ) {
     let hs = c / nh;
     let scale = F::from_f64(1.0 / (hs as f64).sqrt());
-    let per = scratch_per_thread(t);
-    let slots = scratch.len() / per;
-    assert!(slots >= rayon::current_num_threads(), "attention scratch too small for the thread pool");
+    let (per, slots) = slots_of(scratch, t);
     assert!(dqkv.len() >= b * t * 3 * c && dout.len() >= b * t * c && lse.len() >= b * nh * t);
     variant.check(nh);
     let dnull_ptr = dnull.map(|d| {
