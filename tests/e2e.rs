@@ -3,12 +3,12 @@
 
 mod common;
 
-use common::{shakespeare, temp_dir};
+use common::{shakespeare, temp_dir, train_collecting_val_losses};
 use quietgpt::config::Config;
 use quietgpt::data::{prepare, TokenizerKind};
 use quietgpt::sample::{generate, SampleOptions};
 use quietgpt::train::checkpoint;
-use quietgpt::train::trainer::{Event, Trainer};
+use quietgpt::train::trainer::Trainer;
 use std::path::Path;
 
 fn prepared(name: &str) -> std::path::PathBuf {
@@ -36,14 +36,7 @@ fn small(dir: &Path, extra: &[&str]) -> Config {
 fn short_run_learns_then_samples() {
     let dir = prepared("learn");
     let cfg = small(&dir, &["max_iters=250", "lr_decay_iters=250", "eval_interval=250"]);
-    let mut tr = Trainer::new(cfg).unwrap();
-    let mut evals = vec![];
-    tr.run(&mut |e| {
-        if let Event::Eval { val_loss, .. } = e {
-            evals.push(*val_loss)
-        }
-    })
-    .unwrap();
+    let (_, evals) = train_collecting_val_losses(cfg);
     let (first, last) = (evals[0], *evals.last().unwrap());
     assert!((first - 65f64.ln()).abs() < 0.1, "initial val loss {first} should be ≈ ln 65");
     assert!(last < 2.8, "val loss only fell from {first:.3} to {last:.3}");

@@ -9,7 +9,7 @@
 mod common;
 
 use common::fd::*;
-use common::{shakespeare, temp_dir};
+use common::{shakespeare, temp_dir, train_collecting_val_losses};
 use quietgpt::analysis::analyze::{analyze, analyze_batch, AnalyzeOptions};
 use quietgpt::analysis::quant::QuantScheme;
 use quietgpt::analysis::quantize_eval::{quantize_eval, quantize_weights, ActQuant, QuantEvalOptions, RangeMethod, Setting};
@@ -24,7 +24,6 @@ use quietgpt::model::{Gpt, Real};
 use quietgpt::rng::Rng;
 use quietgpt::train::adamw::{AdamW, AdamWConfig};
 use quietgpt::train::checkpoint::{self, TrainState};
-use quietgpt::train::trainer::{Event, Trainer};
 use std::collections::HashMap;
 
 const NEW: [AttentionKind; 4] = [AttentionKind::Clipped, AttentionKind::Gated, AttentionKind::Outgate, AttentionKind::Sink];
@@ -695,14 +694,7 @@ fn short_runs_learn_and_round_trip() {
         ])
         .collect();
         let cfg = Config::build(Some("shakespeare-char"), None, &o).unwrap();
-        let mut tr = Trainer::new(cfg.clone()).unwrap();
-        let mut evals = vec![];
-        tr.run(&mut |e| {
-            if let Event::Eval { val_loss, .. } = e {
-                evals.push(*val_loss)
-            }
-        })
-        .unwrap();
+        let (tr, evals) = train_collecting_val_losses(cfg.clone());
         let (first, last) = (evals[0], *evals.last().unwrap());
         println!("{kind}: val loss {first:.3} -> {last:.3}");
         assert!(last < first - 0.6, "{kind}: val loss only fell from {first:.3} to {last:.3}");

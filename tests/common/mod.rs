@@ -35,3 +35,17 @@ pub fn max_abs_diff<A: Copy + Into<f64>, B: Copy + Into<f64>>(a: &[A], b: &[B]) 
 pub fn max_abs<A: Copy + Into<f64>>(a: &[A]) -> f64 {
     a.iter().map(|&x| x.into().abs()).fold(0.0, f64::max)
 }
+
+/// Train `cfg` to the end; returns the trainer and the val loss of every evaluation, in order.
+pub fn train_collecting_val_losses(cfg: quietgpt::config::Config) -> (quietgpt::train::trainer::Trainer, Vec<f64>) {
+    use quietgpt::train::trainer::{Event, Trainer};
+    let mut tr = Trainer::new(cfg).unwrap();
+    let mut evals = vec![];
+    tr.run(&mut |e| {
+        if let Event::Eval { val_loss, .. } = e {
+            evals.push(*val_loss)
+        }
+    })
+    .unwrap();
+    (tr, evals)
+}
