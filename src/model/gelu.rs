@@ -17,7 +17,8 @@ multiversion! {
         let half = F::from_f64(0.5);
         let inv_sqrt2 = F::from_f64(std::f64::consts::FRAC_1_SQRT_2);
         for (o, &x) in out.iter_mut().zip(inp) {
-            *o = half * x * (F::ONE + (x * inv_sqrt2).erf());
+            let erf = (x * inv_sqrt2).erf();
+            *o = (half * x).mul_add(erf, half * x);
         }
     }
 }
@@ -36,9 +37,11 @@ multiversion! {
         let inv_sqrt2 = F::from_f64(std::f64::consts::FRAC_1_SQRT_2);
         let inv_sqrt_2pi = F::from_f64(0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2);
         for ((d, &x), &g) in dinp.iter_mut().zip(inp).zip(dout) {
-            let cdf = half * (F::ONE + (x * inv_sqrt2).erf());
-            let pdf = (-half * x * x).exp() * inv_sqrt_2pi;
-            *d += g * (cdf + x * pdf);
+            // erf(x/√2) comes with exp(−x²/2), which is φ(x)·√(2π)
+            let (erf, gauss) = (x * inv_sqrt2).erf_and_gauss();
+            let cdf = half * (F::ONE + erf);
+            let pdf = gauss * inv_sqrt_2pi;
+            *d += g * x.mul_add(pdf, cdf);
         }
     }
 }

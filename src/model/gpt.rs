@@ -66,7 +66,7 @@ pub enum Point {
 
 /// A hook into the forward pass for analysis and fake quantization. Training passes none; the hook can
 /// only see activations and change the inputs of Linear layers, never what the trainer does.
-pub trait Probe<F = f32> {
+pub trait Probe<F = f32>: Send {
     /// The input of `linear` in block `layer`, just before the matmul; may be modified in place.
     fn linear_input(&mut self, _layer: usize, _linear: Linear, _x: &mut [F]) {}
     /// An activation, for observation.
@@ -247,6 +247,18 @@ impl<F: Real> Gpt<F> {
         b: usize,
         t: usize,
         dropout: Option<Dropout>,
+        probe: Option<&mut (dyn Probe<F> + 'p)>,
+    ) -> Result<Option<f64>> {
+        on_pool(|| self.forward_body(idx, targets, b, t, dropout, probe))
+    }
+
+    fn forward_body<'p>(
+        &mut self,
+        idx: &[u32],
+        targets: Option<&[u32]>,
+        b: usize,
+        t: usize,
+        dropout: Option<Dropout>,
         mut probe: Option<&mut (dyn Probe<F> + 'p)>,
     ) -> Result<Option<f64>> {
         let (c, v, nh, nl) = (self.config.n_embd, self.config.vocab_size, self.config.n_head, self.config.n_layer);
@@ -397,6 +409,10 @@ impl<F: Real> Gpt<F> {
     /// Accumulates ∂(loss_scale · loss)/∂params into `grads`, for the last forward (which must have had
     /// targets). With gradient accumulation over k micro-steps, loss_scale = 1/k as in nanoGPT.
     pub fn backward(&mut self, loss_scale: f64) -> Result<()> {
+        on_pool(|| self.backward_body(loss_scale))
+    }
+
+    fn backward_body(&mut self, loss_scale: f64) -> Result<()> {
         let (b, t) = self.shape.filter(|_| self.has_targets).ok_or_else(|| {
             Error::Config("backward needs a preceding forward with targets".into())
         })?;
@@ -582,6 +598,13 @@ fn gate_params<'a, F>(cfg: &ModelConfig, pr: impl Fn(Kind) -> &'a [F]) -> (&'a [
 }
 
 /// out = a + b (the residual add).
+/// Runs `f` on a worker of the rayon pool. Called from outside the pool, every parallel kernel would
+/// wake the pool and put the calling thread to sleep until it is done (two context switches per kernel,
+/// hundreds per step); from a worker, the kernels fork and join inside the pool.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
+
 fn add<F: Real>(out: &mut [F], a: &[F], b: &[F]) {
     use rayon::prelude::*;
     out.par_chunks_mut(4096).zip(a.par_chunks(4096)).zip(b.par_chunks(4096)).for_each(|((o, a), b)| {

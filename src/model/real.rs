@@ -30,7 +30,11 @@ pub trait Real:
     fn exp(self) -> Self;
     fn sqrt(self) -> Self;
     fn erf(self) -> Self;
+    /// (erf(x), exp(−x²)): erf's approximation computes exp(−x²) anyway, and GELU's backward needs it.
+    fn erf_and_gauss(self) -> (Self, Self);
     fn max(self, other: Self) -> Self;
+    /// self·a + b with one rounding (an FMA instruction where the CPU has one).
+    fn mul_add(self, a: Self, b: Self) -> Self;
 }
 
 impl Real for f32 {
@@ -55,11 +59,19 @@ impl Real for f32 {
     }
     #[inline(always)]
     fn erf(self) -> Self {
+        erf_f32(self).0
+    }
+    #[inline(always)]
+    fn erf_and_gauss(self) -> (Self, Self) {
         erf_f32(self)
     }
     #[inline]
     fn max(self, other: Self) -> Self {
         f32::max(self, other)
+    }
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f32::mul_add(self, a, b)
     }
 }
 
@@ -88,27 +100,44 @@ impl Real for f64 {
         libm::erf(self)
     }
     #[inline]
+    fn erf_and_gauss(self) -> (Self, Self) {
+        (libm::erf(self), (-self * self).exp())
+    }
+    #[inline]
     fn max(self, other: Self) -> Self {
         f64::max(self, other)
+    }
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f64::mul_add(self, a, b)
     }
 }
 
 /// exp for f32 without a libm call, so that loops over slices vectorise: x = n·ln2 + r with |r| ≤ ln2/2,
 /// e^r by a degree-6 polynomial, 2^n through the exponent bits. Relative error ≤ 2e-7 (about 2 ulp).
 /// Results below f32's normal range flush to 0 (exp(−∞) = 0 exactly), above it saturate to +∞.
+/// Plain multiplies and adds (no FMA), so it is as fast outside `multiversion!` kernels as inside.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
+    exp_f32_with(x, |a, b, c| a * b + c)
+}
+
+/// `exp_f32` with a·b + c computed by `fma`: `f32::mul_add` inside `multiversion!` kernels, where it is
+/// one instruction (an exact, slow software call in the baseline build, which therefore rounds the same).
+#[inline(always)]
+pub fn exp_f32_with(x: f32, fma: impl Fn(f32, f32, f32) -> f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5·2^23: adding and subtracting it rounds to the nearest integer
     let xc = x.max(-87.0).min(88.0);
-    let t = xc * LOG2E + ROUND; // n = round(x·log2 e) sits in the low mantissa bits of t
+    let t = fma(xc, LOG2E, ROUND); // n = round(x·log2 e) sits in the low mantissa bits of t
     let n = t - ROUND;
-    let r = xc - n * LN2_HI - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let r = fma(-n, LN2_LO, fma(-n, LN2_HI, xc));
+    let mut p = 1.0 / 720.0;
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = fma(p, r, c);
+    }
     // 2^n from the integer bits of t: (n + 127) << 23, all in integer arithmetic (vectorises).
     let scale = f32::from_bits((t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127)) << 23);
     let y = p * scale;
@@ -121,17 +150,21 @@ pub fn exp_f32(x: f32) -> f32 {
     }
 }
 
-/// erf for f32 by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7 in exact arithmetic, ≤ 7e-7 in f32): the formula PyTorch's vectorised CPU
-/// `erf` uses, so GELU here rounds the way nanoGPT's does.
+/// (erf(x), exp(−x²)) for f32, erf by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7 in exact arithmetic,
+/// ≤ 7e-7 in f32): the formula PyTorch's vectorised CPU `erf` uses, so GELU here rounds the way
+/// nanoGPT's does. exp(−x²) is part of the formula; GELU's backward reuses it for the density.
+/// The FMAs (`mul_add`) are single instructions in the AVX2 and AVX-512 builds of `multiversion!` kernels
+/// (GELU's) and exact software calls in the baseline build, so every build rounds the same way.
 #[inline(always)]
-pub fn erf_f32(x: f32) -> f32 {
+pub fn erf_f32(x: f32) -> (f32, f32) {
     const P: f32 = 0.327_591_1;
     const A: [f32; 5] = [0.254_829_6, -0.284_496_74, 1.421_413_7, -1.453_152_1, 1.061_405_4];
     let ax = x.abs();
-    let t = 1.0 / (1.0 + P * ax);
-    let poly = ((((A[4] * t + A[3]) * t + A[2]) * t + A[1]) * t + A[0]) * t;
-    let r = 1.0 - poly * exp_f32(-ax * ax);
-    r.copysign(x)
+    let t = 1.0 / P.mul_add(ax, 1.0);
+    let poly = A[4].mul_add(t, A[3]).mul_add(t, A[2]).mul_add(t, A[1]).mul_add(t, A[0]) * t;
+    let gauss = exp_f32_with(-ax * ax, f32::mul_add);
+    let r = (-poly).mul_add(gauss, 1.0);
+    (r.copysign(x), gauss)
 }
 
 /// A raw pointer that may cross threads. Used where parallel tasks write disjoint, non-contiguous parts
@@ -169,7 +202,7 @@ mod tests {
             let r = (x as f64).exp();
             worst_exp = worst_exp.max(((e - r) / r).abs());
             let x = i as f32 * 5e-5; // [-10, 10]
-            worst_erf = worst_erf.max((erf_f32(x) as f64 - libm::erf(x as f64)).abs());
+            worst_erf = worst_erf.max((erf_f32(x).0 as f64 - libm::erf(x as f64)).abs());
         }
         assert!(worst_exp < 3e-7, "exp relative error {worst_exp:e}");
         assert!(worst_erf < 1e-6, "erf absolute error {worst_erf:e}"); // 1.5e-7 formula + f32 rounding of 1 − poly·exp
@@ -177,6 +210,6 @@ mod tests {
         assert_eq!(exp_f32(-1000.0), 0.0);
         assert_eq!(exp_f32(f32::INFINITY), f32::INFINITY);
         assert_eq!(exp_f32(0.0), 1.0);
-        assert!(erf_f32(0.0).abs() < 2e-7); // A&S 7.1.26 gives 1 − Σa_k ≈ 1e-9 at 0, plus rounding
+        assert!(erf_f32(0.0).0.abs() < 2e-7); // A&S 7.1.26 gives 1 − Σa_k ≈ 1e-9 at 0, plus rounding
     }
 }

@@ -13,6 +13,10 @@ const CHUNK: usize = 8192;
 /// total = sqrt(Σ g²) (accumulated in f64, in a fixed order), coef = min(1, max_norm / (total + 1e-6)).
 /// Returns the norm before clipping.
 pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f64 {
+    crate::model::gpt::on_pool(|| clip_on_pool(grads, max_norm))
+}
+
+fn clip_on_pool(grads: &mut [f32], max_norm: f32) -> f64 {
     // A fixed number of parts, each summed on its own and then added in order: deterministic for any
     // thread count, and no allocation.
     const PARTS: usize = 64;
@@ -69,7 +73,8 @@ impl AdamW {
         let decay = (1.0 - lr as f64 * hp.weight_decay as f64) as f32;
         let layout = &model.layout;
         let (params, grads) = (&mut model.params, &model.grads);
-        for kind in KINDS {
+        let (m, v) = (&mut self.m, &mut self.v);
+        crate::model::gpt::on_pool(|| for kind in KINDS {
             let r = layout.range(kind);
             if r.is_empty() {
                 continue;
@@ -80,10 +85,10 @@ impl AdamW {
             params[r.clone()]
                 .par_chunks_mut(CHUNK)
                 .zip(grads[r.clone()].par_chunks(CHUNK))
-                .zip(self.m[r.clone()].par_chunks_mut(CHUNK))
-                .zip(self.v[r.clone()].par_chunks_mut(CHUNK))
+                .zip(m[r.clone()].par_chunks_mut(CHUNK))
+                .zip(v[r.clone()].par_chunks_mut(CHUNK))
                 .for_each(|(((p, g), m), v)| adamw_chunk::<f32>(p, g, m, v, &k));
-        }
+        });
     }
 }
 
