@@ -8,7 +8,7 @@ mod common;
 
 use common::fd::*;
 use quietgpt::config::{AttentionKind, ModelConfig};
-use quietgpt::model::attention::{attention_backward, attention_forward, backward_scratch, Variant};
+use quietgpt::model::attention::{attention_backward, attention_forward, backward_scratch, AttnDropout, AttnMask, Variant};
 use quietgpt::model::crossentropy::{crossentropy_backward, crossentropy_forward};
 use quietgpt::model::dropout::Dropout;
 use quietgpt::model::encoder::{encoder_backward, encoder_forward};
@@ -40,13 +40,13 @@ fn matmul_case(n: usize, c: usize, oc: usize, bias: bool, seed: u64) {
     let g = randn(&mut rng, n * oc, 1.0);
     let fwd = |inp: &[f64], w: &[f64], b: Option<&[f64]>| {
         let mut out = vec![f64::NAN; n * oc];
-        matmul_forward(&mut out, inp, w, b, n, c, oc);
+        matmul_forward(&mut out, inp, w, b, n, c, oc, true);
         out
     };
     let bo = bias.then_some(&b[..]);
     let (pi, pw, pb) = (randn(&mut rng, n * c, 1.0), randn(&mut rng, oc * c, 1.0), randn(&mut rng, oc, 1.0));
     let (mut di, mut dw, mut db) = (pi.clone(), pw.clone(), pb.clone());
-    matmul_backward(&mut di, &mut dw, if bias { Some(&mut db[..]) } else { None }, &g, &inp, &w, n, c, oc);
+    matmul_backward(&mut di, &mut dw, if bias { Some(&mut db[..]) } else { None }, &g, &inp, &w, n, c, oc, true);
     let tag = format!("matmul {n}x{c}->{oc} bias={bias}");
     check(&format!("{tag} dinp"), &added(&di, &pi), &numeric(&inp, &all(n * c), &g, |x| fwd(x, &w, bo)), &all(n * c));
     check(
@@ -110,10 +110,10 @@ fn matmul_matches_naive_on_larger_shapes() {
         }
     }
     let mut out = vec![0.0; n * oc];
-    matmul_forward(&mut out, &inp, &w, Some(&b), n, c, oc);
+    matmul_forward(&mut out, &inp, &w, Some(&b), n, c, oc, true);
     assert!(max_abs_diff(&out, &want) < 1e-12, "forward f64: {}", max_abs_diff(&out, &want));
     let (mut di, mut dw, mut db) = (vec![0.0; n * c], vec![0.0; oc * c], vec![0.0; oc]);
-    matmul_backward(&mut di, &mut dw, Some(&mut db), &dout, &inp, &w, n, c, oc);
+    matmul_backward(&mut di, &mut dw, Some(&mut db), &dout, &inp, &w, n, c, oc, true);
     for (what, got, want) in [("dinp", &di, &want_di), ("dweight", &dw, &want_dw), ("dbias", &db, &want_db)] {
         assert!(max_abs_diff(got, want) < 1e-12, "backward f64 {what}: {}", max_abs_diff(got, want));
     }
@@ -121,10 +121,10 @@ fn matmul_matches_naive_on_larger_shapes() {
     let f = |x: &[f64]| x.iter().map(|&v| v as f32).collect::<Vec<f32>>();
     let back = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<f64>>();
     let mut out32 = vec![0.0f32; n * oc];
-    matmul_forward(&mut out32, &f(&inp), &f(&w), Some(&f(&b)), n, c, oc);
+    matmul_forward(&mut out32, &f(&inp), &f(&w), Some(&f(&b)), n, c, oc, true);
     assert!(max_abs_diff(&back(&out32), &want) < 2e-5, "forward f32: {}", max_abs_diff(&back(&out32), &want));
     let (mut di32, mut dw32, mut db32) = (vec![0.0f32; n * c], vec![0.0f32; oc * c], vec![0.0f32; oc]);
-    matmul_backward(&mut di32, &mut dw32, Some(&mut db32), &f(&dout), &f(&inp), &f(&w), n, c, oc);
+    matmul_backward(&mut di32, &mut dw32, Some(&mut db32), &f(&dout), &f(&inp), &f(&w), n, c, oc, true);
     for (what, got, want) in
         [("dinp", back(&di32), &want_di), ("dweight", back(&dw32), &want_dw), ("dbias", back(&db32), &want_db)]
     {
@@ -319,8 +319,8 @@ fn crossentropy_gradient_many_rows() {
 const DROP: Dropout = Dropout { p: 0.3, key: 42 };
 const SITE: u64 = 3;
 
-fn drop_of(with_dropout: bool) -> Option<(&'static Dropout, u64)> {
-    with_dropout.then_some((&DROP, SITE))
+fn drop_of(with_dropout: bool) -> AttnDropout<'static> {
+    with_dropout.then_some(AttnMask { dropout: &DROP, site: SITE, first_seq: 0 })
 }
 
 /// Sink logits of the NH = 2 heads, and the clip of these tests: γ = −0.1 clips weights below 1/11 in
@@ -760,11 +760,11 @@ fn checker_rejects_wrong_gradients() {
     let g = randn(&mut rng, n * oc, 1.0);
     let fwd = |w: &[f64]| {
         let mut out = vec![0.0; n * oc];
-        matmul_forward(&mut out, &inp, w, None, n, c, oc);
+        matmul_forward(&mut out, &inp, w, None, n, c, oc, true);
         out
     };
     let (mut di, mut dw) = (vec![0.0; n * c], vec![0.0; oc * c]);
-    matmul_backward(&mut di, &mut dw, None, &g, &inp, &w, n, c, oc);
+    matmul_backward(&mut di, &mut dw, None, &g, &inp, &w, n, c, oc, true);
     let num = numeric(&w, &all(oc * c), &g, fwd);
     assert!(errors(&dw, &num, &all(oc * c)).bad.is_empty());
     let off: Vec<f64> = dw.iter().map(|x| x * (1.0 + 1e-4)).collect();

@@ -15,7 +15,7 @@ use quietgpt::analysis::quant::QuantScheme;
 use quietgpt::analysis::quantize_eval::{quantize_eval, quantize_weights, ActQuant, QuantEvalOptions, RangeMethod, Setting};
 use quietgpt::config::{AttentionKind, Config, ModelConfig};
 use quietgpt::data::{prepare, Dataset, Tokenizer, TokenizerKind};
-use quietgpt::model::attention::{self as reference, backward_scratch, Variant};
+use quietgpt::model::attention::{self as reference, backward_scratch, AttnDropout, AttnMask, Variant};
 use quietgpt::model::attention_fused::{self as fused, scratch_per_thread};
 use quietgpt::model::attention_gate::{gate_backward, gate_forward};
 use quietgpt::model::dropout::Dropout;
@@ -30,8 +30,8 @@ const NEW: [AttentionKind; 4] = [AttentionKind::Clipped, AttentionKind::Gated, A
 
 const DROP: Dropout = Dropout { p: 0.3, key: 42 };
 
-fn drop_of(on: bool) -> Option<(&'static Dropout, u64)> {
-    on.then_some((&DROP, 3))
+fn drop_of(on: bool) -> AttnDropout<'static> {
+    on.then_some(AttnMask { dropout: &DROP, site: 3, first_seq: 0 })
 }
 
 // ------------------------------------------------------------------------------------ attention kernels

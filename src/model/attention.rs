@@ -180,8 +180,25 @@ fn dot<F: Real>(a: &[F], b: &[F]) -> F {
     s
 }
 
-/// Dropout on the attention weights of one layer: the pass's dropout and this layer's site key.
-pub type AttnDropout<'a> = Option<(&'a Dropout, u64)>;
+/// Dropout on the attention weights of one layer: the pass's dropout, this layer's site, and the place in
+/// the whole batch of the first sequence given to the kernel, since masks are keyed by (sequence, head,
+/// i, j) of the whole batch, however it is cut into shards.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnMask<'a> {
+    pub dropout: &'a Dropout,
+    pub site: u64,
+    pub first_seq: usize,
+}
+
+pub type AttnDropout<'a> = Option<AttnMask<'a>>;
+
+impl<'a> AttnMask<'a> {
+    /// (dropout, site key, offset of (sequence, head) indices) for a kernel over `nh` heads: weight
+    /// (i, j) of the kernel's (sequence, head) bh is element ((bh + offset)·T + i)·T + j of the site.
+    pub fn keyed(&self, nh: usize) -> (&'a Dropout, u64, usize) {
+        (self.dropout, self.dropout.site(self.site), self.first_seq * nh)
+    }
+}
 
 /// out (B, T, C), att (B, NH, T, T) attention weights before dropout, from qkv (B, T, 3C)
 #[allow(clippy::too_many_arguments)]
@@ -203,7 +220,7 @@ pub fn attention_forward<F: Real>(
     variant.check(nh);
     att[..b * nh * t * t].par_chunks_mut(t * t).enumerate().for_each(|(bh, att_bh)| {
         let (bi, h) = (bh / nh, bh % nh);
-        let key = dropout.map(|(d, site)| (d, d.site(site)));
+        let key = dropout.map(|m| m.keyed(nh));
         for i in 0..t {
             let q = &qkv[(bi * t + i) * 3 * c + h * hs..][..hs];
             let row = &mut att_bh[i * t..(i + 1) * t];
@@ -218,8 +235,8 @@ pub fn attention_forward<F: Real>(
             y.fill(F::ZERO);
             for j in 0..=i {
                 let mut pj = row[j];
-                if let Some((d, key)) = key {
-                    pj *= d.factor::<F>(key, ((bh * t + i) * t + j) as u64);
+                if let Some((d, key, off)) = key {
+                    pj *= d.factor::<F>(key, (((bh + off) * t + i) * t + j) as u64);
                 }
                 let v = &qkv[(bi * t + j) * 3 * c + 2 * c + h * hs..][..hs];
                 for (yv, &vv) in y.iter_mut().zip(v) {
@@ -265,7 +282,7 @@ pub fn attention_backward<F: Real>(
         let (g, u) = sc.split_at_mut(t);
         let mut dnull_bh = F::ZERO;
         let (bi, h) = (bh / nh, bh % nh);
-        let key = dropout.map(|(d, site)| (d, d.site(site)));
+        let key = dropout.map(|m| m.keyed(nh));
         // SAFETY: task (bi, h) alone touches channels h·hs..(h+1)·hs of q, k and v in sequence bi.
         let dslice = |row: usize, part: usize| unsafe {
             std::slice::from_raw_parts_mut(dqkv_ptr.get().add((bi * t + row) * 3 * c + part * c + h * hs), hs)
@@ -274,7 +291,7 @@ pub fn attention_backward<F: Real>(
             let p = &att[(bh * t + i) * t..][..=i];
             let dy = &dout[(bi * t + i) * c + h * hs..][..hs];
             for j in 0..=i {
-                let f = key.map_or(F::ONE, |(d, key)| d.factor::<F>(key, ((bh * t + i) * t + j) as u64));
+                let f = key.map_or(F::ONE, |(d, key, off)| d.factor::<F>(key, (((bh + off) * t + i) * t + j) as u64));
                 let v = &qkv[(bi * t + j) * 3 * c + 2 * c + h * hs..][..hs];
                 g[j] = dot(dy, v) * f;
                 let pf = p[j] * f;

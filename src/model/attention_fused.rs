@@ -76,14 +76,14 @@ pub fn attention_forward<F: Real>(
         // SAFETY (all GEMMs here): q/k/v rows of sequence bi, head h, stride 3C, T×hs each; s is T×T;
         // task (bi, h) alone writes columns h·hs..(h+1)·hs of out's rows of sequence bi.
         unsafe { gemm(t, t, hs, s.as_mut_ptr(), t, false, (q, 3 * c, 1), (k, 1, 3 * c), scale, None) };
-        let key = dropout.map(|(d, site)| (d, d.site(site)));
+        let key = dropout.map(|m| m.keyed(nh));
         let rule = variant.rule(h);
         for i in 0..t {
             let row = &mut s[i * t..(i + 1) * t];
             lse_bh[i] = normalize_row(rule.null, rule.clip, &mut row[..=i]);
-            if let Some((d, key)) = key {
+            if let Some((d, key, off)) = key {
                 for (j, p) in row[..=i].iter_mut().enumerate() {
-                    *p *= d.factor::<F>(key, ((bh * t + i) * t + j) as u64);
+                    *p *= d.factor::<F>(key, (((bh + off) * t + i) * t + j) as u64);
                 }
             }
             row[i + 1..].fill(F::ZERO);
@@ -209,8 +209,8 @@ pub fn attention_backward<F: Real>(
             row[i + 1..].fill(F::ZERO);
         }
         // The weights of V: P̃ = clip(P) ⊙ dropout (= P without either), for dV; then dS into dpt.
-        let key = dropout.map(|(d, site)| (d, d.site(site)));
-        let factor = |i: usize, j: usize| key.map_or(F::ONE, |(d, key)| d.factor::<F>(key, ((bh * t + i) * t + j) as u64));
+        let key = dropout.map(|m| m.keyed(nh));
+        let factor = |i: usize, j: usize| key.map_or(F::ONE, |(d, key, off)| d.factor::<F>(key, (((bh + off) * t + i) * t + j) as u64));
         let pd: &[F] = if key.is_none() && rule.clip.is_none() {
             p
         } else {

@@ -38,11 +38,16 @@ impl Dropout {
 
     /// x (N) *= mask·scale, in place. Used in forward on activations and in backward on their gradients.
     pub fn apply<F: Real>(&self, site: u64, x: &mut [F]) {
+        self.apply_from(site, 0, x)
+    }
+
+    /// `apply` to the part of a site's tensor that starts at element `first` (a shard of the batch).
+    pub fn apply_from<F: Real>(&self, site: u64, first: usize, x: &mut [F]) {
         let key = self.site(site);
         const CHUNK: usize = 4096;
         x.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, xs)| {
             for (j, v) in xs.iter_mut().enumerate() {
-                *v *= self.factor::<F>(key, (ci * CHUNK + j) as u64);
+                *v *= self.factor::<F>(key, (first + ci * CHUNK + j) as u64);
             }
         });
     }

@@ -17,7 +17,7 @@ pub fn measure_gemm_gflops(size: usize, reps: usize) -> f64 {
     let a = vec![1.0f32; size * size];
     let b = vec![0.5f32; size * size];
     let mut c = vec![0.0f32; size * size];
-    let run = |c: &mut [f32]| super::matmul::matmul_forward(c, &a, &b, None, size, size, size);
+    let run = |c: &mut [f32]| super::matmul::matmul_forward(c, &a, &b, None, size, size, size, true);
     run(&mut c); // warm up: page faults, thread pool
     let mut best = f64::INFINITY;
     for _ in 0..reps {

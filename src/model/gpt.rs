@@ -7,9 +7,10 @@
 //!   loss = mean_n cross_entropy(logits_n, target_n)
 //!
 //! Parameters and gradients are one flat buffer each (see `params`); every activation buffer is sized
-//! once for (max_batch, block_size), so a training step allocates nothing.
+//! once for (max_batch, block_size), so a training step allocates nothing. The batch runs as one shard
+//! per worker thread (see `shard`); each shard's pass below reads as the whole model's.
 
-use super::attention::{attention_backward, attention_forward, backward_scratch, Variant};
+use super::attention::{attention_backward, attention_forward, backward_scratch, AttnDropout, AttnMask, Variant};
 use super::attention_fused;
 use super::attention_gate::{gate_backward, gate_forward};
 use super::crossentropy::{crossentropy_backward, crossentropy_forward};
@@ -20,6 +21,7 @@ use super::layernorm::{layernorm_backward, layernorm_forward};
 use super::matmul::{matmul_backward, matmul_forward};
 use super::params::{Kind, ParamLayout};
 use super::profile::{Op, Profile};
+use super::shard::{for_each_shard, Shard};
 use crate::timed;
 use super::real::Real;
 use crate::config::{AttentionKind, ModelConfig};
@@ -73,50 +75,94 @@ pub trait Probe<F = f32>: Send {
     fn observe(&mut self, _layer: usize, _point: Point, _x: &[F]) {}
 }
 
-/// Forward activations, each buffer sized for (max_batch, block_size); per-layer ones hold L copies.
-#[derive(Default)]
-struct Acts<F> {
-    encoded: Vec<F>,   // (B, T, C)
-    ln1: Vec<F>,       // (L, B, T, C)
-    ln1_mean: Vec<F>,  // (L, B, T)
-    ln1_rstd: Vec<F>,  // (L, B, T)
-    qkv: Vec<F>,       // (L, B, T, 3C)
-    atty: Vec<F>,      // (L, B, T, C) attention core output (before the gate)
-    gate: Vec<F>,      // (L, B, T, G) gate values σ(z), gated variants only
-    attg: Vec<F>,      // (L, B, T, C) gated attention output (c_proj input), gated variants only
-    att: Vec<F>,       // (L, B, NH, T, T) probabilities, only when `store_attention` (reference kernel)
-    lse: Vec<F>,       // (L, B, NH, T) row log-normalisers of the fused kernel
-    residual2: Vec<F>, // (L, B, T, C)
-    ln2: Vec<F>,       // (L, B, T, C)
-    ln2_mean: Vec<F>,  // (L, B, T)
-    ln2_rstd: Vec<F>,  // (L, B, T)
-    fch: Vec<F>,       // (L, B, T, 4C)
-    fch_gelu: Vec<F>,  // (L, B, T, 4C)
-    residual3: Vec<F>, // (L, B, T, C)
-    lnf: Vec<F>,       // (B, T, C)
-    lnf_mean: Vec<F>,  // (B, T)
-    lnf_rstd: Vec<F>,  // (B, T)
-    logits: Vec<F>,    // (B, T, V)
-    losses: Vec<F>,    // (B, T)
-    proj: Vec<F>,      // (B, T, C) output of a c_proj before its residual add (not needed in backward)
+crate::buffers! {
+    /// Forward activations, sized for (max_batch, block_size); per-layer ones hold L copies. Laid out by
+    /// shard (see `shard`): with one shard, (L, B, T, ·) as the comments say.
+    struct Acts {
+        encoded: Token,       // (B, T, C)
+        ln1: Token,           // (L, B, T, C)
+        ln1_mean: Token,      // (L, B, T)
+        ln1_rstd: Token,      // (L, B, T)
+        qkv: Token,           // (L, B, T, 3C)
+        atty: Token,          // (L, B, T, C) attention core output (before the gate)
+        gate: Token,          // (L, B, T, G) gate values σ(z), gated variants only
+        attg: Token,          // (L, B, T, C) gated attention output (c_proj input), gated variants only
+        att: TokenPair,       // (L, B, NH, T, T) probabilities, only when `store_attention` (reference kernel)
+        lse: Token,           // (L, B, NH, T) row log-normalisers of the fused kernel
+        residual2: Token,     // (L, B, T, C)
+        ln2: Token,           // (L, B, T, C)
+        ln2_mean: Token,      // (L, B, T)
+        ln2_rstd: Token,      // (L, B, T)
+        fch: Token,           // (L, B, T, 4C)
+        fch_gelu: Token,      // (L, B, T, 4C)
+        residual3: Token,     // (L, B, T, C)
+        lnf: Token,           // (B, T, C)
+        lnf_mean: Token,      // (B, T)
+        lnf_rstd: Token,      // (B, T)
+        logits: Token,        // (B, T, V)
+        losses: Token,        // (B, T)
+        proj: Token,          // (B, T, C) output of a c_proj before its residual add (not needed in backward)
+    }
 }
 
-/// Gradient buffers for one layer at a time, reused across layers.
+crate::buffers! {
+    /// Gradient buffers for one layer at a time, reused across layers.
+    struct GradActs {
+        dresidual: Token,     // (B, T, C) ∂L/∂ residual stream
+        dproj: Token,         // (B, T, C) ∂L/∂ c_proj output (after undoing dropout)
+        dln: Token,           // (B, T, C) ∂L/∂ LayerNorm output
+        datty: Token,         // (B, T, C) ∂L/∂ c_proj input
+        dattc: Token,         // (B, T, C) ∂L/∂ attention core output (gated variants)
+        dgate: Token,         // (B, T, G) ∂L/∂ gate logits (gated variants)
+        dnull: Seq,           // (B, NH) ∂L/∂ sink logits per sequence (sink)
+        dqkv: Token,          // (B, T, 3C)
+        dfch_gelu: Token,     // (B, T, 4C)
+        dfch: Token,          // (B, T, 4C)
+        datt_row: Token,      // (B, NH, 2T) scratch of the reference attention backward
+        dlogits: Token,       // (B, T, V)
+    }
+}
+
+/// What each shard has of its own.
 #[derive(Default)]
-struct GradActs<F> {
-    dresidual: Vec<F>, // (B, T, C) ∂L/∂ residual stream
-    dproj: Vec<F>,     // (B, T, C) ∂L/∂ c_proj output (after undoing dropout)
-    dln: Vec<F>,       // (B, T, C) ∂L/∂ LayerNorm output
-    datty: Vec<F>,     // (B, T, C) ∂L/∂ c_proj input
-    dattc: Vec<F>,     // (B, T, C) ∂L/∂ attention core output (gated variants)
-    dgate: Vec<F>,     // (B, T, G) ∂L/∂ gate logits (gated variants)
-    dnull: Vec<F>,     // (B, NH) ∂L/∂ sink logits per sequence (sink)
-    dqkv: Vec<F>,      // (B, T, 3C)
-    dfch_gelu: Vec<F>, // (B, T, 4C)
-    dfch: Vec<F>,      // (B, T, 4C)
-    datt_row: Vec<F>,  // (B, NH, 2T) scratch of the reference attention backward
-    dlogits: Vec<F>,   // (B, T, V)
-    ln_scratch: Vec<F>, // LayerNorm's per-block partial parameter gradients
+struct ShardState<F> {
+    /// ∂loss/∂params of this shard's sequences; shard 0 holds the model's `grads` during a backward.
+    grads: Vec<F>,
+    /// LayerNorm's per-block partial parameter gradients.
+    ln_scratch: Vec<F>,
+    /// (threads, 3, T, T) per-thread scratch of the fused attention kernel.
+    attn_scratch: Vec<F>,
+    profile: Profile,
+}
+
+/// What every shard reads.
+struct Ctx<'a, F> {
+    cfg: &'a ModelConfig,
+    lay: &'a ParamLayout,
+    p: &'a [F],
+    t: usize,
+    idx: &'a [u32],             // (B, T)
+    targets: Option<&'a [u32]>, // (B, T)
+    dropout: Option<Dropout>,
+    /// One shard: the kernels' GEMMs use the whole pool.
+    parallel: bool,
+    store_attention: bool,
+}
+
+impl<F: Real> Ctx<'_, F> {
+    /// Parameters of kind k in layer l.
+    fn pr(&self, k: Kind, l: usize) -> &[F] {
+        &self.p[self.lay.layer_range(k, l, self.cfg.n_layer)]
+    }
+
+    /// The bias of kind k in layer l, if the model has biases.
+    fn bias(&self, k: Kind, l: usize) -> Option<&[F]> {
+        self.cfg.bias.then(|| self.pr(k, l))
+    }
+
+    fn attn_dropout(&self, l: usize, first_seq: usize) -> AttnDropout<'_> {
+        self.dropout.as_ref().map(|d| AttnMask { dropout: d, site: site(l, Site::AttentionWeights), first_seq })
+    }
 }
 
 pub struct Gpt<F: Real = f32> {
@@ -127,19 +173,20 @@ pub struct Gpt<F: Real = f32> {
     /// ∂loss/∂params, accumulated by `backward` until `zero_grad`.
     pub grads: Vec<F>,
     pub max_batch: usize,
-    acts: Acts<F>,
-    grad_acts: GradActs<F>,
+    acts: Acts<Vec<F>>,
+    grad_acts: GradActs<Vec<F>>,
+    shard_state: Vec<ShardState<F>>,
     idx: Vec<u32>,     // (B, T) inputs of the last forward
     targets: Vec<u32>, // (B, T)
     shape: Option<(usize, usize)>,
+    /// Shards of the last forward, which its backward uses too.
+    shards: usize,
     dropout: Option<Dropout>,
     has_targets: bool,
-    /// Wall time per kernel kind, accumulated over calls (see `quietgpt bench`).
+    /// Wall time per kernel kind, accumulated over calls (see `quietgpt bench`); shard 0's.
     pub profile: Profile,
     /// Use the reference attention kernel, which keeps the probabilities for `attention_probs`.
     store_attention: bool,
-    /// (threads, 3, T, T) per-thread scratch of the fused attention kernel.
-    attn_scratch: Vec<F>,
 }
 
 impl<F: Real> Gpt<F> {
@@ -180,21 +227,37 @@ impl<F: Real> Gpt<F> {
             losses: z(bt),
             proj: z(bt * c),
         };
+        let e = Vec::new;
+        let grad_acts = GradActs {
+            dresidual: e(),
+            dproj: e(),
+            dln: e(),
+            datty: e(),
+            dattc: e(),
+            dgate: e(),
+            dnull: e(),
+            dqkv: e(),
+            dfch_gelu: e(),
+            dfch: e(),
+            datt_row: e(),
+            dlogits: e(),
+        };
         Ok(Gpt {
             params: z(layout.total),
             grads: z(layout.total),
             layout,
             max_batch,
             acts,
-            grad_acts: GradActs::default(),
+            grad_acts,
+            shard_state: Vec::new(),
             idx: vec![0; bt],
             targets: vec![0; bt],
             shape: None,
+            shards: 1,
             dropout: None,
             has_targets: false,
             profile: Profile::default(),
             store_attention: false,
-            attn_scratch: Vec::new(),
             config,
         })
     }
@@ -239,7 +302,7 @@ impl<F: Real> Gpt<F> {
 
     /// `forward` with a probe that sees the activations and may modify Linear inputs (analysis, fake
     /// quantization). A probed forward must not be followed by `backward`: the saved activations are
-    /// the probe's, not the model's.
+    /// the probe's, not the model's. It runs as one shard, so the probe sees whole (B, T, ·) tensors.
     pub fn forward_probe<'p>(
         &mut self,
         idx: &[u32],
@@ -259,9 +322,9 @@ impl<F: Real> Gpt<F> {
         b: usize,
         t: usize,
         dropout: Option<Dropout>,
-        mut probe: Option<&mut (dyn Probe<F> + 'p)>,
+        probe: Option<&mut (dyn Probe<F> + 'p)>,
     ) -> Result<Option<f64>> {
-        let (c, v, nh, nl) = (self.config.n_embd, self.config.vocab_size, self.config.n_head, self.config.n_layer);
+        let v = self.config.vocab_size;
         if b == 0 || b > self.max_batch || t == 0 || t > self.config.block_size {
             return Err(Error::Config(format!(
                 "batch of {b}x{t} does not fit the model (max batch {}, block_size {})",
@@ -282,100 +345,34 @@ impl<F: Real> Gpt<F> {
             self.targets[..bt].copy_from_slice(y);
         }
         self.shape = Some((b, t));
-        self.ensure_attention_buffers();
         self.has_targets = targets.is_some() && probe.is_none();
         self.dropout = dropout;
+        // One shard per worker; a probe, and the stored probabilities, see the whole batch at once.
+        let shards = if probe.is_some() || self.store_attention { 1 } else { b.min(rayon::current_num_threads()) };
+        self.shards = shards;
+        self.ensure_shard_state(shards, t);
 
-        let p = &self.params;
-        let lay = &self.layout;
-        let a = &mut self.acts;
-        let groups = self.config.attention.gate_groups(nh, c);
-        let pr = |k: Kind, l: usize| &p[lay.layer_range(k, l, nl)];
-        let bias = |k: Kind, l: usize| self.config.bias.then(|| &p[lay.layer_range(k, l, nl)]);
-
-        timed!(self.profile, false, Op::Encoder, encoder_forward(&mut a.encoded, idx, &p[lay.range(Kind::Wte)], &p[lay.range(Kind::Wpe)], b, t, c));
-        if let Some(d) = &dropout {
-            timed!(self.profile, false, Op::Dropout, d.apply(site(0, Site::Embedding), &mut a.encoded[..bt * c]));
+        let cx = Ctx {
+            cfg: &self.config,
+            lay: &self.layout,
+            p: &self.params,
+            t,
+            idx: &self.idx[..bt],
+            targets: targets.map(|_| &self.targets[..bt]),
+            dropout,
+            parallel: shards == 1,
+            store_attention: self.store_attention,
+        };
+        let acts = self.acts.view(b, t, (self.max_batch, self.config.block_size));
+        if shards == 1 {
+            forward_shard(&cx, acts, &mut self.shard_state[0], Shard { index: 0, seqs: 0..b }, probe);
+        } else {
+            let f = |(a, st): (Acts<&mut [F]>, &mut [ShardState<F>]), sh: Shard| forward_shard(&cx, a, &mut st[0], sh, None);
+            for_each_shard((acts, &mut self.shard_state[..shards]), b, 0..shards, shards, &f);
         }
-        if let Some(pb) = probe.as_deref_mut() {
-            pb.observe(0, Point::Embedding, &a.encoded[..bt * c]);
-        }
-        for l in 0..nl {
-            let (lc, l3c, l4c, lr) = (l * bt * c..(l + 1) * bt * c, l * bt * 3 * c..(l + 1) * bt * 3 * c, l * bt * 4 * c..(l + 1) * bt * 4 * c, l * bt..(l + 1) * bt);
-            let residual: &[F] = if l == 0 { &a.encoded[..bt * c] } else { &a.residual3[(l - 1) * bt * c..l * bt * c] };
-            timed!(self.profile, false, Op::LayerNorm, layernorm_forward(&mut a.ln1[lc.clone()], &mut a.ln1_mean[lr.clone()], &mut a.ln1_rstd[lr.clone()], residual, pr(Kind::Ln1W, l), bias(Kind::Ln1B, l), bt, c));
-            if let Some(pb) = probe.as_deref_mut() {
-                pb.observe(l, Point::Ln1, &a.ln1[lc.clone()]);
-                pb.linear_input(l, Linear::Qkv, &mut a.ln1[lc.clone()]);
-            }
-            timed!(self.profile, false, Op::Matmul, matmul_forward(&mut a.qkv[l3c.clone()], &a.ln1[lc.clone()], pr(Kind::QkvW, l), bias(Kind::QkvB, l), bt, c, 3 * c));
-            if let Some(g) = groups {
-                let (w, gb) = gate_params(&self.config, |k| pr(k, l));
-                timed!(self.profile, false, Op::Matmul, matmul_forward(&mut a.gate[l * bt * g..(l + 1) * bt * g], &a.ln1[lc.clone()], w, gb, bt, c, g));
-            }
-            let variant = Variant::of(&self.config, pr(Kind::Sink, l));
-            let attn_drop = dropout.as_ref().map(|d| (d, site(l, Site::AttentionWeights)));
-            if self.store_attention {
-                let att = &mut a.att[l * b * nh * t * t..(l + 1) * b * nh * t * t];
-                timed!(self.profile, false, Op::Attention, attention_forward(&mut a.atty[lc.clone()], att, &a.qkv[l3c.clone()], &variant, attn_drop, b, t, c, nh));
-            } else {
-                let lse = &mut a.lse[l * b * nh * t..(l + 1) * b * nh * t];
-                timed!(self.profile, false, Op::Attention, attention_fused::attention_forward(&mut a.atty[lc.clone()], lse, &a.qkv[l3c.clone()], &variant, attn_drop, &mut self.attn_scratch, b, t, c, nh));
-            }
-            let proj_in: &mut [F] = match groups {
-                Some(g) => {
-                    let gate = &mut a.gate[l * bt * g..(l + 1) * bt * g];
-                    timed!(self.profile, false, Op::Attention, gate_forward(&mut a.attg[lc.clone()], gate, &a.atty[lc.clone()], bt, c, g));
-                    if let Some(pb) = probe.as_deref_mut() {
-                        pb.observe(l, Point::Gate, gate);
-                    }
-                    &mut a.attg[lc.clone()]
-                }
-                None => &mut a.atty[lc.clone()],
-            };
-            if let Some(pb) = probe.as_deref_mut() {
-                pb.linear_input(l, Linear::AttnProj, proj_in);
-            }
-            timed!(self.profile, false, Op::Matmul, matmul_forward(&mut a.proj, proj_in, pr(Kind::AttProjW, l), bias(Kind::AttProjB, l), bt, c, c));
-            if let Some(d) = &dropout {
-                timed!(self.profile, false, Op::Dropout, d.apply(site(l, Site::AttentionOut), &mut a.proj[..bt * c]));
-            }
-            if let Some(pb) = probe.as_deref_mut() {
-                pb.observe(l, Point::AttnOut, &a.proj[..bt * c]);
-            }
-            timed!(self.profile, false, Op::Residual, add(&mut a.residual2[lc.clone()], residual, &a.proj[..bt * c]));
-            timed!(self.profile, false, Op::LayerNorm, layernorm_forward(&mut a.ln2[lc.clone()], &mut a.ln2_mean[lr.clone()], &mut a.ln2_rstd[lr.clone()], &a.residual2[lc.clone()], pr(Kind::Ln2W, l), bias(Kind::Ln2B, l), bt, c));
-            if let Some(pb) = probe.as_deref_mut() {
-                pb.observe(l, Point::Ln2, &a.ln2[lc.clone()]);
-                pb.linear_input(l, Linear::Fc, &mut a.ln2[lc.clone()]);
-            }
-            timed!(self.profile, false, Op::Matmul, matmul_forward(&mut a.fch[l4c.clone()], &a.ln2[lc.clone()], pr(Kind::FcW, l), bias(Kind::FcB, l), bt, c, 4 * c));
-            timed!(self.profile, false, Op::Gelu, gelu_forward(&mut a.fch_gelu[l4c.clone()], &a.fch[l4c.clone()]));
-            if let Some(pb) = probe.as_deref_mut() {
-                pb.observe(l, Point::MlpHidden, &a.fch_gelu[l4c.clone()]);
-                pb.linear_input(l, Linear::FcProj, &mut a.fch_gelu[l4c.clone()]);
-            }
-            timed!(self.profile, false, Op::Matmul, matmul_forward(&mut a.proj, &a.fch_gelu[l4c.clone()], pr(Kind::FcProjW, l), bias(Kind::FcProjB, l), bt, 4 * c, c));
-            if let Some(d) = &dropout {
-                timed!(self.profile, false, Op::Dropout, d.apply(site(l, Site::MlpOut), &mut a.proj[..bt * c]));
-            }
-            if let Some(pb) = probe.as_deref_mut() {
-                pb.observe(l, Point::MlpOut, &a.proj[..bt * c]);
-            }
-            let (r2, r3) = (&a.residual2[lc.clone()], &mut a.residual3[lc.clone()]);
-            timed!(self.profile, false, Op::Residual, add(r3, r2, &a.proj[..bt * c]));
-            if let Some(pb) = probe.as_deref_mut() {
-                pb.observe(l, Point::Residual, &a.residual3[lc.clone()]);
-            }
-        }
-        let last = &a.residual3[(nl - 1) * bt * c..nl * bt * c];
-        let lnf_b = self.config.bias.then(|| &p[lay.range(Kind::LnfB)]);
-        timed!(self.profile, false, Op::LayerNorm, layernorm_forward(&mut a.lnf, &mut a.lnf_mean, &mut a.lnf_rstd, last, &p[lay.range(Kind::LnfW)], lnf_b, bt, c));
-        if let Some(pb) = probe.as_deref_mut() {
-            pb.observe(nl, Point::LnF, &a.lnf[..bt * c]);
-        }
-        timed!(self.profile, false, Op::Matmul, matmul_forward(&mut a.logits, &a.lnf, &p[lay.range(Kind::Wte)], None, bt, c, v));
-        Ok(targets.map(|y| timed!(self.profile, false, Op::CrossEntropy, crossentropy_forward(&mut a.losses, &a.logits, y, bt, v))))
+        self.collect_profile();
+        // mean over the batch, summed in f64 in order (the same for any number of shards)
+        Ok(targets.map(|_| self.acts.losses[..bt].iter().map(|l| l.to_f64()).sum::<f64>() / bt as f64))
     }
 
     /// Logits (B, T, V) of the last forward.
@@ -384,15 +381,8 @@ impl<F: Real> Gpt<F> {
         &self.acts.logits[..b * t * self.config.vocab_size]
     }
 
-    /// Activations of the last forward, for analysis: the residual stream after each block (L, B, T, C).
-    pub fn residual_after_block(&self, l: usize) -> &[F] {
-        let (b, t) = self.shape.unwrap_or((0, 0));
-        let n = b * t * self.config.n_embd;
-        &self.acts.residual3[l * n..(l + 1) * n]
-    }
-
     /// Attention probabilities of layer l from the last forward (B, NH, T, T), before dropout.
-    /// Needs `set_store_attention(true)` before the forward; empty otherwise.
+    /// Needs `set_store_attention(true)` before the forward (which then runs as one shard); empty otherwise.
     pub fn attention_probs(&self, l: usize) -> &[F] {
         if !self.store_attention {
             return &[];
@@ -416,107 +406,47 @@ impl<F: Real> Gpt<F> {
         let (b, t) = self.shape.filter(|_| self.has_targets).ok_or_else(|| {
             Error::Config("backward needs a preceding forward with targets".into())
         })?;
-        let (c, v, nh, nl) = (self.config.n_embd, self.config.vocab_size, self.config.n_head, self.config.n_layer);
         let bt = b * t;
+        let shards = self.shards;
         self.ensure_grad_acts();
-        let p = &self.params;
-        let lay = &self.layout;
-        let a = &self.acts;
-        let g = &mut self.grad_acts;
-        let dropout = self.dropout;
-        let grads = &mut self.grads;
-        let has_bias = self.config.bias;
-        let groups = self.config.attention.gate_groups(nh, c);
-
-        timed!(self.profile, true, Op::CrossEntropy, crossentropy_backward(&mut g.dlogits, &a.logits, &self.targets[..bt], F::from_f64(loss_scale / bt as f64), bt, v));
-        let dln = &mut g.dln[..bt * c];
-        dln.fill(F::ZERO);
-        timed!(self.profile, true, Op::Matmul, matmul_backward(dln, &mut grads[lay.range(Kind::Wte)], None, &g.dlogits, &a.lnf, &p[lay.range(Kind::Wte)], bt, c, v));
-        let dres = &mut g.dresidual[..bt * c];
-        dres.fill(F::ZERO);
-        let last = &a.residual3[(nl - 1) * bt * c..nl * bt * c];
-        let (dlnf_w, dlnf_b) = split_pair(grads, lay.range(Kind::LnfW), lay.range(Kind::LnfB), has_bias);
-        timed!(self.profile, true, Op::LayerNorm, layernorm_backward(dres, dlnf_w, dlnf_b, dln, last, &p[lay.range(Kind::LnfW)], &a.lnf_mean, &a.lnf_rstd, bt, c, &mut g.ln_scratch));
-
-        for l in (0..nl).rev() {
-            let (lc, l3c, l4c, lr) = (l * bt * c..(l + 1) * bt * c, l * bt * 3 * c..(l + 1) * bt * 3 * c, l * bt * 4 * c..(l + 1) * bt * 4 * c, l * bt..(l + 1) * bt);
-            let residual: &[F] = if l == 0 { &a.encoded[..bt * c] } else { &a.residual3[(l - 1) * bt * c..l * bt * c] };
-            let r = |k: Kind| lay.layer_range(k, l, nl);
-
-            // MLP branch: residual3 = residual2 + drop(c_proj(gelu(c_fc(ln_2(residual2)))))
-            let dproj = timed!(self.profile, true, Op::Dropout, undo_dropout(&mut g.dproj, &g.dresidual[..bt * c], dropout.as_ref(), site(l, Site::MlpOut)));
-            let dfg = &mut g.dfch_gelu[..bt * 4 * c];
-            dfg.fill(F::ZERO);
-            let (dw, db) = split_pair(grads, r(Kind::FcProjW), r(Kind::FcProjB), has_bias);
-            timed!(self.profile, true, Op::Matmul, matmul_backward(dfg, dw, db, dproj, &a.fch_gelu[l4c.clone()], &p[r(Kind::FcProjW)], bt, 4 * c, c));
-            let dfch = &mut g.dfch[..bt * 4 * c];
-            dfch.fill(F::ZERO);
-            timed!(self.profile, true, Op::Gelu, gelu_backward(dfch, &a.fch[l4c.clone()], &g.dfch_gelu[..bt * 4 * c]));
-            let dln = &mut g.dln[..bt * c];
-            dln.fill(F::ZERO);
-            let (dw, db) = split_pair(grads, r(Kind::FcW), r(Kind::FcB), has_bias);
-            timed!(self.profile, true, Op::Matmul, matmul_backward(dln, dw, db, &g.dfch[..bt * 4 * c], &a.ln2[lc.clone()], &p[r(Kind::FcW)], bt, c, 4 * c));
-            let (dw, db) = split_pair(grads, r(Kind::Ln2W), r(Kind::Ln2B), has_bias);
-            timed!(self.profile, true, Op::LayerNorm, layernorm_backward(&mut g.dresidual[..bt * c], dw, db, &g.dln[..bt * c], &a.residual2[lc.clone()], &p[r(Kind::Ln2W)], &a.ln2_mean[lr.clone()], &a.ln2_rstd[lr.clone()], bt, c, &mut g.ln_scratch));
-
-            // attention branch: residual2 = residual + drop(c_proj(attn(ln_1(residual))))
-            let dproj = timed!(self.profile, true, Op::Dropout, undo_dropout(&mut g.dproj, &g.dresidual[..bt * c], dropout.as_ref(), site(l, Site::AttentionOut)));
-            let datty = &mut g.datty[..bt * c];
-            datty.fill(F::ZERO);
-            let (dw, db) = split_pair(grads, r(Kind::AttProjW), r(Kind::AttProjB), has_bias);
-            let proj_in = if groups.is_some() { &a.attg[lc.clone()] } else { &a.atty[lc.clone()] };
-            timed!(self.profile, true, Op::Matmul, matmul_backward(datty, dw, db, dproj, proj_in, &p[r(Kind::AttProjW)], bt, c, c));
-            // through the gate: ∂L/∂(core output) into dattc, ∂L/∂(gate logits) into dgate
-            let dcore: &[F] = match groups {
-                Some(gg) => {
-                    let dattc = &mut g.dattc[..bt * c];
-                    dattc.fill(F::ZERO);
-                    let gate = &a.gate[l * bt * gg..(l + 1) * bt * gg];
-                    timed!(self.profile, true, Op::Attention, gate_backward(dattc, &mut g.dgate[..bt * gg], &g.datty[..bt * c], &a.atty[lc.clone()], gate, bt, c, gg));
-                    &g.dattc[..bt * c]
-                }
-                None => &g.datty[..bt * c],
-            };
-            let dqkv = &mut g.dqkv[..bt * 3 * c];
-            dqkv.fill(F::ZERO);
-            let variant = Variant::of(&self.config, &p[r(Kind::Sink)]);
-            let dnull = (self.config.attention == AttentionKind::Sink).then(|| &mut g.dnull[..b * nh]);
-            let attn_drop = dropout.as_ref().map(|d| (d, site(l, Site::AttentionWeights)));
-            if self.store_attention {
-                let att = &a.att[l * b * nh * t * t..(l + 1) * b * nh * t * t];
-                timed!(self.profile, true, Op::Attention, attention_backward(dqkv, dnull, &mut g.datt_row, dcore, &a.qkv[l3c.clone()], att, &variant, attn_drop, b, t, c, nh));
-            } else {
-                let lse = &a.lse[l * b * nh * t..(l + 1) * b * nh * t];
-                timed!(self.profile, true, Op::Attention, attention_fused::attention_backward(dqkv, dnull, dcore, &a.qkv[l3c.clone()], lse, &variant, attn_drop, &mut self.attn_scratch, b, t, c, nh));
+        for st in &mut self.shard_state[1..shards] {
+            if st.grads.len() != self.grads.len() {
+                st.grads = vec![F::ZERO; self.grads.len()];
             }
-            if self.config.attention == AttentionKind::Sink {
-                // ∂L/∂σ_h = Σ over sequences (in order) of the kernel's per-sequence parts
-                let ds = &mut grads[r(Kind::Sink)];
-                for bi in 0..b {
-                    for (d, &x) in ds.iter_mut().zip(&g.dnull[bi * nh..(bi + 1) * nh]) {
-                        *d += x;
+        }
+        // Shard 0 accumulates into the model's gradients; the others into their own, added in order below.
+        std::mem::swap(&mut self.grads, &mut self.shard_state[0].grads);
+        let cx = Ctx {
+            cfg: &self.config,
+            lay: &self.layout,
+            p: &self.params,
+            t,
+            idx: &self.idx[..bt],
+            targets: Some(&self.targets[..bt]),
+            dropout: self.dropout,
+            parallel: shards == 1,
+            store_attention: self.store_attention,
+        };
+        let dloss = F::from_f64(loss_scale / bt as f64);
+        let cap = (self.max_batch, self.config.block_size);
+        let parts = (self.acts.view(b, t, cap), self.grad_acts.view(b, t, cap));
+        let f = |((a, g), st): ((Acts<&mut [F]>, GradActs<&mut [F]>), &mut [ShardState<F>]), sh: Shard| {
+            backward_shard(&cx, &a, g, &mut st[0], sh, dloss)
+        };
+        for_each_shard((parts, &mut self.shard_state[..shards]), b, 0..shards, shards, &f);
+        std::mem::swap(&mut self.grads, &mut self.shard_state[0].grads);
+        if shards > 1 {
+            use rayon::prelude::*;
+            let others = &self.shard_state[1..shards];
+            self.grads.par_chunks_mut(8192).enumerate().for_each(|(i, g)| {
+                for st in others {
+                    for (x, &y) in g.iter_mut().zip(&st.grads[i * 8192..]) {
+                        *x += y;
                     }
                 }
-            }
-            let dln = &mut g.dln[..bt * c];
-            dln.fill(F::ZERO);
-            let (dw, db) = split_pair(grads, r(Kind::QkvW), r(Kind::QkvB), has_bias);
-            timed!(self.profile, true, Op::Matmul, matmul_backward(dln, dw, db, &g.dqkv[..bt * 3 * c], &a.ln1[lc.clone()], &p[r(Kind::QkvW)], bt, c, 3 * c));
-            if let Some(gg) = groups {
-                // the gate's linear map reads ln_1 too: its input gradient adds to c_attn's
-                let (wk, bk) = gate_kinds(self.config.attention);
-                let (dw, db) = split_pair(grads, r(wk), r(bk), true);
-                timed!(self.profile, true, Op::Matmul, matmul_backward(dln, dw, db, &g.dgate[..bt * gg], &a.ln1[lc.clone()], &p[r(wk)], bt, c, gg));
-            }
-            let (dw, db) = split_pair(grads, r(Kind::Ln1W), r(Kind::Ln1B), has_bias);
-            timed!(self.profile, true, Op::LayerNorm, layernorm_backward(&mut g.dresidual[..bt * c], dw, db, &g.dln[..bt * c], residual, &p[r(Kind::Ln1W)], &a.ln1_mean[lr.clone()], &a.ln1_rstd[lr.clone()], bt, c, &mut g.ln_scratch));
+            });
         }
-        let dres = &mut g.dresidual[..bt * c];
-        if let Some(d) = &dropout {
-            timed!(self.profile, true, Op::Dropout, d.apply(site(0, Site::Embedding), dres));
-        }
-        let (dwte, dwpe) = split_pair(grads, lay.range(Kind::Wte), lay.range(Kind::Wpe), true);
-        timed!(self.profile, true, Op::Encoder, encoder_backward(dwte, dwpe.expect("wpe always exists"), dres, &self.idx[..bt], b, t, c));
+        self.collect_profile();
         Ok(())
     }
 
@@ -531,16 +461,24 @@ impl<F: Real> Gpt<F> {
         self.store_attention
     }
 
-    fn ensure_attention_buffers(&mut self) {
-        let (l, t, nh, b) = (self.config.n_layer, self.config.block_size, self.config.n_head, self.max_batch);
+    /// Per-shard state, and the attention buffers, made on first use (or when the pool grows).
+    fn ensure_shard_state(&mut self, shards: usize, t: usize) {
+        while self.shard_state.len() < shards {
+            self.shard_state.push(ShardState::default());
+        }
+        let (l, nh, b) = (self.config.n_layer, self.config.n_head, self.max_batch);
         if self.store_attention {
             if self.acts.att.is_empty() {
-                self.acts.att = vec![F::ZERO; l * b * nh * t * t];
+                let tt = self.config.block_size * self.config.block_size;
+                self.acts.att = vec![F::ZERO; l * b * nh * tt];
             }
         } else {
+            // every worker may run a task of any shard, so each shard has a slot per worker
             let need = rayon::current_num_threads() * attention_fused::scratch_per_thread(t);
-            if self.attn_scratch.len() < need {
-                self.attn_scratch = vec![F::ZERO; need];
+            for st in &mut self.shard_state[..shards] {
+                if st.attn_scratch.len() < need {
+                    st.attn_scratch = vec![F::ZERO; need];
+                }
             }
         }
     }
@@ -568,8 +506,17 @@ impl<F: Real> Gpt<F> {
             dfch: z(bt * 4 * c),
             datt_row: z(backward_scratch(b, t, nh)),
             dlogits: z(bt * v),
-            ln_scratch: Vec::new(),
         };
+    }
+
+    /// Shard 0's kernel times go to `profile` (the shards run side by side, so one stands for all).
+    fn collect_profile(&mut self) {
+        for (s, st) in self.shard_state.iter_mut().enumerate() {
+            if s == 0 {
+                self.profile.merge(&st.profile);
+            }
+            st.profile.reset();
+        }
     }
 
     /// The parameter tensor `name` (nanoGPT naming).
@@ -580,6 +527,212 @@ impl<F: Real> Gpt<F> {
     pub fn grad(&self, name: &str) -> Option<&[F]> {
         self.layout.find(name).map(|t| &self.grads[t.offset..t.offset + t.len])
     }
+}
+
+/// The forward pass over one shard's sequences (all of the batch when there is one shard).
+fn forward_shard<'p, F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, st: &mut ShardState<F>, sh: Shard, mut probe: Option<&mut (dyn Probe<F> + 'p)>) {
+    let (c, v, nh, nl, t) = (cx.cfg.n_embd, cx.cfg.vocab_size, cx.cfg.n_head, cx.cfg.n_layer, cx.t);
+    let (b, seq0) = (sh.seqs.len(), sh.seqs.start);
+    let bt = b * t;
+    let first = seq0 * t * c; // this shard's first element of a (B, T, C) tensor of the whole batch
+    let idx = &cx.idx[seq0 * t..(seq0 + b) * t];
+    let groups = cx.cfg.attention.gate_groups(nh, c);
+    let (p, lay, par) = (cx.p, cx.lay, cx.parallel);
+
+    timed!(st.profile, false, Op::Encoder, encoder_forward(a.encoded, idx, &p[lay.range(Kind::Wte)], &p[lay.range(Kind::Wpe)], b, t, c));
+    if let Some(d) = &cx.dropout {
+        timed!(st.profile, false, Op::Dropout, d.apply_from(site(0, Site::Embedding), first, &mut a.encoded[..bt * c]));
+    }
+    if let Some(pb) = probe.as_deref_mut() {
+        pb.observe(0, Point::Embedding, &a.encoded[..bt * c]);
+    }
+    for l in 0..nl {
+        let (lc, l3c, l4c, lr) = (l * bt * c..(l + 1) * bt * c, l * bt * 3 * c..(l + 1) * bt * 3 * c, l * bt * 4 * c..(l + 1) * bt * 4 * c, l * bt..(l + 1) * bt);
+        let residual: &[F] = if l == 0 { &a.encoded[..bt * c] } else { &a.residual3[(l - 1) * bt * c..l * bt * c] };
+        timed!(st.profile, false, Op::LayerNorm, layernorm_forward(&mut a.ln1[lc.clone()], &mut a.ln1_mean[lr.clone()], &mut a.ln1_rstd[lr.clone()], residual, cx.pr(Kind::Ln1W, l), cx.bias(Kind::Ln1B, l), bt, c));
+        if let Some(pb) = probe.as_deref_mut() {
+            pb.observe(l, Point::Ln1, &a.ln1[lc.clone()]);
+            pb.linear_input(l, Linear::Qkv, &mut a.ln1[lc.clone()]);
+        }
+        timed!(st.profile, false, Op::Matmul, matmul_forward(&mut a.qkv[l3c.clone()], &a.ln1[lc.clone()], cx.pr(Kind::QkvW, l), cx.bias(Kind::QkvB, l), bt, c, 3 * c, par));
+        if let Some(g) = groups {
+            let (w, gb) = gate_params(cx.cfg, |k| cx.pr(k, l));
+            timed!(st.profile, false, Op::Matmul, matmul_forward(&mut a.gate[l * bt * g..(l + 1) * bt * g], &a.ln1[lc.clone()], w, gb, bt, c, g, par));
+        }
+        let variant = Variant::of(cx.cfg, cx.pr(Kind::Sink, l));
+        let attn_drop = cx.attn_dropout(l, seq0);
+        if cx.store_attention {
+            let att = &mut a.att[l * b * nh * t * t..(l + 1) * b * nh * t * t];
+            timed!(st.profile, false, Op::Attention, attention_forward(&mut a.atty[lc.clone()], att, &a.qkv[l3c.clone()], &variant, attn_drop, b, t, c, nh));
+        } else {
+            let lse = &mut a.lse[l * b * nh * t..(l + 1) * b * nh * t];
+            timed!(st.profile, false, Op::Attention, attention_fused::attention_forward(&mut a.atty[lc.clone()], lse, &a.qkv[l3c.clone()], &variant, attn_drop, &mut st.attn_scratch, b, t, c, nh));
+        }
+        let proj_in: &mut [F] = match groups {
+            Some(g) => {
+                let gate = &mut a.gate[l * bt * g..(l + 1) * bt * g];
+                timed!(st.profile, false, Op::Attention, gate_forward(&mut a.attg[lc.clone()], gate, &a.atty[lc.clone()], bt, c, g));
+                if let Some(pb) = probe.as_deref_mut() {
+                    pb.observe(l, Point::Gate, gate);
+                }
+                &mut a.attg[lc.clone()]
+            }
+            None => &mut a.atty[lc.clone()],
+        };
+        if let Some(pb) = probe.as_deref_mut() {
+            pb.linear_input(l, Linear::AttnProj, proj_in);
+        }
+        timed!(st.profile, false, Op::Matmul, matmul_forward(a.proj, proj_in, cx.pr(Kind::AttProjW, l), cx.bias(Kind::AttProjB, l), bt, c, c, par));
+        if let Some(d) = &cx.dropout {
+            timed!(st.profile, false, Op::Dropout, d.apply_from(site(l, Site::AttentionOut), first, &mut a.proj[..bt * c]));
+        }
+        if let Some(pb) = probe.as_deref_mut() {
+            pb.observe(l, Point::AttnOut, &a.proj[..bt * c]);
+        }
+        timed!(st.profile, false, Op::Residual, add(&mut a.residual2[lc.clone()], residual, &a.proj[..bt * c]));
+        timed!(st.profile, false, Op::LayerNorm, layernorm_forward(&mut a.ln2[lc.clone()], &mut a.ln2_mean[lr.clone()], &mut a.ln2_rstd[lr.clone()], &a.residual2[lc.clone()], cx.pr(Kind::Ln2W, l), cx.bias(Kind::Ln2B, l), bt, c));
+        if let Some(pb) = probe.as_deref_mut() {
+            pb.observe(l, Point::Ln2, &a.ln2[lc.clone()]);
+            pb.linear_input(l, Linear::Fc, &mut a.ln2[lc.clone()]);
+        }
+        timed!(st.profile, false, Op::Matmul, matmul_forward(&mut a.fch[l4c.clone()], &a.ln2[lc.clone()], cx.pr(Kind::FcW, l), cx.bias(Kind::FcB, l), bt, c, 4 * c, par));
+        timed!(st.profile, false, Op::Gelu, gelu_forward(&mut a.fch_gelu[l4c.clone()], &a.fch[l4c.clone()]));
+        if let Some(pb) = probe.as_deref_mut() {
+            pb.observe(l, Point::MlpHidden, &a.fch_gelu[l4c.clone()]);
+            pb.linear_input(l, Linear::FcProj, &mut a.fch_gelu[l4c.clone()]);
+        }
+        timed!(st.profile, false, Op::Matmul, matmul_forward(a.proj, &a.fch_gelu[l4c.clone()], cx.pr(Kind::FcProjW, l), cx.bias(Kind::FcProjB, l), bt, 4 * c, c, par));
+        if let Some(d) = &cx.dropout {
+            timed!(st.profile, false, Op::Dropout, d.apply_from(site(l, Site::MlpOut), first, &mut a.proj[..bt * c]));
+        }
+        if let Some(pb) = probe.as_deref_mut() {
+            pb.observe(l, Point::MlpOut, &a.proj[..bt * c]);
+        }
+        let (r2, r3) = (&a.residual2[lc.clone()], &mut a.residual3[lc.clone()]);
+        timed!(st.profile, false, Op::Residual, add(r3, r2, &a.proj[..bt * c]));
+        if let Some(pb) = probe.as_deref_mut() {
+            pb.observe(l, Point::Residual, &a.residual3[lc.clone()]);
+        }
+    }
+    let last = &a.residual3[(nl - 1) * bt * c..nl * bt * c];
+    let lnf_b = cx.cfg.bias.then(|| &p[lay.range(Kind::LnfB)]);
+    timed!(st.profile, false, Op::LayerNorm, layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, last, &p[lay.range(Kind::LnfW)], lnf_b, bt, c));
+    if let Some(pb) = probe.as_deref_mut() {
+        pb.observe(nl, Point::LnF, &a.lnf[..bt * c]);
+    }
+    timed!(st.profile, false, Op::Matmul, matmul_forward(a.logits, a.lnf, &p[lay.range(Kind::Wte)], None, bt, c, v, par));
+    if let Some(y) = cx.targets {
+        let y = &y[seq0 * t..(seq0 + b) * t];
+        timed!(st.profile, false, Op::CrossEntropy, crossentropy_forward(a.losses, a.logits, y, bt, v));
+    }
+}
+
+/// The backward pass over one shard's sequences, into the shard's gradients `st.grads`. `dloss` is
+/// ∂L/∂loss_n of every position (loss_scale / (B·T) of the whole batch).
+fn backward_shard<F: Real>(cx: &Ctx<F>, a: &Acts<&mut [F]>, g: GradActs<&mut [F]>, st: &mut ShardState<F>, sh: Shard, dloss: F) {
+    let (c, v, nh, nl, t) = (cx.cfg.n_embd, cx.cfg.vocab_size, cx.cfg.n_head, cx.cfg.n_layer, cx.t);
+    let (b, seq0) = (sh.seqs.len(), sh.seqs.start);
+    let bt = b * t;
+    let first = seq0 * t * c;
+    let (idx, targets) = (&cx.idx[seq0 * t..(seq0 + b) * t], &cx.targets.expect("backward has targets")[seq0 * t..(seq0 + b) * t]);
+    let (p, lay, par, has_bias) = (cx.p, cx.lay, cx.parallel, cx.cfg.bias);
+    let groups = cx.cfg.attention.gate_groups(nh, c);
+    let dropout = cx.dropout;
+    let ShardState { grads, ln_scratch, attn_scratch, profile } = st;
+    if sh.index > 0 {
+        grads.fill(F::ZERO);
+    }
+
+    timed!(profile, true, Op::CrossEntropy, crossentropy_backward(g.dlogits, a.logits, targets, dloss, bt, v));
+    let dln = &mut g.dln[..bt * c];
+    dln.fill(F::ZERO);
+    timed!(profile, true, Op::Matmul, matmul_backward(dln, &mut grads[lay.range(Kind::Wte)], None, g.dlogits, a.lnf, &p[lay.range(Kind::Wte)], bt, c, v, par));
+    let dres = &mut g.dresidual[..bt * c];
+    dres.fill(F::ZERO);
+    let last = &a.residual3[(nl - 1) * bt * c..nl * bt * c];
+    let (dlnf_w, dlnf_b) = split_pair(grads, lay.range(Kind::LnfW), lay.range(Kind::LnfB), has_bias);
+    timed!(profile, true, Op::LayerNorm, layernorm_backward(dres, dlnf_w, dlnf_b, &g.dln[..bt * c], last, &p[lay.range(Kind::LnfW)], a.lnf_mean, a.lnf_rstd, bt, c, ln_scratch));
+
+    for l in (0..nl).rev() {
+        let (lc, l3c, l4c, lr) = (l * bt * c..(l + 1) * bt * c, l * bt * 3 * c..(l + 1) * bt * 3 * c, l * bt * 4 * c..(l + 1) * bt * 4 * c, l * bt..(l + 1) * bt);
+        let residual: &[F] = if l == 0 { &a.encoded[..bt * c] } else { &a.residual3[(l - 1) * bt * c..l * bt * c] };
+        let r = |k: Kind| lay.layer_range(k, l, nl);
+
+        // MLP branch: residual3 = residual2 + drop(c_proj(gelu(c_fc(ln_2(residual2)))))
+        let dproj = timed!(profile, true, Op::Dropout, undo_dropout(g.dproj, &g.dresidual[..bt * c], dropout.as_ref(), site(l, Site::MlpOut), first));
+        let dfg = &mut g.dfch_gelu[..bt * 4 * c];
+        dfg.fill(F::ZERO);
+        let (dw, db) = split_pair(grads, r(Kind::FcProjW), r(Kind::FcProjB), has_bias);
+        timed!(profile, true, Op::Matmul, matmul_backward(dfg, dw, db, dproj, &a.fch_gelu[l4c.clone()], &p[r(Kind::FcProjW)], bt, 4 * c, c, par));
+        let dfch = &mut g.dfch[..bt * 4 * c];
+        dfch.fill(F::ZERO);
+        timed!(profile, true, Op::Gelu, gelu_backward(dfch, &a.fch[l4c.clone()], &g.dfch_gelu[..bt * 4 * c]));
+        let dln = &mut g.dln[..bt * c];
+        dln.fill(F::ZERO);
+        let (dw, db) = split_pair(grads, r(Kind::FcW), r(Kind::FcB), has_bias);
+        timed!(profile, true, Op::Matmul, matmul_backward(dln, dw, db, &g.dfch[..bt * 4 * c], &a.ln2[lc.clone()], &p[r(Kind::FcW)], bt, c, 4 * c, par));
+        let (dw, db) = split_pair(grads, r(Kind::Ln2W), r(Kind::Ln2B), has_bias);
+        timed!(profile, true, Op::LayerNorm, layernorm_backward(&mut g.dresidual[..bt * c], dw, db, &g.dln[..bt * c], &a.residual2[lc.clone()], &p[r(Kind::Ln2W)], &a.ln2_mean[lr.clone()], &a.ln2_rstd[lr.clone()], bt, c, ln_scratch));
+
+        // attention branch: residual2 = residual + drop(c_proj(attn(ln_1(residual))))
+        let dproj = timed!(profile, true, Op::Dropout, undo_dropout(g.dproj, &g.dresidual[..bt * c], dropout.as_ref(), site(l, Site::AttentionOut), first));
+        let datty = &mut g.datty[..bt * c];
+        datty.fill(F::ZERO);
+        let (dw, db) = split_pair(grads, r(Kind::AttProjW), r(Kind::AttProjB), has_bias);
+        let proj_in = if groups.is_some() { &a.attg[lc.clone()] } else { &a.atty[lc.clone()] };
+        timed!(profile, true, Op::Matmul, matmul_backward(datty, dw, db, dproj, proj_in, &p[r(Kind::AttProjW)], bt, c, c, par));
+        // through the gate: ∂L/∂(core output) into dattc, ∂L/∂(gate logits) into dgate
+        let dcore: &[F] = match groups {
+            Some(gg) => {
+                let dattc = &mut g.dattc[..bt * c];
+                dattc.fill(F::ZERO);
+                let gate = &a.gate[l * bt * gg..(l + 1) * bt * gg];
+                timed!(profile, true, Op::Attention, gate_backward(dattc, &mut g.dgate[..bt * gg], &g.datty[..bt * c], &a.atty[lc.clone()], gate, bt, c, gg));
+                &g.dattc[..bt * c]
+            }
+            None => &g.datty[..bt * c],
+        };
+        let dqkv = &mut g.dqkv[..bt * 3 * c];
+        dqkv.fill(F::ZERO);
+        let variant = Variant::of(cx.cfg, &p[r(Kind::Sink)]);
+        let sink = cx.cfg.attention == AttentionKind::Sink;
+        let dnull = sink.then(|| &mut g.dnull[..b * nh]);
+        let attn_drop = cx.attn_dropout(l, seq0);
+        if cx.store_attention {
+            let att = &a.att[l * b * nh * t * t..(l + 1) * b * nh * t * t];
+            timed!(profile, true, Op::Attention, attention_backward(dqkv, dnull, g.datt_row, dcore, &a.qkv[l3c.clone()], att, &variant, attn_drop, b, t, c, nh));
+        } else {
+            let lse = &a.lse[l * b * nh * t..(l + 1) * b * nh * t];
+            timed!(profile, true, Op::Attention, attention_fused::attention_backward(dqkv, dnull, dcore, &a.qkv[l3c.clone()], lse, &variant, attn_drop, attn_scratch, b, t, c, nh));
+        }
+        if sink {
+            // ∂L/∂σ_h = Σ over the shard's sequences (in order) of the kernel's per-sequence parts
+            let ds = &mut grads[r(Kind::Sink)];
+            for bi in 0..b {
+                for (d, &x) in ds.iter_mut().zip(&g.dnull[bi * nh..(bi + 1) * nh]) {
+                    *d += x;
+                }
+            }
+        }
+        let dln = &mut g.dln[..bt * c];
+        dln.fill(F::ZERO);
+        let (dw, db) = split_pair(grads, r(Kind::QkvW), r(Kind::QkvB), has_bias);
+        timed!(profile, true, Op::Matmul, matmul_backward(dln, dw, db, &g.dqkv[..bt * 3 * c], &a.ln1[lc.clone()], &p[r(Kind::QkvW)], bt, c, 3 * c, par));
+        if let Some(gg) = groups {
+            // the gate's linear map reads ln_1 too: its input gradient adds to c_attn's
+            let (wk, bk) = gate_kinds(cx.cfg.attention);
+            let (dw, db) = split_pair(grads, r(wk), r(bk), true);
+            timed!(profile, true, Op::Matmul, matmul_backward(dln, dw, db, &g.dgate[..bt * gg], &a.ln1[lc.clone()], &p[r(wk)], bt, c, gg, par));
+        }
+        let (dw, db) = split_pair(grads, r(Kind::Ln1W), r(Kind::Ln1B), has_bias);
+        timed!(profile, true, Op::LayerNorm, layernorm_backward(&mut g.dresidual[..bt * c], dw, db, &g.dln[..bt * c], residual, &p[r(Kind::Ln1W)], &a.ln1_mean[lr.clone()], &a.ln1_rstd[lr.clone()], bt, c, ln_scratch));
+    }
+    let dres = &mut g.dresidual[..bt * c];
+    if let Some(d) = &dropout {
+        timed!(profile, true, Op::Dropout, d.apply_from(site(0, Site::Embedding), first, dres));
+    }
+    let (dwte, dwpe) = split_pair(grads, lay.range(Kind::Wte), lay.range(Kind::Wpe), true);
+    timed!(profile, true, Op::Encoder, encoder_backward(dwte, dwpe.expect("wpe always exists"), dres, idx, b, t, c));
 }
 
 /// The weight and bias kinds of the gate's linear map (the gated variants only).
@@ -597,7 +750,6 @@ fn gate_params<'a, F>(cfg: &ModelConfig, pr: impl Fn(Kind) -> &'a [F]) -> (&'a [
     (pr(w), (!bias.is_empty()).then_some(bias))
 }
 
-/// out = a + b (the residual add).
 /// Runs `f` on a worker of the rayon pool. Called from outside the pool, every parallel kernel would
 /// wake the pool and put the calling thread to sleep until it is done (two context switches per kernel,
 /// hundreds per step); from a worker, the kernels fork and join inside the pool.
@@ -605,6 +757,7 @@ pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())
 }
 
+/// out = a + b (the residual add).
 fn add<F: Real>(out: &mut [F], a: &[F], b: &[F]) {
     use rayon::prelude::*;
     out.par_chunks_mut(4096).zip(a.par_chunks(4096)).zip(b.par_chunks(4096)).for_each(|((o, a), b)| {
@@ -614,14 +767,15 @@ fn add<F: Real>(out: &mut [F], a: &[F], b: &[F]) {
     });
 }
 
-/// ∂L/∂(c_proj output) from ∂L/∂(residual): the same gradient, times the dropout mask if any.
-fn undo_dropout<'a, F: Real>(buf: &'a mut [F], dres: &'a [F], dropout: Option<&Dropout>, s: u64) -> &'a [F] {
+/// ∂L/∂(c_proj output) from ∂L/∂(residual): the same gradient, times the dropout mask if any
+/// (`first`: the shard's first element of the site).
+fn undo_dropout<'a, F: Real>(buf: &'a mut [F], dres: &'a [F], dropout: Option<&Dropout>, s: u64, first: usize) -> &'a [F] {
     match dropout {
         None => dres,
         Some(d) => {
             let n = dres.len();
             buf[..n].copy_from_slice(dres);
-            d.apply(s, &mut buf[..n]);
+            d.apply_from(s, first, &mut buf[..n]);
             &buf[..n]
         }
     }

@@ -53,7 +53,9 @@ pub unsafe fn gemm<F: Real>(
     )
 }
 
-/// out (N, OC) = inp (N, C) @ weight^T (C, OC) + bias (OC)
+/// out (N, OC) = inp (N, C) @ weight^T (C, OC) + bias (OC). `parallel`: the GEMM uses the whole pool
+/// (false inside a shard of the batch, where each worker already has its own rows).
+#[allow(clippy::too_many_arguments)]
 pub fn matmul_forward<F: Real>(
     out: &mut [F],
     inp: &[F],
@@ -62,6 +64,7 @@ pub fn matmul_forward<F: Real>(
     n: usize,
     c: usize,
     oc: usize,
+    parallel: bool,
 ) {
     assert!(out.len() >= n * oc && inp.len() >= n * c && weight.len() >= oc * c);
     if let Some(b) = bias {
@@ -70,7 +73,7 @@ pub fn matmul_forward<F: Real>(
     }
     // weight^T as a (C, OC) view of the (OC, C) buffer: row stride 1, column stride C.
     // SAFETY: slice lengths were checked against these shapes and strides above.
-    unsafe { gemm(n, oc, c, out.as_mut_ptr(), oc, bias.is_some(), (inp.as_ptr(), c, 1), (weight.as_ptr(), 1, c), F::ONE, Some(0)) };
+    unsafe { gemm(n, oc, c, out.as_mut_ptr(), oc, bias.is_some(), (inp.as_ptr(), c, 1), (weight.as_ptr(), 1, c), F::ONE, parallel.then_some(0)) };
 }
 
 /// dinp (N, C) += dout (N, OC) @ weight (OC, C)
@@ -87,17 +90,19 @@ pub fn matmul_backward<F: Real>(
     n: usize,
     c: usize,
     oc: usize,
+    parallel: bool,
 ) {
     assert!(dinp.len() >= n * c && dweight.len() >= oc * c && dout.len() >= n * oc && inp.len() >= n * c);
     // The two products are independent: run them side by side, each on half of the pool, which keeps
-    // every core busy even when one GEMM alone is too small to split well.
-    let half = (rayon::current_num_threads() / 2).max(1);
+    // every core busy even when one GEMM alone is too small to split well. Not `parallel`: each on the
+    // thread that runs it (an idle worker may still take one).
+    let half = parallel.then_some((rayon::current_num_threads() / 2).max(1));
     let (dinp_ptr, dw_ptr) = (SyncPtr(dinp.as_mut_ptr()), SyncPtr(dweight.as_mut_ptr()));
     rayon::join(
         // SAFETY: shapes checked above; dinp and dweight are distinct buffers.
-        || unsafe { gemm(n, c, oc, dinp_ptr.get(), c, true, (dout.as_ptr(), oc, 1), (weight.as_ptr(), c, 1), F::ONE, Some(half)) },
+        || unsafe { gemm(n, c, oc, dinp_ptr.get(), c, true, (dout.as_ptr(), oc, 1), (weight.as_ptr(), c, 1), F::ONE, half) },
         || {
-            unsafe { gemm(oc, c, n, dw_ptr.get(), c, true, (dout.as_ptr(), 1, oc), (inp.as_ptr(), c, 1), F::ONE, Some(half)) };
+            unsafe { gemm(oc, c, n, dw_ptr.get(), c, true, (dout.as_ptr(), 1, oc), (inp.as_ptr(), c, 1), F::ONE, half) };
             if let Some(db) = dbias {
                 column_sum_into(&mut db[..oc], &dout[..n * oc], oc);
             }

@@ -14,6 +14,7 @@ pub mod matmul;
 pub mod params;
 pub mod profile;
 pub mod real;
+pub mod shard;
 pub mod simd;
 pub mod weights;
 

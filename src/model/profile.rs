@@ -51,6 +51,13 @@ impl Profile {
         }
     }
 
+    /// Adds another profile's times to this one.
+    pub fn merge(&mut self, other: &Profile) {
+        for (a, b) in self.forward.iter_mut().zip(&other.forward).chain(self.backward.iter_mut().zip(&other.backward)) {
+            *a += b;
+        }
+    }
+
     pub fn reset(&mut self) {
         *self = Profile::default();
     }
