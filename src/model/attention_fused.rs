@@ -48,6 +48,16 @@ fn slots_of<F>(scratch: &[F], t: usize) -> (usize, usize) {
     (per, slots)
 }
 
+/// Query rows per block. A block's queries see keys 0..(end of the block) only, so the products above
+/// the diagonal are skipped block by block: 10/16 of the full T×T work at T = 256, and at T ≤ 64 one
+/// block as before.
+const BQ: usize = 64;
+
+/// The query blocks of a sequence of length t: (first row, end row); keys 0..end are visible.
+fn blocks(t: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..t).step_by(BQ).map(move |i0| (i0, (i0 + BQ).min(t)))
+}
+
 /// out (B, T, C) and lse (B, NH, T) from qkv (B, T, 3C).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward<F: Real>(
@@ -70,26 +80,30 @@ pub fn attention_forward<F: Real>(
     let (out_ptr, sp) = (SyncPtr(out.as_mut_ptr()), SyncPtr(scratch.as_mut_ptr()));
     lse[..b * nh * t].par_chunks_mut(t).enumerate().for_each(|(bh, lse_bh)| {
         let (bi, h) = (bh / nh, bh % nh);
-        let s = &mut slot(sp, per, slots)[..t * t];
+        let sc = slot(sp, per, slots);
         let q = qkv[bi * t * 3 * c + h * hs..].as_ptr();
         let (k, v) = unsafe { (q.add(c), q.add(2 * c)) };
-        // SAFETY (all GEMMs here): q/k/v rows of sequence bi, head h, stride 3C, T×hs each; s is T×T;
-        // task (bi, h) alone writes columns h·hs..(h+1)·hs of out's rows of sequence bi.
-        unsafe { gemm(t, t, hs, s.as_mut_ptr(), t, false, (q, 3 * c, 1), (k, 1, 3 * c), scale, None) };
+        let y = unsafe { out_ptr.get().add(bi * t * c + h * hs) };
         let key = dropout.map(|m| m.keyed(nh));
         let rule = variant.rule(h);
-        for i in 0..t {
-            let row = &mut s[i * t..(i + 1) * t];
-            lse_bh[i] = normalize_row(rule.null, rule.clip, &mut row[..=i]);
-            if let Some((d, key, off)) = key {
-                for (j, p) in row[..=i].iter_mut().enumerate() {
-                    *p *= d.factor::<F>(key, (((bh + off) * t + i) * t + j) as u64);
+        for (i0, i1) in blocks(t) {
+            // the block's scores (rows i0..i1, keys 0..i1), row stride i1
+            let s = &mut sc[..(i1 - i0) * i1];
+            // SAFETY (both GEMMs): q/k/v rows of sequence bi, head h, stride 3C; s is (i1 − i0)×i1; task
+            // (bi, h) alone writes columns h·hs..(h+1)·hs of out's rows of sequence bi.
+            unsafe { gemm(i1 - i0, i1, hs, s.as_mut_ptr(), i1, false, (q.add(i0 * 3 * c), 3 * c, 1), (k, 1, 3 * c), scale, None) };
+            for (r, row) in s.chunks_exact_mut(i1).enumerate() {
+                let i = i0 + r;
+                lse_bh[i] = normalize_row(rule.null, rule.clip, &mut row[..=i]);
+                if let Some((d, key, off)) = key {
+                    for (j, p) in row[..=i].iter_mut().enumerate() {
+                        *p *= d.factor::<F>(key, (((bh + off) * t + i) * t + j) as u64);
+                    }
                 }
+                row[i + 1..].fill(F::ZERO);
             }
-            row[i + 1..].fill(F::ZERO);
+            unsafe { gemm(i1 - i0, hs, i1, y.add(i0 * c), c, false, (s.as_ptr(), i1, 1), (v, 3 * c, 1), F::ONE, None) };
         }
-        let y = unsafe { out_ptr.get().add(bi * t * c + h * hs) };
-        unsafe { gemm(t, hs, t, y, c, false, (s.as_ptr(), t, 1), (v, 3 * c, 1), F::ONE, None) };
     });
 }
 
@@ -161,6 +175,7 @@ multiversion! {
 
 /// dqkv (B, T, 3C) += ∂L/∂qkv from dout (B, T, C), recomputing the probabilities from lse; `dnull`
 /// (B, NH), when given, is *set* to each (sequence, head)'s ∂L/∂σ_h (the caller sums over sequences).
+/// Block by block of queries as in forward: dV and dK of keys 0..i1 gather every block's part in order.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward<F: Real>(
     dqkv: &mut [F],
@@ -198,46 +213,52 @@ pub fn attention_backward<F: Real>(
         let dq = unsafe { dp.get().add(bi * t * 3 * c + h * hs) };
         let (dk, dv) = unsafe { (dq.add(c), dq.add(2 * c)) };
         let lse_bh = &lse[bh * t..(bh + 1) * t];
-        // SAFETY (all GEMMs here): as in forward; task (bi, h) alone writes head h of sequence bi in dqkv.
-        unsafe {
-            gemm(t, t, hs, p.as_mut_ptr(), t, false, (q, 3 * c, 1), (k, 1, 3 * c), scale, None);
-            gemm(t, t, hs, dpt.as_mut_ptr(), t, false, (dy, c, 1), (v, 1, 3 * c), F::ONE, None);
-        }
-        for i in 0..t {
-            let row = &mut p[i * t..(i + 1) * t];
-            probabilities(&mut row[..=i], lse_bh[i]);
-            row[i + 1..].fill(F::ZERO);
-        }
-        // The weights of V: P̃ = clip(P) ⊙ dropout (= P without either), for dV; then dS into dpt.
         let key = dropout.map(|m| m.keyed(nh));
         let factor = |i: usize, j: usize| key.map_or(F::ONE, |(d, key, off)| d.factor::<F>(key, (((bh + off) * t + i) * t + j) as u64));
-        let pd: &[F] = if key.is_none() && rule.clip.is_none() {
-            p
-        } else {
-            for i in 0..t {
-                for j in 0..t {
-                    let w = match rule.clip {
-                        Some((a, gamma)) => clip_weight(a, gamma, p[i * t + j]),
-                        None => p[i * t + j],
-                    };
-                    pt[i * t + j] = if j <= i { w * factor(i, j) } else { F::ZERO };
+        let mut dnull_bh = F::ZERO;
+        for (i0, i1) in blocks(t) {
+            let n = (i1 - i0) * i1; // the block's (rows i0..i1) × (keys 0..i1), row stride i1
+            let (p, dpt, pt) = (&mut p[..n], &mut dpt[..n], &mut pt[..n]);
+            let (qb, dyb) = unsafe { (q.add(i0 * 3 * c), dy.add(i0 * c)) };
+            // SAFETY (all GEMMs here): as in forward; task (bi, h) alone writes head h of sequence bi in
+            // dqkv, and dq only in the block's rows.
+            unsafe {
+                gemm(i1 - i0, i1, hs, p.as_mut_ptr(), i1, false, (qb, 3 * c, 1), (k, 1, 3 * c), scale, None);
+                gemm(i1 - i0, i1, hs, dpt.as_mut_ptr(), i1, false, (dyb, c, 1), (v, 1, 3 * c), F::ONE, None);
+            }
+            for (r, row) in p.chunks_exact_mut(i1).enumerate() {
+                let i = i0 + r;
+                probabilities(&mut row[..=i], lse_bh[i]);
+                row[i + 1..].fill(F::ZERO);
+            }
+            // The weights of V: P̃ = clip(P) ⊙ dropout (= P without either), for dV; then dS into dpt.
+            let pd: &[F] = if key.is_none() && rule.clip.is_none() {
+                p
+            } else {
+                for r in 0..i1 - i0 {
+                    let i = i0 + r;
+                    for j in 0..i1 {
+                        let x = p[r * i1 + j];
+                        let w = rule.clip.map_or(x, |(a, gamma)| clip_weight(a, gamma, x));
+                        pt[r * i1 + j] = if j <= i { w * factor(i, j) } else { F::ZERO };
+                    }
+                }
+                pt
+            };
+            unsafe { gemm(i1, hs, i1 - i0, dv, 3 * c, true, (pd.as_ptr(), 1, i1), (dyb, c, 1), F::ONE, None) };
+            for r in 0..i1 - i0 {
+                let i = i0 + r;
+                let (pr, pdr, g) = (&p[r * i1..r * i1 + i + 1], &pd[r * i1..r * i1 + i + 1], &mut dpt[r * i1..(r + 1) * i1]);
+                let d = row_backward(rule.clip, pr, pdr, &mut g[..=i], |j| factor(i, j));
+                g[i + 1..].fill(F::ZERO);
+                if let Some(s) = rule.null {
+                    dnull_bh -= (s - lse_bh[i]).exp() * d;
                 }
             }
-            pt
-        };
-        unsafe { gemm(t, hs, t, dv, 3 * c, true, (pd.as_ptr(), 1, t), (dy, c, 1), F::ONE, None) };
-        let mut dnull_bh = F::ZERO;
-        for i in 0..t {
-            let (pr, pdr, g) = (&p[i * t..i * t + i + 1], &pd[i * t..i * t + i + 1], &mut dpt[i * t..(i + 1) * t]);
-            let d = row_backward(rule.clip, pr, pdr, &mut g[..=i], |j| factor(i, j));
-            g[i + 1..].fill(F::ZERO);
-            if let Some(s) = rule.null {
-                dnull_bh -= (s - lse_bh[i]).exp() * d;
+            unsafe {
+                gemm(i1 - i0, hs, i1, dq.add(i0 * 3 * c), 3 * c, true, (dpt.as_ptr(), i1, 1), (k, 3 * c, 1), scale, None);
+                gemm(i1, hs, i1 - i0, dk, 3 * c, true, (dpt.as_ptr(), 1, i1), (qb, 3 * c, 1), scale, None);
             }
-        }
-        unsafe {
-            gemm(t, hs, t, dq, 3 * c, true, (dpt.as_ptr(), t, 1), (k, 3 * c, 1), scale, None);
-            gemm(t, hs, t, dk, 3 * c, true, (dpt.as_ptr(), 1, t), (q, 3 * c, 1), scale, None);
         }
         if let Some(d) = dnull_ptr {
             // SAFETY: task bh alone writes element bh.
