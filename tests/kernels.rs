@@ -12,8 +12,8 @@ use quietgpt::model::attention::{attention_backward, attention_forward, backward
 use quietgpt::model::crossentropy::{crossentropy_backward, crossentropy_forward};
 use quietgpt::model::dropout::Dropout;
 use quietgpt::model::encoder::{encoder_backward, encoder_forward};
-use quietgpt::model::gelu::{gelu_backward, gelu_forward};
-use quietgpt::model::layernorm::{layernorm_backward, layernorm_forward};
+use quietgpt::model::gelu::{gelu_backward, gelu_backward_inplace, gelu_forward};
+use quietgpt::model::layernorm::{layernorm_backward, layernorm_forward, layernorm_recompute};
 use quietgpt::model::matmul::{matmul_backward, matmul_forward};
 use quietgpt::rng::Rng;
 
@@ -194,6 +194,31 @@ fn layernorm_gradients_large_shapes() {
 }
 
 // ------------------------------------------------------------------------------------------------ gelu
+
+/// What the model remakes in backward instead of keeping: LayerNorm outputs from (input, mean, rstd),
+/// and GELU's backward in place, both bitwise equal to what they replace (f32, several chunks).
+#[test]
+fn recomputed_layernorm_and_inplace_gelu_are_bitwise_the_same() {
+    let mut rng = Rng::new(21, 4);
+    let (n, c) = (300, 48);
+    let inp: Vec<f32> = (0..n * c).map(|_| (rng.normal() * 2.0 + 0.5) as f32).collect();
+    let w: Vec<f32> = (0..c).map(|_| (1.0 + 0.3 * rng.normal()) as f32).collect();
+    let b: Vec<f32> = (0..c).map(|_| (0.2 * rng.normal()) as f32).collect();
+    for bias in [Some(&b[..]), None] {
+        let (mut out, mut mean, mut rstd) = (vec![0.0f32; n * c], vec![0.0f32; n], vec![0.0f32; n]);
+        layernorm_forward(&mut out, &mut mean, &mut rstd, &inp, &w, bias, n, c);
+        let mut again = vec![f32::NAN; n * c];
+        layernorm_recompute(&mut again, &inp, &mean, &rstd, &w, bias, n, c);
+        assert!(out.iter().zip(&again).all(|(x, y)| x.to_bits() == y.to_bits()), "bias={}", bias.is_some());
+    }
+    let x: Vec<f32> = (0..20_000).map(|_| (rng.normal() * 3.0) as f32).collect();
+    let g: Vec<f32> = (0..20_000).map(|_| rng.normal() as f32).collect();
+    let mut acc = vec![0.0f32; x.len()];
+    gelu_backward(&mut acc, &x, &g);
+    let mut inplace = g.clone();
+    gelu_backward_inplace(&mut inplace, &x);
+    assert!(acc.iter().zip(&inplace).all(|(p, q)| p.to_bits() == q.to_bits()));
+}
 
 #[test]
 fn gelu_gradient() {

@@ -16,8 +16,8 @@ use super::attention_gate::{gate_backward, gate_forward};
 use super::crossentropy::{crossentropy_backward, crossentropy_forward};
 use super::dropout::{site, Dropout, Site};
 use super::encoder::{encoder_backward, encoder_forward};
-use super::gelu::{gelu_backward, gelu_forward};
-use super::layernorm::{layernorm_backward, layernorm_forward};
+use super::gelu::{gelu_backward_inplace, gelu_forward};
+use super::layernorm::{layernorm_backward, layernorm_forward, layernorm_recompute};
 use super::matmul::{matmul_backward, matmul_forward};
 use super::params::{Kind, ParamLayout};
 use super::profile::{Op, Profile};
@@ -77,10 +77,11 @@ pub trait Probe<F = f32>: Send {
 
 crate::buffers! {
     /// Forward activations, sized for (max_batch, block_size); per-layer ones hold L copies. Laid out by
-    /// shard (see `shard`): with one shard, (L, B, T, ·) as the comments say.
+    /// shard (see `shard`): with one shard, (L, B, T, ·) as the comments say. LayerNorm outputs and
+    /// gelu(fch) are not kept per layer: backward remakes them (one pass each) from what is, which
+    /// saves 6 of 16 (B, T, C) buffers per layer.
     struct Acts {
         encoded: Token,       // (B, T, C)
-        ln1: Token,           // (L, B, T, C)
         ln1_mean: Token,      // (L, B, T)
         ln1_rstd: Token,      // (L, B, T)
         qkv: Token,           // (L, B, T, 3C)
@@ -90,11 +91,9 @@ crate::buffers! {
         att: TokenPair,       // (L, B, NH, T, T) probabilities, only when `store_attention` (reference kernel)
         lse: Token,           // (L, B, NH, T) row log-normalisers of the fused kernel
         residual2: Token,     // (L, B, T, C)
-        ln2: Token,           // (L, B, T, C)
         ln2_mean: Token,      // (L, B, T)
         ln2_rstd: Token,      // (L, B, T)
         fch: Token,           // (L, B, T, 4C)
-        fch_gelu: Token,      // (L, B, T, 4C)
         residual3: Token,     // (L, B, T, C)
         lnf: Token,           // (B, T, C)
         lnf_mean: Token,      // (B, T)
@@ -102,6 +101,8 @@ crate::buffers! {
         logits: Token,        // (B, T, V)
         losses: Token,        // (B, T)
         proj: Token,          // (B, T, C) output of a c_proj before its residual add (not needed in backward)
+        ln: Token,            // (B, T, C) the LayerNorm output at hand: made in forward, remade in backward
+        hidden: Token,        // (B, T, 4C) gelu(fch) at hand: made in forward, remade in backward
     }
 }
 
@@ -110,14 +111,12 @@ crate::buffers! {
     struct GradActs {
         dresidual: Token,     // (B, T, C) ∂L/∂ residual stream
         dproj: Token,         // (B, T, C) ∂L/∂ c_proj output (after undoing dropout)
-        dln: Token,           // (B, T, C) ∂L/∂ LayerNorm output
-        datty: Token,         // (B, T, C) ∂L/∂ c_proj input
+        dln: Token,           // (B, T, C) ∂L/∂ LayerNorm output; before, ∂L/∂ attention c_proj input
         dattc: Token,         // (B, T, C) ∂L/∂ attention core output (gated variants)
         dgate: Token,         // (B, T, G) ∂L/∂ gate logits (gated variants)
         dnull: Seq,           // (B, NH) ∂L/∂ sink logits per sequence (sink)
         dqkv: Token,          // (B, T, 3C)
-        dfch_gelu: Token,     // (B, T, 4C)
-        dfch: Token,          // (B, T, 4C)
+        dfch: Token,          // (B, T, 4C) ∂L/∂ gelu output, then (in place) ∂L/∂ c_fc output
         datt_row: Token,      // (B, NH, 2T) scratch of the reference attention backward
         dlogits: Token,       // (B, T, V)
     }
@@ -204,7 +203,6 @@ impl<F: Real> Gpt<F> {
         let z = |n: usize| vec![F::ZERO; n];
         let acts = Acts {
             encoded: z(bt * c),
-            ln1: z(l * bt * c),
             ln1_mean: z(l * bt),
             ln1_rstd: z(l * bt),
             qkv: z(l * bt * 3 * c),
@@ -214,11 +212,9 @@ impl<F: Real> Gpt<F> {
             att: Vec::new(),
             lse: z(l * b * nh * t),
             residual2: z(l * bt * c),
-            ln2: z(l * bt * c),
             ln2_mean: z(l * bt),
             ln2_rstd: z(l * bt),
             fch: z(l * bt * 4 * c),
-            fch_gelu: z(l * bt * 4 * c),
             residual3: z(l * bt * c),
             lnf: z(bt * c),
             lnf_mean: z(bt),
@@ -226,18 +222,18 @@ impl<F: Real> Gpt<F> {
             logits: z(bt * v),
             losses: z(bt),
             proj: z(bt * c),
+            ln: z(bt * c),
+            hidden: z(bt * 4 * c),
         };
         let e = Vec::new;
         let grad_acts = GradActs {
             dresidual: e(),
             dproj: e(),
             dln: e(),
-            datty: e(),
             dattc: e(),
             dgate: e(),
             dnull: e(),
             dqkv: e(),
-            dfch_gelu: e(),
             dfch: e(),
             datt_row: e(),
             dlogits: e(),
@@ -431,7 +427,7 @@ impl<F: Real> Gpt<F> {
         let cap = (self.max_batch, self.config.block_size);
         let parts = (self.acts.view(b, t, cap), self.grad_acts.view(b, t, cap));
         let f = |((a, g), st): ((Acts<&mut [F]>, GradActs<&mut [F]>), &mut [ShardState<F>]), sh: Shard| {
-            backward_shard(&cx, &a, g, &mut st[0], sh, dloss)
+            backward_shard(&cx, a, g, &mut st[0], sh, dloss)
         };
         for_each_shard((parts, &mut self.shard_state[..shards]), b, 0..shards, shards, &f);
         std::mem::swap(&mut self.grads, &mut self.shard_state[0].grads);
@@ -497,12 +493,10 @@ impl<F: Real> Gpt<F> {
             dresidual: z(bt * c),
             dproj: z(bt * c),
             dln: z(bt * c),
-            datty: z(bt * c),
             dattc: if g > 0 { z(bt * c) } else { Vec::new() },
             dgate: z(bt * g),
             dnull: z(b * nh),
             dqkv: z(bt * 3 * c),
-            dfch_gelu: z(bt * 4 * c),
             dfch: z(bt * 4 * c),
             datt_row: z(backward_scratch(b, t, nh)),
             dlogits: z(bt * v),
@@ -549,15 +543,15 @@ fn forward_shard<'p, F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, st: &mut ShardStat
     for l in 0..nl {
         let (lc, l3c, l4c, lr) = (l * bt * c..(l + 1) * bt * c, l * bt * 3 * c..(l + 1) * bt * 3 * c, l * bt * 4 * c..(l + 1) * bt * 4 * c, l * bt..(l + 1) * bt);
         let residual: &[F] = if l == 0 { &a.encoded[..bt * c] } else { &a.residual3[(l - 1) * bt * c..l * bt * c] };
-        timed!(st.profile, false, Op::LayerNorm, layernorm_forward(&mut a.ln1[lc.clone()], &mut a.ln1_mean[lr.clone()], &mut a.ln1_rstd[lr.clone()], residual, cx.pr(Kind::Ln1W, l), cx.bias(Kind::Ln1B, l), bt, c));
+        timed!(st.profile, false, Op::LayerNorm, layernorm_forward(a.ln, &mut a.ln1_mean[lr.clone()], &mut a.ln1_rstd[lr.clone()], residual, cx.pr(Kind::Ln1W, l), cx.bias(Kind::Ln1B, l), bt, c));
         if let Some(pb) = probe.as_deref_mut() {
-            pb.observe(l, Point::Ln1, &a.ln1[lc.clone()]);
-            pb.linear_input(l, Linear::Qkv, &mut a.ln1[lc.clone()]);
+            pb.observe(l, Point::Ln1, &a.ln[..bt * c]);
+            pb.linear_input(l, Linear::Qkv, &mut a.ln[..bt * c]);
         }
-        timed!(st.profile, false, Op::Matmul, matmul_forward(&mut a.qkv[l3c.clone()], &a.ln1[lc.clone()], cx.pr(Kind::QkvW, l), cx.bias(Kind::QkvB, l), bt, c, 3 * c, par));
+        timed!(st.profile, false, Op::Matmul, matmul_forward(&mut a.qkv[l3c.clone()], a.ln, cx.pr(Kind::QkvW, l), cx.bias(Kind::QkvB, l), bt, c, 3 * c, par));
         if let Some(g) = groups {
             let (w, gb) = gate_params(cx.cfg, |k| cx.pr(k, l));
-            timed!(st.profile, false, Op::Matmul, matmul_forward(&mut a.gate[l * bt * g..(l + 1) * bt * g], &a.ln1[lc.clone()], w, gb, bt, c, g, par));
+            timed!(st.profile, false, Op::Matmul, matmul_forward(&mut a.gate[l * bt * g..(l + 1) * bt * g], a.ln, w, gb, bt, c, g, par));
         }
         let variant = Variant::of(cx.cfg, cx.pr(Kind::Sink, l));
         let attn_drop = cx.attn_dropout(l, seq0);
@@ -590,18 +584,18 @@ fn forward_shard<'p, F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, st: &mut ShardStat
             pb.observe(l, Point::AttnOut, &a.proj[..bt * c]);
         }
         timed!(st.profile, false, Op::Residual, add(&mut a.residual2[lc.clone()], residual, &a.proj[..bt * c]));
-        timed!(st.profile, false, Op::LayerNorm, layernorm_forward(&mut a.ln2[lc.clone()], &mut a.ln2_mean[lr.clone()], &mut a.ln2_rstd[lr.clone()], &a.residual2[lc.clone()], cx.pr(Kind::Ln2W, l), cx.bias(Kind::Ln2B, l), bt, c));
+        timed!(st.profile, false, Op::LayerNorm, layernorm_forward(a.ln, &mut a.ln2_mean[lr.clone()], &mut a.ln2_rstd[lr.clone()], &a.residual2[lc.clone()], cx.pr(Kind::Ln2W, l), cx.bias(Kind::Ln2B, l), bt, c));
         if let Some(pb) = probe.as_deref_mut() {
-            pb.observe(l, Point::Ln2, &a.ln2[lc.clone()]);
-            pb.linear_input(l, Linear::Fc, &mut a.ln2[lc.clone()]);
+            pb.observe(l, Point::Ln2, &a.ln[..bt * c]);
+            pb.linear_input(l, Linear::Fc, &mut a.ln[..bt * c]);
         }
-        timed!(st.profile, false, Op::Matmul, matmul_forward(&mut a.fch[l4c.clone()], &a.ln2[lc.clone()], cx.pr(Kind::FcW, l), cx.bias(Kind::FcB, l), bt, c, 4 * c, par));
-        timed!(st.profile, false, Op::Gelu, gelu_forward(&mut a.fch_gelu[l4c.clone()], &a.fch[l4c.clone()]));
+        timed!(st.profile, false, Op::Matmul, matmul_forward(&mut a.fch[l4c.clone()], a.ln, cx.pr(Kind::FcW, l), cx.bias(Kind::FcB, l), bt, c, 4 * c, par));
+        timed!(st.profile, false, Op::Gelu, gelu_forward(&mut a.hidden[..bt * 4 * c], &a.fch[l4c.clone()]));
         if let Some(pb) = probe.as_deref_mut() {
-            pb.observe(l, Point::MlpHidden, &a.fch_gelu[l4c.clone()]);
-            pb.linear_input(l, Linear::FcProj, &mut a.fch_gelu[l4c.clone()]);
+            pb.observe(l, Point::MlpHidden, &a.hidden[..bt * 4 * c]);
+            pb.linear_input(l, Linear::FcProj, &mut a.hidden[..bt * 4 * c]);
         }
-        timed!(st.profile, false, Op::Matmul, matmul_forward(a.proj, &a.fch_gelu[l4c.clone()], cx.pr(Kind::FcProjW, l), cx.bias(Kind::FcProjB, l), bt, 4 * c, c, par));
+        timed!(st.profile, false, Op::Matmul, matmul_forward(a.proj, a.hidden, cx.pr(Kind::FcProjW, l), cx.bias(Kind::FcProjB, l), bt, 4 * c, c, par));
         if let Some(d) = &cx.dropout {
             timed!(st.profile, false, Op::Dropout, d.apply_from(site(l, Site::MlpOut), first, &mut a.proj[..bt * c]));
         }
@@ -629,7 +623,7 @@ fn forward_shard<'p, F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, st: &mut ShardStat
 
 /// The backward pass over one shard's sequences, into the shard's gradients `st.grads`. `dloss` is
 /// ∂L/∂loss_n of every position (loss_scale / (B·T) of the whole batch).
-fn backward_shard<F: Real>(cx: &Ctx<F>, a: &Acts<&mut [F]>, g: GradActs<&mut [F]>, st: &mut ShardState<F>, sh: Shard, dloss: F) {
+fn backward_shard<F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, g: GradActs<&mut [F]>, st: &mut ShardState<F>, sh: Shard, dloss: F) {
     let (c, v, nh, nl, t) = (cx.cfg.n_embd, cx.cfg.vocab_size, cx.cfg.n_head, cx.cfg.n_layer, cx.t);
     let (b, seq0) = (sh.seqs.len(), sh.seqs.start);
     let bt = b * t;
@@ -660,23 +654,24 @@ fn backward_shard<F: Real>(cx: &Ctx<F>, a: &Acts<&mut [F]>, g: GradActs<&mut [F]
 
         // MLP branch: residual3 = residual2 + drop(c_proj(gelu(c_fc(ln_2(residual2)))))
         let dproj = timed!(profile, true, Op::Dropout, undo_dropout(g.dproj, &g.dresidual[..bt * c], dropout.as_ref(), site(l, Site::MlpOut), first));
-        let dfg = &mut g.dfch_gelu[..bt * 4 * c];
-        dfg.fill(F::ZERO);
-        let (dw, db) = split_pair(grads, r(Kind::FcProjW), r(Kind::FcProjB), has_bias);
-        timed!(profile, true, Op::Matmul, matmul_backward(dfg, dw, db, dproj, &a.fch_gelu[l4c.clone()], &p[r(Kind::FcProjW)], bt, 4 * c, c, par));
+        timed!(profile, true, Op::Gelu, gelu_forward(&mut a.hidden[..bt * 4 * c], &a.fch[l4c.clone()]));
         let dfch = &mut g.dfch[..bt * 4 * c];
         dfch.fill(F::ZERO);
-        timed!(profile, true, Op::Gelu, gelu_backward(dfch, &a.fch[l4c.clone()], &g.dfch_gelu[..bt * 4 * c]));
+        let (dw, db) = split_pair(grads, r(Kind::FcProjW), r(Kind::FcProjB), has_bias);
+        timed!(profile, true, Op::Matmul, matmul_backward(dfch, dw, db, dproj, &a.hidden[..bt * 4 * c], &p[r(Kind::FcProjW)], bt, 4 * c, c, par));
+        timed!(profile, true, Op::Gelu, gelu_backward_inplace(&mut g.dfch[..bt * 4 * c], &a.fch[l4c.clone()]));
+        let (w2, b2) = (&p[r(Kind::Ln2W)], has_bias.then(|| &p[r(Kind::Ln2B)]));
+        timed!(profile, true, Op::LayerNorm, layernorm_recompute(a.ln, &a.residual2[lc.clone()], &a.ln2_mean[lr.clone()], &a.ln2_rstd[lr.clone()], w2, b2, bt, c));
         let dln = &mut g.dln[..bt * c];
         dln.fill(F::ZERO);
         let (dw, db) = split_pair(grads, r(Kind::FcW), r(Kind::FcB), has_bias);
-        timed!(profile, true, Op::Matmul, matmul_backward(dln, dw, db, &g.dfch[..bt * 4 * c], &a.ln2[lc.clone()], &p[r(Kind::FcW)], bt, c, 4 * c, par));
+        timed!(profile, true, Op::Matmul, matmul_backward(dln, dw, db, &g.dfch[..bt * 4 * c], &a.ln[..bt * c], &p[r(Kind::FcW)], bt, c, 4 * c, par));
         let (dw, db) = split_pair(grads, r(Kind::Ln2W), r(Kind::Ln2B), has_bias);
-        timed!(profile, true, Op::LayerNorm, layernorm_backward(&mut g.dresidual[..bt * c], dw, db, &g.dln[..bt * c], &a.residual2[lc.clone()], &p[r(Kind::Ln2W)], &a.ln2_mean[lr.clone()], &a.ln2_rstd[lr.clone()], bt, c, ln_scratch));
+        timed!(profile, true, Op::LayerNorm, layernorm_backward(&mut g.dresidual[..bt * c], dw, db, &g.dln[..bt * c], &a.residual2[lc.clone()], w2, &a.ln2_mean[lr.clone()], &a.ln2_rstd[lr.clone()], bt, c, ln_scratch));
 
         // attention branch: residual2 = residual + drop(c_proj(attn(ln_1(residual))))
         let dproj = timed!(profile, true, Op::Dropout, undo_dropout(g.dproj, &g.dresidual[..bt * c], dropout.as_ref(), site(l, Site::AttentionOut), first));
-        let datty = &mut g.datty[..bt * c];
+        let datty = &mut g.dln[..bt * c];
         datty.fill(F::ZERO);
         let (dw, db) = split_pair(grads, r(Kind::AttProjW), r(Kind::AttProjB), has_bias);
         let proj_in = if groups.is_some() { &a.attg[lc.clone()] } else { &a.atty[lc.clone()] };
@@ -687,10 +682,10 @@ fn backward_shard<F: Real>(cx: &Ctx<F>, a: &Acts<&mut [F]>, g: GradActs<&mut [F]
                 let dattc = &mut g.dattc[..bt * c];
                 dattc.fill(F::ZERO);
                 let gate = &a.gate[l * bt * gg..(l + 1) * bt * gg];
-                timed!(profile, true, Op::Attention, gate_backward(dattc, &mut g.dgate[..bt * gg], &g.datty[..bt * c], &a.atty[lc.clone()], gate, bt, c, gg));
+                timed!(profile, true, Op::Attention, gate_backward(dattc, &mut g.dgate[..bt * gg], &g.dln[..bt * c], &a.atty[lc.clone()], gate, bt, c, gg));
                 &g.dattc[..bt * c]
             }
-            None => &g.datty[..bt * c],
+            None => &g.dln[..bt * c],
         };
         let dqkv = &mut g.dqkv[..bt * 3 * c];
         dqkv.fill(F::ZERO);
@@ -714,18 +709,20 @@ fn backward_shard<F: Real>(cx: &Ctx<F>, a: &Acts<&mut [F]>, g: GradActs<&mut [F]
                 }
             }
         }
+        let (w1, b1) = (&p[r(Kind::Ln1W)], has_bias.then(|| &p[r(Kind::Ln1B)]));
+        timed!(profile, true, Op::LayerNorm, layernorm_recompute(a.ln, residual, &a.ln1_mean[lr.clone()], &a.ln1_rstd[lr.clone()], w1, b1, bt, c));
         let dln = &mut g.dln[..bt * c];
         dln.fill(F::ZERO);
         let (dw, db) = split_pair(grads, r(Kind::QkvW), r(Kind::QkvB), has_bias);
-        timed!(profile, true, Op::Matmul, matmul_backward(dln, dw, db, &g.dqkv[..bt * 3 * c], &a.ln1[lc.clone()], &p[r(Kind::QkvW)], bt, c, 3 * c, par));
+        timed!(profile, true, Op::Matmul, matmul_backward(dln, dw, db, &g.dqkv[..bt * 3 * c], &a.ln[..bt * c], &p[r(Kind::QkvW)], bt, c, 3 * c, par));
         if let Some(gg) = groups {
             // the gate's linear map reads ln_1 too: its input gradient adds to c_attn's
             let (wk, bk) = gate_kinds(cx.cfg.attention);
             let (dw, db) = split_pair(grads, r(wk), r(bk), true);
-            timed!(profile, true, Op::Matmul, matmul_backward(dln, dw, db, &g.dgate[..bt * gg], &a.ln1[lc.clone()], &p[r(wk)], bt, c, gg, par));
+            timed!(profile, true, Op::Matmul, matmul_backward(dln, dw, db, &g.dgate[..bt * gg], &a.ln[..bt * c], &p[r(wk)], bt, c, gg, par));
         }
         let (dw, db) = split_pair(grads, r(Kind::Ln1W), r(Kind::Ln1B), has_bias);
-        timed!(profile, true, Op::LayerNorm, layernorm_backward(&mut g.dresidual[..bt * c], dw, db, &g.dln[..bt * c], residual, &p[r(Kind::Ln1W)], &a.ln1_mean[lr.clone()], &a.ln1_rstd[lr.clone()], bt, c, ln_scratch));
+        timed!(profile, true, Op::LayerNorm, layernorm_backward(&mut g.dresidual[..bt * c], dw, db, &g.dln[..bt * c], residual, w1, &a.ln1_mean[lr.clone()], &a.ln1_rstd[lr.clone()], bt, c, ln_scratch));
     }
     let dres = &mut g.dresidual[..bt * c];
     if let Some(d) = &dropout {

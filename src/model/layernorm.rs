@@ -57,6 +57,38 @@ multiversion! {
     }
 }
 
+/// out (N, C) = the forward's output again, from inp and the saved mean and rstd (bitwise the same: the
+/// same operations in the same order), so that backward need not keep LayerNorm outputs.
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_recompute<F: Real>(out: &mut [F], inp: &[F], mean: &[F], rstd: &[F], weight: &[F], bias: Option<&[F]>, n: usize, c: usize) {
+    out[..n * c]
+        .par_chunks_mut(c * ROW_CHUNK)
+        .zip(mean[..n].par_chunks(ROW_CHUNK))
+        .zip(rstd[..n].par_chunks(ROW_CHUNK))
+        .zip(inp[..n * c].par_chunks(c * ROW_CHUNK))
+        .for_each(|(((o, mu), rs), x)| recompute_rows(o, mu, rs, x, weight, bias, c));
+}
+
+multiversion! {
+    fn recompute_rows<F: Real>(o: &mut [F], mu: &[F], rs: &[F], x: &[F], weight: &[F], bias: Option<&[F]>, c: usize) {
+        for (r, (orow, xrow)) in o.chunks_exact_mut(c).zip(x.chunks_exact(c)).enumerate() {
+            let (m, s) = (mu[r], rs[r]);
+            match bias {
+                Some(b) => {
+                    for i in 0..c {
+                        orow[i] = (xrow[i] - m) * s * weight[i] + b[i];
+                    }
+                }
+                None => {
+                    for i in 0..c {
+                        orow[i] = (xrow[i] - m) * s * weight[i];
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Rows per block of partial parameter gradients. Fixed, so the summation order (and the result) does
 /// not depend on the thread count.
 const PARTIAL_ROWS: usize = 64;

@@ -1,7 +1,8 @@
 //! Linear layer: out = inp @ weight^T + bias, with weight stored (OC, C) as in PyTorch.
 //! Both directions are three GEMMs through the `gemm` crate; strides express the transposes.
 
-use super::real::{Real, SyncPtr, COL_CHUNK};
+use super::real::{Real, SyncPtr};
+use crate::multiversion;
 use rayon::prelude::*;
 
 /// dst (m, n) = [dst +] scale · lhs (m, k) @ rhs (k, n), every operand given as (pointer, row stride,
@@ -111,13 +112,19 @@ pub fn matmul_backward<F: Real>(
 }
 
 /// acc (W) += Σ_rows m (rows, W), in row order for every column: deterministic for any thread count.
+/// Tasks take 256 columns each and stream through the rows, adding whole row pieces (vectorised).
 pub fn column_sum_into<F: Real>(acc: &mut [F], m: &[F], w: usize) {
-    acc.par_chunks_mut(COL_CHUNK).enumerate().for_each(|(ci, a)| {
-        let (c0, len) = (ci * COL_CHUNK, a.len());
+    const COLS: usize = 256;
+    acc.par_chunks_mut(COLS).enumerate().for_each(|(ci, a)| column_sum_block(a, m, w, ci * COLS));
+}
+
+multiversion! {
+    fn column_sum_block<F: Real>(a: &mut [F], m: &[F], w: usize, c0: usize) {
+        let len = a.len();
         for row in m.chunks_exact(w) {
             for (x, &y) in a.iter_mut().zip(&row[c0..c0 + len]) {
                 *x += y;
             }
         }
-    });
+    }
 }
