@@ -118,10 +118,10 @@ multiversion! {
         let mut z = F::ZERO;
         if let Some(s) = null {
             m = m.max(s);
-            z = (s - m).exp();
+            z = (s - m).exp_fma();
         }
         for x in row.iter_mut() {
-            *x = (*x - m).exp();
+            *x = (*x - m).exp_fma();
         }
         z += simd::sum(row);
         let inv = F::ONE / z;
@@ -168,7 +168,7 @@ multiversion! {
     /// Scores (already scaled) → p = exp(s − lse), in place.
     fn probabilities<F: Real>(row: &mut [F], lse: F) {
         for x in row.iter_mut() {
-            *x = (*x - lse).exp();
+            *x = (*x - lse).exp_fma();
         }
     }
 }

@@ -639,8 +639,7 @@ fn backward_shard<F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, g: GradActs<&mut [F]>
 
     timed!(profile, true, Op::CrossEntropy, crossentropy_backward(g.dlogits, a.logits, targets, dloss, bt, v));
     let dln = &mut g.dln[..bt * c];
-    dln.fill(F::ZERO);
-    timed!(profile, true, Op::Matmul, matmul_backward(dln, &mut grads[lay.range(Kind::Wte)], None, g.dlogits, a.lnf, &p[lay.range(Kind::Wte)], bt, c, v, par));
+    timed!(profile, true, Op::Matmul, matmul_backward(dln, false, &mut grads[lay.range(Kind::Wte)], None, g.dlogits, a.lnf, &p[lay.range(Kind::Wte)], bt, c, v, par));
     let dres = &mut g.dresidual[..bt * c];
     dres.fill(F::ZERO);
     let last = &a.residual3[(nl - 1) * bt * c..nl * bt * c];
@@ -656,26 +655,23 @@ fn backward_shard<F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, g: GradActs<&mut [F]>
         let dproj = timed!(profile, true, Op::Dropout, undo_dropout(g.dproj, &g.dresidual[..bt * c], dropout.as_ref(), site(l, Site::MlpOut), first));
         timed!(profile, true, Op::Gelu, gelu_forward(&mut a.hidden[..bt * 4 * c], &a.fch[l4c.clone()]));
         let dfch = &mut g.dfch[..bt * 4 * c];
-        dfch.fill(F::ZERO);
         let (dw, db) = split_pair(grads, r(Kind::FcProjW), r(Kind::FcProjB), has_bias);
-        timed!(profile, true, Op::Matmul, matmul_backward(dfch, dw, db, dproj, &a.hidden[..bt * 4 * c], &p[r(Kind::FcProjW)], bt, 4 * c, c, par));
+        timed!(profile, true, Op::Matmul, matmul_backward(dfch, false, dw, db, dproj, &a.hidden[..bt * 4 * c], &p[r(Kind::FcProjW)], bt, 4 * c, c, par));
         timed!(profile, true, Op::Gelu, gelu_backward_inplace(&mut g.dfch[..bt * 4 * c], &a.fch[l4c.clone()]));
         let (w2, b2) = (&p[r(Kind::Ln2W)], has_bias.then(|| &p[r(Kind::Ln2B)]));
         timed!(profile, true, Op::LayerNorm, layernorm_recompute(a.ln, &a.residual2[lc.clone()], &a.ln2_mean[lr.clone()], &a.ln2_rstd[lr.clone()], w2, b2, bt, c));
         let dln = &mut g.dln[..bt * c];
-        dln.fill(F::ZERO);
         let (dw, db) = split_pair(grads, r(Kind::FcW), r(Kind::FcB), has_bias);
-        timed!(profile, true, Op::Matmul, matmul_backward(dln, dw, db, &g.dfch[..bt * 4 * c], &a.ln[..bt * c], &p[r(Kind::FcW)], bt, c, 4 * c, par));
+        timed!(profile, true, Op::Matmul, matmul_backward(dln, false, dw, db, &g.dfch[..bt * 4 * c], &a.ln[..bt * c], &p[r(Kind::FcW)], bt, c, 4 * c, par));
         let (dw, db) = split_pair(grads, r(Kind::Ln2W), r(Kind::Ln2B), has_bias);
         timed!(profile, true, Op::LayerNorm, layernorm_backward(&mut g.dresidual[..bt * c], dw, db, &g.dln[..bt * c], &a.residual2[lc.clone()], w2, &a.ln2_mean[lr.clone()], &a.ln2_rstd[lr.clone()], bt, c, ln_scratch));
 
         // attention branch: residual2 = residual + drop(c_proj(attn(ln_1(residual))))
         let dproj = timed!(profile, true, Op::Dropout, undo_dropout(g.dproj, &g.dresidual[..bt * c], dropout.as_ref(), site(l, Site::AttentionOut), first));
         let datty = &mut g.dln[..bt * c];
-        datty.fill(F::ZERO);
         let (dw, db) = split_pair(grads, r(Kind::AttProjW), r(Kind::AttProjB), has_bias);
         let proj_in = if groups.is_some() { &a.attg[lc.clone()] } else { &a.atty[lc.clone()] };
-        timed!(profile, true, Op::Matmul, matmul_backward(datty, dw, db, dproj, proj_in, &p[r(Kind::AttProjW)], bt, c, c, par));
+        timed!(profile, true, Op::Matmul, matmul_backward(datty, false, dw, db, dproj, proj_in, &p[r(Kind::AttProjW)], bt, c, c, par));
         // through the gate: ∂L/∂(core output) into dattc, ∂L/∂(gate logits) into dgate
         let dcore: &[F] = match groups {
             Some(gg) => {
@@ -712,14 +708,13 @@ fn backward_shard<F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, g: GradActs<&mut [F]>
         let (w1, b1) = (&p[r(Kind::Ln1W)], has_bias.then(|| &p[r(Kind::Ln1B)]));
         timed!(profile, true, Op::LayerNorm, layernorm_recompute(a.ln, residual, &a.ln1_mean[lr.clone()], &a.ln1_rstd[lr.clone()], w1, b1, bt, c));
         let dln = &mut g.dln[..bt * c];
-        dln.fill(F::ZERO);
         let (dw, db) = split_pair(grads, r(Kind::QkvW), r(Kind::QkvB), has_bias);
-        timed!(profile, true, Op::Matmul, matmul_backward(dln, dw, db, &g.dqkv[..bt * 3 * c], &a.ln[..bt * c], &p[r(Kind::QkvW)], bt, c, 3 * c, par));
+        timed!(profile, true, Op::Matmul, matmul_backward(dln, false, dw, db, &g.dqkv[..bt * 3 * c], &a.ln[..bt * c], &p[r(Kind::QkvW)], bt, c, 3 * c, par));
         if let Some(gg) = groups {
             // the gate's linear map reads ln_1 too: its input gradient adds to c_attn's
             let (wk, bk) = gate_kinds(cx.cfg.attention);
             let (dw, db) = split_pair(grads, r(wk), r(bk), true);
-            timed!(profile, true, Op::Matmul, matmul_backward(dln, dw, db, &g.dgate[..bt * gg], &a.ln[..bt * c], &p[r(wk)], bt, c, gg, par));
+            timed!(profile, true, Op::Matmul, matmul_backward(dln, true, dw, db, &g.dgate[..bt * gg], &a.ln[..bt * c], &p[r(wk)], bt, c, gg, par));
         }
         let (dw, db) = split_pair(grads, r(Kind::Ln1W), r(Kind::Ln1B), has_bias);
         timed!(profile, true, Op::LayerNorm, layernorm_backward(&mut g.dresidual[..bt * c], dw, db, &g.dln[..bt * c], residual, w1, &a.ln1_mean[lr.clone()], &a.ln1_rstd[lr.clone()], bt, c, ln_scratch));

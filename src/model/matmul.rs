@@ -77,12 +77,13 @@ pub fn matmul_forward<F: Real>(
     unsafe { gemm(n, oc, c, out.as_mut_ptr(), oc, bias.is_some(), (inp.as_ptr(), c, 1), (weight.as_ptr(), 1, c), F::ONE, parallel.then_some(0)) };
 }
 
-/// dinp (N, C) += dout (N, OC) @ weight (OC, C)
+/// dinp (N, C) += dout (N, OC) @ weight (OC, C)   (`=` without `add_to_dinp`: no zeroing pass first)
 /// dweight (OC, C) += dout^T (OC, N) @ inp (N, C)
 /// dbias (OC) += Σ_n dout (N, OC)
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_backward<F: Real>(
     dinp: &mut [F],
+    add_to_dinp: bool,
     dweight: &mut [F],
     dbias: Option<&mut [F]>,
     dout: &[F],
@@ -101,7 +102,7 @@ pub fn matmul_backward<F: Real>(
     let (dinp_ptr, dw_ptr) = (SyncPtr(dinp.as_mut_ptr()), SyncPtr(dweight.as_mut_ptr()));
     rayon::join(
         // SAFETY: shapes checked above; dinp and dweight are distinct buffers.
-        || unsafe { gemm(n, c, oc, dinp_ptr.get(), c, true, (dout.as_ptr(), oc, 1), (weight.as_ptr(), c, 1), F::ONE, half) },
+        || unsafe { gemm(n, c, oc, dinp_ptr.get(), c, add_to_dinp, (dout.as_ptr(), oc, 1), (weight.as_ptr(), c, 1), F::ONE, half) },
         || {
             unsafe { gemm(oc, c, n, dw_ptr.get(), c, true, (dout.as_ptr(), 1, oc), (inp.as_ptr(), c, 1), F::ONE, half) };
             if let Some(db) = dbias {

@@ -28,6 +28,9 @@ pub trait Real:
     fn from_f64(x: f64) -> Self;
     fn to_f64(self) -> f64;
     fn exp(self) -> Self;
+    /// exp with FMAs: for `multiversion!` kernels only, where an FMA is one instruction (elsewhere f32's
+    /// is a slow software call).
+    fn exp_fma(self) -> Self;
     fn sqrt(self) -> Self;
     fn erf(self) -> Self;
     /// (erf(x), exp(−x²)): erf's approximation computes exp(−x²) anyway, and GELU's backward needs it.
@@ -52,6 +55,10 @@ impl Real for f32 {
     #[inline(always)]
     fn exp(self) -> Self {
         exp_f32(self)
+    }
+    #[inline(always)]
+    fn exp_fma(self) -> Self {
+        exp_f32_with(self, f32::mul_add)
     }
     #[inline]
     fn sqrt(self) -> Self {
@@ -89,6 +96,10 @@ impl Real for f64 {
     }
     #[inline]
     fn exp(self) -> Self {
+        f64::exp(self)
+    }
+    #[inline]
+    fn exp_fma(self) -> Self {
         f64::exp(self)
     }
     #[inline]
@@ -198,9 +209,10 @@ mod tests {
         let mut worst_erf: f64 = 0.0;
         for i in -200_000..=200_000 {
             let x = i as f32 * 4.35e-4; // [-87, 87]
-            let e = exp_f32(x) as f64;
             let r = (x as f64).exp();
-            worst_exp = worst_exp.max(((e - r) / r).abs());
+            for e in [exp_f32(x), exp_f32_with(x, f32::mul_add)] {
+                worst_exp = worst_exp.max(((e as f64 - r) / r).abs());
+            }
             let x = i as f32 * 5e-5; // [-10, 10]
             worst_erf = worst_erf.max((erf_f32(x).0 as f64 - libm::erf(x as f64)).abs());
         }
