@@ -18,7 +18,7 @@ use super::dropout::{site, Dropout, Site};
 use super::encoder::{encoder_backward, encoder_forward};
 use super::gelu::{gelu_backward_inplace, gelu_forward};
 use super::layernorm::{layernorm_backward, layernorm_forward, layernorm_recompute};
-use super::matmul::{matmul_backward, matmul_forward};
+use super::matmul::{matmul_backward, matmul_backward_over_input, matmul_forward};
 use super::params::{Kind, ParamLayout};
 use super::profile::{Op, Profile};
 use super::shard::{for_each_shard, Shard};
@@ -102,7 +102,8 @@ crate::buffers! {
         losses: Token,        // (B, T)
         proj: Token,          // (B, T, C) output of a c_proj before its residual add (not needed in backward)
         ln: Token,            // (B, T, C) the LayerNorm output at hand: made in forward, remade in backward
-        hidden: Token,        // (B, T, 4C) gelu(fch) at hand: made in forward, remade in backward
+        hidden: Token,        // (B, T, 4C) gelu(fch): made in forward, remade in backward, where it then
+                              // becomes ∂L/∂ gelu output and (in place) ∂L/∂ c_fc output
     }
 }
 
@@ -116,7 +117,6 @@ crate::buffers! {
         dgate: Token,         // (B, T, G) ∂L/∂ gate logits (gated variants)
         dnull: Seq,           // (B, NH) ∂L/∂ sink logits per sequence (sink)
         dqkv: Token,          // (B, T, 3C)
-        dfch: Token,          // (B, T, 4C) ∂L/∂ gelu output, then (in place) ∂L/∂ c_fc output
         datt_row: Token,      // (B, NH, 2T) scratch of the reference attention backward
         dlogits: Token,       // (B, T, V)
     }
@@ -234,7 +234,6 @@ impl<F: Real> Gpt<F> {
             dgate: e(),
             dnull: e(),
             dqkv: e(),
-            dfch: e(),
             datt_row: e(),
             dlogits: e(),
         };
@@ -405,6 +404,9 @@ impl<F: Real> Gpt<F> {
         let bt = b * t;
         let shards = self.shards;
         self.ensure_grad_acts();
+        if self.dropout.is_some() && self.grad_acts.dproj.is_empty() {
+            self.grad_acts.dproj = vec![F::ZERO; self.max_batch * self.config.block_size * self.config.n_embd];
+        }
         for st in &mut self.shard_state[1..shards] {
             if st.grads.len() != self.grads.len() {
                 st.grads = vec![F::ZERO; self.grads.len()];
@@ -491,13 +493,12 @@ impl<F: Real> Gpt<F> {
         let z = |n: usize| vec![F::ZERO; n];
         self.grad_acts = GradActs {
             dresidual: z(bt * c),
-            dproj: z(bt * c),
+            dproj: Vec::new(), // made by the first backward with dropout (see `backward_body`)
             dln: z(bt * c),
             dattc: if g > 0 { z(bt * c) } else { Vec::new() },
             dgate: z(bt * g),
             dnull: z(b * nh),
             dqkv: z(bt * 3 * c),
-            dfch: z(bt * 4 * c),
             datt_row: z(backward_scratch(b, t, nh)),
             dlogits: z(bt * v),
         };
@@ -654,15 +655,15 @@ fn backward_shard<F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, g: GradActs<&mut [F]>
         // MLP branch: residual3 = residual2 + drop(c_proj(gelu(c_fc(ln_2(residual2)))))
         let dproj = timed!(profile, true, Op::Dropout, undo_dropout(g.dproj, &g.dresidual[..bt * c], dropout.as_ref(), site(l, Site::MlpOut), first));
         timed!(profile, true, Op::Gelu, gelu_forward(&mut a.hidden[..bt * 4 * c], &a.fch[l4c.clone()]));
-        let dfch = &mut g.dfch[..bt * 4 * c];
         let (dw, db) = split_pair(grads, r(Kind::FcProjW), r(Kind::FcProjB), has_bias);
-        timed!(profile, true, Op::Matmul, matmul_backward(dfch, false, dw, db, dproj, &a.hidden[..bt * 4 * c], &p[r(Kind::FcProjW)], bt, 4 * c, c, par));
-        timed!(profile, true, Op::Gelu, gelu_backward_inplace(&mut g.dfch[..bt * 4 * c], &a.fch[l4c.clone()]));
+        timed!(profile, true, Op::Matmul, matmul_backward_over_input(a.hidden, dw, db, dproj, &p[r(Kind::FcProjW)], bt, 4 * c, c, par));
+        let dfch = &mut a.hidden[..bt * 4 * c]; // ∂L/∂ gelu output, made ∂L/∂ c_fc output in place
+        timed!(profile, true, Op::Gelu, gelu_backward_inplace(dfch, &a.fch[l4c.clone()]));
         let (w2, b2) = (&p[r(Kind::Ln2W)], has_bias.then(|| &p[r(Kind::Ln2B)]));
         timed!(profile, true, Op::LayerNorm, layernorm_recompute(a.ln, &a.residual2[lc.clone()], &a.ln2_mean[lr.clone()], &a.ln2_rstd[lr.clone()], w2, b2, bt, c));
         let dln = &mut g.dln[..bt * c];
         let (dw, db) = split_pair(grads, r(Kind::FcW), r(Kind::FcB), has_bias);
-        timed!(profile, true, Op::Matmul, matmul_backward(dln, false, dw, db, &g.dfch[..bt * 4 * c], &a.ln[..bt * c], &p[r(Kind::FcW)], bt, c, 4 * c, par));
+        timed!(profile, true, Op::Matmul, matmul_backward(dln, false, dw, db, &a.hidden[..bt * 4 * c], &a.ln[..bt * c], &p[r(Kind::FcW)], bt, c, 4 * c, par));
         let (dw, db) = split_pair(grads, r(Kind::Ln2W), r(Kind::Ln2B), has_bias);
         timed!(profile, true, Op::LayerNorm, layernorm_backward(&mut g.dresidual[..bt * c], dw, db, &g.dln[..bt * c], &a.residual2[lc.clone()], w2, &a.ln2_mean[lr.clone()], &a.ln2_rstd[lr.clone()], bt, c, ln_scratch));
 

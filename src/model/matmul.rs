@@ -112,6 +112,32 @@ pub fn matmul_backward<F: Real>(
     );
 }
 
+/// `matmul_backward` for an input that is not needed afterwards: dweight and dbias first (they read
+/// the input), then dinp = dout @ weight written over the input's buffer, which saves a buffer of the
+/// input's size. The two GEMMs run one after the other, each on the whole pool when `parallel`.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_backward_over_input<F: Real>(
+    inp_then_dinp: &mut [F],
+    dweight: &mut [F],
+    dbias: Option<&mut [F]>,
+    dout: &[F],
+    weight: &[F],
+    n: usize,
+    c: usize,
+    oc: usize,
+    parallel: bool,
+) {
+    assert!(inp_then_dinp.len() >= n * c && dweight.len() >= oc * c && dout.len() >= n * oc && weight.len() >= oc * c);
+    let threads = parallel.then_some(0);
+    let buf = inp_then_dinp.as_mut_ptr();
+    // SAFETY: shapes checked above; the first GEMM only reads buf, the second only writes it.
+    unsafe { gemm(oc, c, n, dweight.as_mut_ptr(), c, true, (dout.as_ptr(), 1, oc), (buf as *const F, c, 1), F::ONE, threads) };
+    if let Some(db) = dbias {
+        column_sum_into(&mut db[..oc], &dout[..n * oc], oc);
+    }
+    unsafe { gemm(n, c, oc, buf, c, false, (dout.as_ptr(), oc, 1), (weight.as_ptr(), c, 1), F::ONE, threads) };
+}
+
 /// acc (W) += Σ_rows m (rows, W), in row order for every column: deterministic for any thread count.
 /// Tasks take 256 columns each and stream through the rows, adding whole row pieces (vectorised).
 pub fn column_sum_into<F: Real>(acc: &mut [F], m: &[F], w: usize) {
