@@ -137,31 +137,34 @@ multiversion! {
     }
 }
 
-/// One row of the backward, in place over g (dp̃ in, dS out), by the row rule of the head: p the
-/// recomputed softmax, pd the weights after clip and dropout, `factor(j)` the dropout factor of key j.
-/// Returns D_i = Σ_j p_ij ∂L/∂p_ij.
-#[inline]
-fn row_backward<F: Real>(clip: Option<(F, F)>, p: &[F], pd: &[F], g: &mut [F], factor: impl Fn(usize) -> F) -> F {
-    let d = match clip {
-        None => {
-            let d = simd::dot(pd, g);
-            for j in 0..g.len() {
-                g[j] = pd[j] * g[j] - p[j] * d;
+multiversion! {
+    /// One row of the backward, in place over g (dp̃ in, dS out), by the row rule of the head: p the
+    /// recomputed softmax, pd the weights after clip and dropout, `factor(j)` the dropout factor of key j.
+    /// Returns D_i = Σ_j p_ij ∂L/∂p_ij.
+    fn row_backward<F: Real>(clip: Option<(F, F)>, p: &[F], pd: &[F], g: &mut [F], factor: &dyn Fn(usize) -> F) -> F {
+        let n = g.len();
+        let (p, pd) = (&p[..n], &pd[..n]);
+        let d = match clip {
+            None => {
+                let d = simd::dot(pd, g);
+                for ((gj, &pdj), &pj) in g.iter_mut().zip(pd).zip(p) {
+                    *gj = pdj * *gj - pj * d;
+                }
+                return d;
             }
-            return d;
-        }
-        Some((a, gamma)) => {
-            for j in 0..g.len() {
-                let w = a * p[j] + gamma;
-                g[j] = if w > F::ZERO && w < F::ONE { a * factor(j) * g[j] * p[j] } else { F::ZERO };
+            Some((a, gamma)) => {
+                for (j, (gj, &pj)) in g.iter_mut().zip(p).enumerate() {
+                    let w = a * pj + gamma;
+                    *gj = if w > F::ZERO && w < F::ONE { a * factor(j) * *gj * pj } else { F::ZERO };
+                }
+                simd::sum(g)
             }
-            simd::sum(g)
+        };
+        for (gj, &pj) in g.iter_mut().zip(p) {
+            *gj -= pj * d;
         }
-    };
-    for j in 0..g.len() {
-        g[j] -= p[j] * d;
+        d
     }
-    d
 }
 
 multiversion! {
@@ -249,7 +252,7 @@ pub fn attention_backward<F: Real>(
             for r in 0..i1 - i0 {
                 let i = i0 + r;
                 let (pr, pdr, g) = (&p[r * i1..r * i1 + i + 1], &pd[r * i1..r * i1 + i + 1], &mut dpt[r * i1..(r + 1) * i1]);
-                let d = row_backward(rule.clip, pr, pdr, &mut g[..=i], |j| factor(i, j));
+                let d = row_backward(rule.clip, pr, pdr, &mut g[..=i], &|j| factor(i, j));
                 g[i + 1..].fill(F::ZERO);
                 if let Some(s) = rule.null {
                     dnull_bh -= (s - lse_bh[i]).exp() * d;

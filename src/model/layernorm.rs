@@ -39,15 +39,16 @@ multiversion! {
             }
             let var = dot(orow, orow) * inv_c;
             let s = F::ONE / (var + eps).sqrt();
+            // (zipped slices rather than indices, so that no bounds check stops the loops vectorising)
             match bias {
                 Some(b) => {
-                    for i in 0..c {
-                        orow[i] = orow[i] * s * weight[i] + b[i];
+                    for ((o, &w), &bi) in orow.iter_mut().zip(&weight[..c]).zip(&b[..c]) {
+                        *o = *o * s * w + bi;
                     }
                 }
                 None => {
-                    for i in 0..c {
-                        orow[i] = orow[i] * s * weight[i];
+                    for (o, &w) in orow.iter_mut().zip(&weight[..c]) {
+                        *o = *o * s * w;
                     }
                 }
             }
@@ -75,13 +76,13 @@ multiversion! {
             let (m, s) = (mu[r], rs[r]);
             match bias {
                 Some(b) => {
-                    for i in 0..c {
-                        orow[i] = (xrow[i] - m) * s * weight[i] + b[i];
+                    for (((o, &x), &w), &bi) in orow.iter_mut().zip(xrow).zip(&weight[..c]).zip(&b[..c]) {
+                        *o = (x - m) * s * w + bi;
                     }
                 }
                 None => {
-                    for i in 0..c {
-                        orow[i] = (xrow[i] - m) * s * weight[i];
+                    for ((o, &x), &w) in orow.iter_mut().zip(xrow).zip(&weight[..c]) {
+                        *o = (x - m) * s * w;
                     }
                 }
             }
@@ -142,37 +143,40 @@ pub fn layernorm_backward<F: Real>(
 multiversion! {
     fn backward_rows<F: Real>(di: &mut [F], part: &mut [F], row0: usize, dout: &[F], inp: &[F], weight: &[F], mean: &[F], rstd: &[F], c: usize) {
         let inv_c = F::ONE / F::from_f64(c as f64);
+        const L: usize = super::simd::LANES;
+        let weight = &weight[..c];
         let (pw, pb) = part.split_at_mut(c);
+        let pb = &mut pb[..c];
         pw.fill(F::ZERO);
         pb.fill(F::ZERO);
         for (r, dirow) in di.chunks_exact_mut(c).enumerate() {
             let row = row0 + r;
             let (x, g) = (&inp[row * c..(row + 1) * c], &dout[row * c..(row + 1) * c]);
             let (m, s) = (mean[row], rstd[row]);
-            // mean(g·w) and mean(g·w·n̂) = Σ g·w·(x − μ) · rstd / C, with LANES partial sums
+            // mean(g·w) and mean(g·w·n̂) = Σ g·w·(x − μ) · rstd / C, with L partial sums
             let gw_sum = dot(g, weight);
-            let mut gwx = [F::ZERO; super::simd::LANES];
-            let chunks = c / super::simd::LANES * super::simd::LANES;
-            for i0 in (0..chunks).step_by(super::simd::LANES) {
-                for k in 0..super::simd::LANES {
-                    let i = i0 + k;
-                    gwx[k] += g[i] * weight[i] * (x[i] - m);
+            let mut gwx = [F::ZERO; L];
+            let (gc, wc, xc) = (g.chunks_exact(L), weight.chunks_exact(L), x.chunks_exact(L));
+            let (gr, wr, xr) = (gc.remainder(), wc.remainder(), xc.remainder());
+            for ((gk, wk), xk) in gc.zip(wc).zip(xc) {
+                for k in 0..L {
+                    gwx[k] += gk[k] * wk[k] * (xk[k] - m);
                 }
             }
             let mut gwx_sum = F::ZERO;
-            for i in chunks..c {
-                gwx_sum += g[i] * weight[i] * (x[i] - m);
+            for ((&gi, &wi), &xi) in gr.iter().zip(wr).zip(xr) {
+                gwx_sum += gi * wi * (xi - m);
             }
             for v in gwx {
                 gwx_sum += v;
             }
             let g_mean = gw_sum * inv_c;
             let gn_mean = gwx_sum * s * inv_c;
-            for i in 0..c {
-                let norm = (x[i] - m) * s;
-                dirow[i] += s * (g[i] * weight[i] - g_mean - norm * gn_mean);
-                pw[i] += norm * g[i];
-                pb[i] += g[i];
+            for (((((d, &xi), &gi), &wi), pwi), pbi) in dirow.iter_mut().zip(x).zip(g).zip(weight).zip(pw.iter_mut()).zip(pb.iter_mut()) {
+                let norm = (xi - m) * s;
+                *d += s * (gi * wi - g_mean - norm * gn_mean);
+                *pwi += norm * gi;
+                *pbi += gi;
             }
         }
     }
