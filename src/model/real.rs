@@ -171,11 +171,23 @@ pub fn erf_f32(x: f32) -> (f32, f32) {
     const P: f32 = 0.327_591_1;
     const A: [f32; 5] = [0.254_829_6, -0.284_496_74, 1.421_413_7, -1.453_152_1, 1.061_405_4];
     let ax = x.abs();
-    let t = 1.0 / P.mul_add(ax, 1.0);
+    let t = recip_f32(P.mul_add(ax.min(16.0), 1.0)); // erf = ±1 in f32 far before |x| = 16
     let poly = A[4].mul_add(t, A[3]).mul_add(t, A[2]).mul_add(t, A[1]).mul_add(t, A[0]) * t;
     let gauss = exp_f32_with(-ax * ax, f32::mul_add);
     let r = (-poly).mul_add(gauss, 1.0);
     (r.copysign(x), gauss)
+}
+
+/// 1/y for y in [1, 2^64] without a division (a vector division costs 10–16 cycles): a first guess from
+/// the exponent bits (within 12%), then three Newton steps r ← r + r·(1 − y·r), each squaring the error
+/// (the residual 1 − y·r taken exactly by an FMA), to within 1 ulp.
+#[inline(always)]
+fn recip_f32(y: f32) -> f32 {
+    let mut r = f32::from_bits(0x7EF3_11C7u32.wrapping_sub(y.to_bits()));
+    for _ in 0..3 {
+        r = r.mul_add((-y).mul_add(r, 1.0), r);
+    }
+    r
 }
 
 /// A raw pointer that may cross threads. Used where parallel tasks write disjoint, non-contiguous parts
@@ -222,6 +234,14 @@ mod tests {
         assert_eq!(exp_f32(-1000.0), 0.0);
         assert_eq!(exp_f32(f32::INFINITY), f32::INFINITY);
         assert_eq!(exp_f32(0.0), 1.0);
+        assert_eq!(recip_f32(1.0), 1.0);
+        for i in 0..=100_000 {
+            let y = 1.0 + i as f32 * 1.6e-4 * (1.0 + i as f32 * 1e-3); // [1, ~1.6e3]
+            let rel = ((recip_f32(y) as f64) * (y as f64) - 1.0).abs();
+            assert!(rel < 1.2e-7, "1/{y}: relative error {rel:e}");
+        }
+        assert_eq!(erf_f32(f32::INFINITY).0, 1.0);
+        assert_eq!(erf_f32(-1e30).0, -1.0);
         assert!(erf_f32(0.0).0.abs() < 2e-7); // A&S 7.1.26 gives 1 − Σa_k ≈ 1e-9 at 0, plus rounding
     }
 }
