@@ -125,7 +125,8 @@ crate::buffers! {
 /// What each shard has of its own.
 #[derive(Default)]
 struct ShardState<F> {
-    /// ∂loss/∂params of this shard's sequences; shard 0 holds the model's `grads` during a backward.
+    /// ∂loss/∂params of this shard's sequences; zero between backwards. Shard 0 holds the model's `grads`
+    /// during a backward instead.
     grads: Vec<F>,
     /// LayerNorm's per-block partial parameter gradients.
     ln_scratch: Vec<F>,
@@ -433,14 +434,14 @@ impl<F: Real> Gpt<F> {
         };
         for_each_shard((parts, &mut self.shard_state[..shards]), b, 0..shards, shards, &f);
         std::mem::swap(&mut self.grads, &mut self.shard_state[0].grads);
-        if shards > 1 {
+        // Add the other shards' gradients in shard order, leaving theirs zero for the next backward
+        // (they start zero, and only `backward_shard` adds to them).
+        for st in &mut self.shard_state[1..shards] {
             use rayon::prelude::*;
-            let others = &self.shard_state[1..shards];
-            self.grads.par_chunks_mut(8192).enumerate().for_each(|(i, g)| {
-                for st in others {
-                    for (x, &y) in g.iter_mut().zip(&st.grads[i * 8192..]) {
-                        *x += y;
-                    }
+            self.grads.par_chunks_mut(8192).zip(st.grads.par_chunks_mut(8192)).for_each(|(g, o)| {
+                for (x, y) in g.iter_mut().zip(o.iter_mut()) {
+                    *x += *y;
+                    *y = F::ZERO;
                 }
             });
         }
@@ -634,10 +635,6 @@ fn backward_shard<F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, g: GradActs<&mut [F]>
     let groups = cx.cfg.attention.gate_groups(nh, c);
     let dropout = cx.dropout;
     let ShardState { grads, ln_scratch, attn_scratch, profile } = st;
-    if sh.index > 0 {
-        grads.fill(F::ZERO);
-    }
-
     timed!(profile, true, Op::CrossEntropy, crossentropy_backward(g.dlogits, a.logits, targets, dloss, bt, v));
     let dln = &mut g.dln[..bt * c];
     timed!(profile, true, Op::Matmul, matmul_backward(dln, false, &mut grads[lay.range(Kind::Wte)], None, g.dlogits, a.lnf, &p[lay.range(Kind::Wte)], bt, c, v, par));

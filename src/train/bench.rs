@@ -6,6 +6,7 @@ use super::adamw::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::config::Config;
 use crate::model::flops::{flops_per_token, gemm_peak_gflops};
 use crate::model::profile::Op;
+use crate::model::gpt::on_pool;
 use crate::model::Gpt;
 use crate::rng::Rng;
 use crate::Result;
@@ -67,15 +68,18 @@ pub fn run(cfg: &Config, preset: &str, vocab_size: usize, iters: usize, warmup: 
         for v in x.iter_mut().chain(y.iter_mut()) {
             *v = rng.below(vocab_size as u64) as u32;
         }
-        let t0 = Instant::now();
-        model.zero_grad();
-        loss = model.forward(&x, Some(&y), b, t, None)?.expect("targets given");
-        let t1 = Instant::now();
-        model.backward(1.0)?;
-        let t2 = Instant::now();
-        clip_grad_norm(&mut model.grads, cfg.grad_clip);
-        opt.update(&mut model, cfg.learning_rate, &hp);
-        let t3 = Instant::now();
+        // the whole step on one pool worker, as the trainer runs it
+        let (t0, t1, t2, t3) = on_pool(|| -> Result<_> {
+            let t0 = Instant::now();
+            model.zero_grad();
+            loss = model.forward(&x, Some(&y), b, t, None)?.expect("targets given");
+            let t1 = Instant::now();
+            model.backward(1.0)?;
+            let t2 = Instant::now();
+            clip_grad_norm(&mut model.grads, cfg.grad_clip);
+            opt.update(&mut model, cfg.learning_rate, &hp);
+            Ok((t0, t1, t2, Instant::now()))
+        })?;
         if i >= warmup {
             times.push((t3 - t0).as_secs_f64());
             fwd += (t1 - t0).as_secs_f64();

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::data::{Dataset, Split};
 use crate::model::dropout::Dropout;
 use crate::model::flops::flops_per_token;
+use crate::model::gpt::on_pool;
 use crate::model::Gpt;
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -166,18 +167,22 @@ impl Trainer {
             }
 
             // accumulate gradients over micro-batches (mean loss: each is scaled by 1/accum)
+            // (the whole step on one pool worker, so that its kernels never wait for the pool to wake)
             let t0 = Instant::now();
-            self.model.zero_grad();
-            let mut loss = 0.0;
-            for micro in 0..accum {
-                self.data.get_batch(Split::Train, b, t, &mut self.state.data_rng, &mut self.x, &mut self.y);
-                let dropout = Dropout::new(cfg.dropout, dropout_seed, iter as u64, micro as u64);
-                loss = self.model.forward(&self.x, Some(&self.y), b, t, dropout)?.expect("targets given");
-                self.model.backward(1.0 / accum as f64)?;
-            }
-            // clip → step
-            clip_grad_norm(&mut self.model.grads, cfg.grad_clip);
-            self.opt.update(&mut self.model, lr, &hp);
+            let loss = on_pool(|| -> Result<f64> {
+                self.model.zero_grad();
+                let mut loss = 0.0;
+                for micro in 0..accum {
+                    self.data.get_batch(Split::Train, b, t, &mut self.state.data_rng, &mut self.x, &mut self.y);
+                    let dropout = Dropout::new(cfg.dropout, dropout_seed, iter as u64, micro as u64);
+                    loss = self.model.forward(&self.x, Some(&self.y), b, t, dropout)?.expect("targets given");
+                    self.model.backward(1.0 / accum as f64)?;
+                }
+                // clip → step
+                clip_grad_norm(&mut self.model.grads, cfg.grad_clip);
+                self.opt.update(&mut self.model, lr, &hp);
+                Ok(loss)
+            })?;
             self.state.adam_step = self.opt.step;
             self.state.iter_num += 1;
 
