@@ -1,6 +1,7 @@
-//! Causal self-attention, the fast kernel: per (sequence, head), the score matrix lives only in a
-//! per-thread scratch, products go through the GEMM crate, and backward recomputes the probabilities
-//! from the saved row log-normalisers instead of storing (B, NH, T, T) of them:
+//! Causal self-attention, the fast kernel: per (sequence, head) and block of 64 queries, the block's
+//! scores live only in a per-thread scratch, products go through the GEMM crate (keys past the block's
+//! last query are never touched), and backward recomputes the probabilities from the saved row
+//! log-normalisers instead of storing (B, NH, T, T) of them:
 //!
 //!   forward:   S = Q Kᵀ/√hs;  p_ij = exp(s_ij − lse_i) for j ≤ i;  Y = P̃ V       (P̃: P after dropout)
 //!   backward:  dP̃ = dY Vᵀ;  dV += P̃ᵀ dY;  dS_ij = p_ij (dp_ij − D_i), D_i = Σ_j p_ij dp_ij;
