@@ -112,45 +112,13 @@ multiversion! {
     /// Scores (already scaled) → attention weights in place over the visible keys, by the row rule
     /// (null logit, clip) of the head; returns the log-normaliser lse = m + ln z of the softmax part.
     fn normalize_row<F: Real>(null: Option<F>, clip: Option<(F, F)>, row: &mut [F]) -> F {
-        const L: usize = simd::LANES;
-        // the maximum with L partial maxima (exact in any order; a float max chain would not vectorise)
-        let mut ms = [F::NEG_INFINITY; L];
-        let chunks = row.chunks_exact(L);
-        let mut m = F::NEG_INFINITY;
-        for &x in chunks.remainder() {
-            m = m.max(x);
-        }
-        for xs in chunks {
-            for k in 0..L {
-                ms[k] = ms[k].max(xs[k]);
-            }
-        }
-        for v in ms {
-            m = m.max(v);
-        }
+        let mut m = simd::max(row);
         let mut z = F::ZERO;
         if let Some(s) = null {
             m = m.max(s);
             z = (s - m).exp_fma();
         }
-        // exp and its sum in one pass, summed as `simd::sum` does (L partial sums, the remainder first)
-        let mut acc = [F::ZERO; L];
-        let mut chunks = row.chunks_exact_mut(L);
-        for xs in &mut chunks {
-            for k in 0..L {
-                xs[k] = (xs[k] - m).exp_fma();
-                acc[k] += xs[k];
-            }
-        }
-        let mut sum = F::ZERO;
-        for x in chunks.into_remainder() {
-            *x = (*x - m).exp_fma();
-            sum += *x;
-        }
-        for v in acc {
-            sum += v;
-        }
-        z += sum;
+        z += simd::map_sum(row, |x| (x - m).exp_fma());
         let inv = F::ONE / z;
         for x in row.iter_mut() {
             *x *= inv;

@@ -53,6 +53,50 @@ pub fn sum<F: super::Real>(a: &[F]) -> F {
     s
 }
 
+/// max_i a_i (−∞ for an empty slice) with `LANES` partial maxima: exact in any order, and unlike one chain
+/// of `max` it vectorises.
+#[inline(always)]
+pub fn max<F: super::Real>(a: &[F]) -> F {
+    let mut acc = [F::NEG_INFINITY; LANES];
+    let c = a.chunks_exact(LANES);
+    let mut m = F::NEG_INFINITY;
+    for &x in c.remainder() {
+        m = m.max(x);
+    }
+    for x in c {
+        for k in 0..LANES {
+            acc[k] = acc[k].max(x[k]);
+        }
+    }
+    for v in acc {
+        m = m.max(v);
+    }
+    m
+}
+
+/// a_i ← f(a_i) in place, returning Σ f(a_i) summed exactly as `sum` would sum the new values, in the
+/// same pass.
+#[inline(always)]
+pub fn map_sum<F: super::Real>(a: &mut [F], f: impl Fn(F) -> F) -> F {
+    let mut acc = [F::ZERO; LANES];
+    let mut c = a.chunks_exact_mut(LANES);
+    for x in &mut c {
+        for k in 0..LANES {
+            x[k] = f(x[k]);
+            acc[k] += x[k];
+        }
+    }
+    let mut s = F::ZERO;
+    for x in c.into_remainder() {
+        *x = f(*x);
+        s += *x;
+    }
+    for v in acc {
+        s += v;
+    }
+    s
+}
+
 /// `multiversion! { pub fn name<F: Real>(args) { body } }` defines `name`, dispatching at run time to
 /// copies of `body` compiled with AVX-512 or AVX2+FMA enabled when the CPU has them.
 #[macro_export]
