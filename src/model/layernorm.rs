@@ -39,19 +39,7 @@ multiversion! {
             }
             let var = dot(orow, orow) * inv_c;
             let s = F::ONE / (var + eps).sqrt();
-            // (zipped slices rather than indices, so that no bounds check stops the loops vectorising)
-            match bias {
-                Some(b) => {
-                    for ((o, &w), &bi) in orow.iter_mut().zip(&weight[..c]).zip(&b[..c]) {
-                        *o = *o * s * w + bi;
-                    }
-                }
-                None => {
-                    for (o, &w) in orow.iter_mut().zip(&weight[..c]) {
-                        *o = *o * s * w;
-                    }
-                }
-            }
+            normalize(orow, xrow, m, s, weight, bias);
             mu[r] = m;
             rs[r] = s;
         }
@@ -73,18 +61,25 @@ pub fn layernorm_recompute<F: Real>(out: &mut [F], inp: &[F], mean: &[F], rstd: 
 multiversion! {
     fn recompute_rows<F: Real>(o: &mut [F], mu: &[F], rs: &[F], x: &[F], weight: &[F], bias: Option<&[F]>, c: usize) {
         for (r, (orow, xrow)) in o.chunks_exact_mut(c).zip(x.chunks_exact(c)).enumerate() {
-            let (m, s) = (mu[r], rs[r]);
-            match bias {
-                Some(b) => {
-                    for (((o, &x), &w), &bi) in orow.iter_mut().zip(xrow).zip(&weight[..c]).zip(&b[..c]) {
-                        *o = (x - m) * s * w + bi;
-                    }
-                }
-                None => {
-                    for ((o, &x), &w) in orow.iter_mut().zip(xrow).zip(&weight[..c]) {
-                        *o = (x - m) * s * w;
-                    }
-                }
+            normalize(orow, xrow, mu[r], rs[r], weight, bias);
+        }
+    }
+}
+
+/// One output row: y = (x − μ)·rstd·w (+ b), the same operations for the forward and its recompute.
+/// (Zipped slices rather than indices, so that no bounds check stops the loop vectorising.)
+#[inline(always)]
+fn normalize<F: Real>(out: &mut [F], x: &[F], m: F, s: F, weight: &[F], bias: Option<&[F]>) {
+    let c = out.len();
+    match bias {
+        Some(b) => {
+            for (((o, &x), &w), &bi) in out.iter_mut().zip(&x[..c]).zip(&weight[..c]).zip(&b[..c]) {
+                *o = (x - m) * s * w + bi;
+            }
+        }
+        None => {
+            for ((o, &x), &w) in out.iter_mut().zip(&x[..c]).zip(&weight[..c]) {
+                *o = (x - m) * s * w;
             }
         }
     }
