@@ -103,13 +103,21 @@ pub fn matmul_backward<F: Real>(
     rayon::join(
         // SAFETY: shapes checked above; dinp and dweight are distinct buffers.
         || unsafe { gemm(n, c, oc, dinp_ptr.get(), c, add_to_dinp, (dout.as_ptr(), oc, 1), (weight.as_ptr(), c, 1), F::ONE, half) },
-        || {
-            unsafe { gemm(oc, c, n, dw_ptr.get(), c, true, (dout.as_ptr(), 1, oc), (inp.as_ptr(), c, 1), F::ONE, half) };
-            if let Some(db) = dbias {
-                column_sum_into(&mut db[..oc], &dout[..n * oc], oc);
-            }
-        },
+        // SAFETY: as above; inp is a live slice of N×C.
+        || unsafe { weight_grads(dw_ptr.get(), dbias, dout, inp.as_ptr(), n, c, oc, half) },
     );
+}
+
+/// dweight (OC, C) += dout^T (OC, N) @ inp (N, C);  dbias (OC) += Σ_n dout (N, OC).
+///
+/// # Safety
+/// dweight must hold OC×C and inp N×C valid floats, and dweight must not alias dout or inp.
+#[allow(clippy::too_many_arguments)]
+unsafe fn weight_grads<F: Real>(dweight: *mut F, dbias: Option<&mut [F]>, dout: &[F], inp: *const F, n: usize, c: usize, oc: usize, threads: Option<usize>) {
+    gemm(oc, c, n, dweight, c, true, (dout.as_ptr(), 1, oc), (inp, c, 1), F::ONE, threads);
+    if let Some(db) = dbias {
+        column_sum_into(&mut db[..oc], &dout[..n * oc], oc);
+    }
 }
 
 /// `matmul_backward` for an input that is not needed afterwards: dweight and dbias first (they read
@@ -130,11 +138,8 @@ pub fn matmul_backward_over_input<F: Real>(
     assert!(inp_then_dinp.len() >= n * c && dweight.len() >= oc * c && dout.len() >= n * oc && weight.len() >= oc * c);
     let threads = parallel.then_some(0);
     let buf = inp_then_dinp.as_mut_ptr();
-    // SAFETY: shapes checked above; the first GEMM only reads buf, the second only writes it.
-    unsafe { gemm(oc, c, n, dweight.as_mut_ptr(), c, true, (dout.as_ptr(), 1, oc), (buf as *const F, c, 1), F::ONE, threads) };
-    if let Some(db) = dbias {
-        column_sum_into(&mut db[..oc], &dout[..n * oc], oc);
-    }
+    // SAFETY: shapes checked above; the weight gradient only reads buf, the GEMM after it only writes it.
+    unsafe { weight_grads(dweight.as_mut_ptr(), dbias, dout, buf, n, c, oc, threads) };
     unsafe { gemm(n, c, oc, buf, c, false, (dout.as_ptr(), oc, 1), (weight.as_ptr(), c, 1), F::ONE, threads) };
 }
 
