@@ -212,6 +212,46 @@ fn reference_and_fused_kernels_agree() {
     run::<f32>(5e-6);
 }
 
+/// The fused kernel is causal on its own (a wrong mask under softmax1 gives zeros, not NaN, so agreement
+/// with the reference is not enough): rows run over whole vectors of keys, the keys past the diagonal
+/// masked, so at T = 40 (rows padded to 16 and 32 keys, and a last partial block of the 64-query blocks)
+/// changing q, k, v at positions > i must leave the output at ≤ i bitwise unchanged, and an upstream
+/// gradient at ≤ i must reach no qkv at > i.
+#[test]
+fn fused_kernel_is_causal() {
+    let (b, t, c, nh) = (2, 40, 32, 4);
+    let mut rng = Rng::new(9, 70);
+    let qkv: Vec<f32> = (0..b * t * 3 * c).map(|_| rng.normal() as f32 * 2.0).collect();
+    let sinks = [0.5f32, -1.0, 2.0, 0.0];
+    for kind in AttentionKind::ALL {
+        for dropout in [false, true] {
+            let v = Variant::new(kind).with_sink(&sinks).with_clip(1.1, -0.05);
+            let (out, lse) = forward(Kernel::Fused, &qkv, &v, dropout, b, t, c, nh);
+            for i in [0, 5, 15, 16, 17, 31, 38] {
+                let mut q2 = qkv.clone();
+                for bi in 0..b {
+                    q2[(bi * t + i + 1) * 3 * c..(bi + 1) * t * 3 * c].iter_mut().for_each(|x| *x = rng.normal() as f32 * 3.0);
+                }
+                let (out2, _) = forward(Kernel::Fused, &q2, &v, dropout, b, t, c, nh);
+                for bi in 0..b {
+                    let (past, future) = ((bi * t) * c..(bi * t + i + 1) * c, (bi * t + i + 1) * c..(bi + 1) * t * c);
+                    assert!(out[past.clone()].iter().zip(&out2[past]).all(|(x, y)| x.to_bits() == y.to_bits()), "{kind} dropout={dropout}: output at ≤ {i} depends on the future");
+                    assert!(out[future.clone()] != out2[future], "{kind}: the perturbation did nothing");
+                }
+                let mut dout: Vec<f32> = (0..b * t * c).map(|_| rng.normal() as f32).collect();
+                for bi in 0..b {
+                    dout[(bi * t + i + 1) * c..(bi + 1) * t * c].fill(0.0);
+                }
+                let (d, _) = backward(Kernel::Fused, &dout, &qkv, &lse, &v, dropout, b, t, c, nh);
+                for bi in 0..b {
+                    let future = &d[(bi * t + i + 1) * 3 * c..(bi + 1) * t * 3 * c];
+                    assert!(future.iter().all(|&x| x == 0.0), "{kind} dropout={dropout}: gradient from ≤ {i} reached the future");
+                }
+            }
+        }
+    }
+}
+
 /// Sink with every σ_h = 0 is softmax1: the same bits forward and backward, in both kernels and both
 /// precisions, and for the whole model.
 #[test]

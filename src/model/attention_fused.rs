@@ -59,6 +59,13 @@ fn blocks(t: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..t).step_by(BQ).map(move |i0| (i0, (i0 + BQ).min(t)))
 }
 
+/// The row operations run over the visible keys 0..=i rounded up to whole vectors (`simd::LANES`), at
+/// most the block's width: the keys past the diagonal in that span are given score −∞ (weight 0), so the
+/// loops have no scalar tail, which on rows of a few dozen keys costs more than the vector part.
+fn padded(visible: usize, width: usize) -> usize {
+    visible.next_multiple_of(simd::LANES).min(width)
+}
+
 /// out (B, T, C) and lse (B, NH, T) from qkv (B, T, 3C).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward<F: Real>(
@@ -95,7 +102,9 @@ pub fn attention_forward<F: Real>(
             unsafe { gemm(i1 - i0, i1, hs, s.as_mut_ptr(), i1, false, (q.add(i0 * 3 * c), 3 * c, 1), (k, 1, 3 * c), scale, None) };
             for (r, row) in s.chunks_exact_mut(i1).enumerate() {
                 let i = i0 + r;
-                lse_bh[i] = normalize_row(rule.null, rule.clip, &mut row[..=i]);
+                let n = padded(i + 1, i1);
+                row[i + 1..n].fill(F::NEG_INFINITY);
+                lse_bh[i] = normalize_row(rule.null, rule.clip, &mut row[..n]);
                 if let Some((d, key, off)) = key {
                     for (j, p) in row[..=i].iter_mut().enumerate() {
                         *p *= d.factor::<F>(key, (((bh + off) * t + i) * t + j) as u64);
@@ -226,8 +235,10 @@ pub fn attention_backward<F: Real>(
             }
             for (r, row) in p.chunks_exact_mut(i1).enumerate() {
                 let i = i0 + r;
-                probabilities(&mut row[..=i], lse_bh[i]);
-                row[i + 1..].fill(F::ZERO);
+                let n = padded(i + 1, i1);
+                row[i + 1..n].fill(F::NEG_INFINITY);
+                probabilities(&mut row[..n], lse_bh[i]);
+                row[n..].fill(F::ZERO);
             }
             // The weights of V: P̃ = clip(P) ⊙ dropout (= P without either), for dV; then dS into dpt.
             let pd: &[F] = if key.is_none() && rule.clip.is_none() {
@@ -246,8 +257,9 @@ pub fn attention_backward<F: Real>(
             unsafe { gemm(i1, hs, i1 - i0, dv, 3 * c, true, (pd.as_ptr(), 1, i1), (dyb, c, 1), F::ONE, None) };
             for r in 0..i1 - i0 {
                 let i = i0 + r;
-                let (pr, pdr, g) = (&p[r * i1..r * i1 + i + 1], &pd[r * i1..r * i1 + i + 1], &mut dpt[r * i1..(r + 1) * i1]);
-                let d = row_backward(rule.clip, pr, pdr, &mut g[..=i], &|j| factor(i, j));
+                let n = padded(i + 1, i1); // p and pd are 0 past the diagonal, so dS is too
+                let (pr, pdr, g) = (&p[r * i1..r * i1 + n], &pd[r * i1..r * i1 + n], &mut dpt[r * i1..(r + 1) * i1]);
+                let d = row_backward(rule.clip, pr, pdr, &mut g[..n], &|j| factor(i, j));
                 g[i + 1..].fill(F::ZERO);
                 if let Some(s) = rule.null {
                     dnull_bh -= (s - lse_bh[i]).exp() * d;

@@ -10,6 +10,19 @@
 /// instruction set.
 pub const LANES: usize = 16;
 
+/// The `LANES` partials combined pairwise (lane k with lane k + 8, then + 4, + 2, + 1): a fixed order, so
+/// the result does not depend on the instruction set, in a few vector steps where a chain of 16 dependent
+/// scalar operations would cost more than the vector loop itself on rows of a few dozen elements (the
+/// attention rows). Measured slower where LLVM then narrows the main loop's vectors (LayerNorm's rows),
+/// so `sum` and `dot` keep the chain.
+#[inline(always)]
+fn combine<F: Copy>(acc: [F; LANES], op: impl Fn(F, F) -> F) -> F {
+    let a: [F; 8] = std::array::from_fn(|k| op(acc[k], acc[k + 8]));
+    let a: [F; 4] = std::array::from_fn(|k| op(a[k], a[k + 4]));
+    let a: [F; 2] = std::array::from_fn(|k| op(a[k], a[k + 2]));
+    op(a[0], a[1])
+}
+
 /// Σ a_i·b_i with `LANES` partial sums, combined in a fixed order.
 #[inline(always)]
 pub fn dot<F: super::Real>(a: &[F], b: &[F]) -> F {
@@ -59,23 +72,21 @@ pub fn sum<F: super::Real>(a: &[F]) -> F {
 pub fn max<F: super::Real>(a: &[F]) -> F {
     let mut acc = [F::NEG_INFINITY; LANES];
     let c = a.chunks_exact(LANES);
-    let mut m = F::NEG_INFINITY;
-    for &x in c.remainder() {
-        m = m.max(x);
-    }
+    let r = c.remainder();
     for x in c {
         for k in 0..LANES {
             acc[k] = acc[k].max(x[k]);
         }
     }
-    for v in acc {
-        m = m.max(v);
+    let mut m = combine(acc, |x, y| x.max(y));
+    for &x in r {
+        m = m.max(x);
     }
     m
 }
 
-/// a_i ← f(a_i) in place, returning Σ f(a_i) summed exactly as `sum` would sum the new values, in the
-/// same pass.
+/// a_i ← f(a_i) in place, returning Σ f(a_i) (partials combined pairwise, unlike `sum`), in the same
+/// pass.
 #[inline(always)]
 pub fn map_sum<F: super::Real>(a: &mut [F], f: impl Fn(F) -> F) -> F {
     let mut acc = [F::ZERO; LANES];
@@ -86,13 +97,10 @@ pub fn map_sum<F: super::Real>(a: &mut [F], f: impl Fn(F) -> F) -> F {
             acc[k] += x[k];
         }
     }
-    let mut s = F::ZERO;
+    let mut s = combine(acc, |x, y| x + y);
     for x in c.into_remainder() {
         *x = f(*x);
         s += *x;
-    }
-    for v in acc {
-        s += v;
     }
     s
 }
