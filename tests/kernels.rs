@@ -12,7 +12,7 @@ use quietgpt::model::attention::{attention_backward, attention_forward, backward
 use quietgpt::model::crossentropy::{crossentropy_backward, crossentropy_forward};
 use quietgpt::model::dropout::Dropout;
 use quietgpt::model::encoder::{encoder_backward, encoder_forward};
-use quietgpt::model::gelu::{gelu_backward, gelu_backward_inplace, gelu_forward};
+use quietgpt::model::gelu::{gelu_backward, gelu_backward_from_grad, gelu_forward, gelu_remake_with_grad};
 use quietgpt::model::layernorm::{layernorm_backward, layernorm_forward, layernorm_recompute};
 use quietgpt::model::matmul::{matmul_backward, matmul_forward};
 use quietgpt::rng::Rng;
@@ -196,9 +196,10 @@ fn layernorm_gradients_large_shapes() {
 // ------------------------------------------------------------------------------------------------ gelu
 
 /// What the model remakes in backward instead of keeping: LayerNorm outputs from (input, mean, rstd),
-/// and GELU's backward in place, both bitwise equal to what they replace (f32, several chunks).
+/// and GELU's output with its derivative in one pass, then its backward in place from that derivative,
+/// all bitwise equal to what they replace (f32, several chunks).
 #[test]
-fn recomputed_layernorm_and_inplace_gelu_are_bitwise_the_same() {
+fn remade_layernorm_and_gelu_are_bitwise_the_same() {
     let mut rng = Rng::new(21, 4);
     let (n, c) = (300, 48);
     let inp: Vec<f32> = (0..n * c).map(|_| (rng.normal() * 2.0 + 0.5) as f32).collect();
@@ -213,11 +214,16 @@ fn recomputed_layernorm_and_inplace_gelu_are_bitwise_the_same() {
     }
     let x: Vec<f32> = (0..20_000).map(|_| (rng.normal() * 3.0) as f32).collect();
     let g: Vec<f32> = (0..20_000).map(|_| rng.normal() as f32).collect();
+    let mut out = vec![0.0f32; x.len()];
+    gelu_forward(&mut out, &x);
+    let (mut again, mut grad) = (vec![f32::NAN; x.len()], x.clone());
+    gelu_remake_with_grad(&mut again, &mut grad);
+    assert!(out.iter().zip(&again).all(|(p, q)| p.to_bits() == q.to_bits()), "remade gelu");
     let mut acc = vec![0.0f32; x.len()];
     gelu_backward(&mut acc, &x, &g);
     let mut inplace = g.clone();
-    gelu_backward_inplace(&mut inplace, &x);
-    assert!(acc.iter().zip(&inplace).all(|(p, q)| p.to_bits() == q.to_bits()));
+    gelu_backward_from_grad(&mut inplace, &grad);
+    assert!(acc.iter().zip(&inplace).all(|(p, q)| p.to_bits() == q.to_bits()), "gelu backward from the kept derivative");
 }
 
 #[test]

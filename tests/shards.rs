@@ -62,3 +62,19 @@ fn any_number_of_shards_gives_the_same_model() {
         }
     }
 }
+
+/// Backward uses up its forward (it overwrites c_fc's output with GELU's derivative): a second backward
+/// without a new forward is an error, not wrong gradients; after a new forward it works again.
+#[test]
+fn one_backward_per_forward() {
+    let cfg = ModelConfig::new(2, 2, 8, 7, 11, true, 0.0, AttentionKind::Softmax);
+    let mut m = Gpt::<f32>::new(cfg, 2).unwrap();
+    m.init(&mut Rng::new(1, 1));
+    let (x, y) = ([1u32, 2, 3, 4, 5, 6], [2u32, 3, 4, 5, 6, 7]);
+    m.forward(&x, Some(&y), 2, 3, None).unwrap();
+    m.backward(1.0).unwrap();
+    let err = m.backward(1.0).unwrap_err().to_string();
+    assert!(err.contains("one forward per backward"), "{err}");
+    m.forward(&x, Some(&y), 2, 3, None).unwrap();
+    m.backward(1.0).unwrap();
+}

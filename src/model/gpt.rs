@@ -16,7 +16,7 @@ use super::attention_gate::{gate_backward, gate_forward};
 use super::crossentropy::{crossentropy_backward, crossentropy_forward};
 use super::dropout::{site, Dropout, Site};
 use super::encoder::{encoder_backward, encoder_forward};
-use super::gelu::{gelu_backward_inplace, gelu_forward};
+use super::gelu::{gelu_backward_from_grad, gelu_forward, gelu_remake_with_grad};
 use super::layernorm::{layernorm_backward, layernorm_forward, layernorm_recompute};
 use super::matmul::{matmul_backward, matmul_backward_over_input, matmul_forward};
 use super::params::{Kind, ParamLayout};
@@ -93,7 +93,7 @@ crate::buffers! {
         residual2: Token,     // (L, B, T, C)
         ln2_mean: Token,      // (L, B, T)
         ln2_rstd: Token,      // (L, B, T)
-        fch: Token,           // (L, B, T, 4C)
+        fch: Token,           // (L, B, T, 4C) c_fc output; backward overwrites it with gelu'(fch)
         residual3: Token,     // (L, B, T, C)
         lnf: Token,           // (B, T, C)
         lnf_mean: Token,      // (B, T)
@@ -393,15 +393,17 @@ impl<F: Real> Gpt<F> {
     }
 
     /// Accumulates ∂(loss_scale · loss)/∂params into `grads`, for the last forward (which must have had
-    /// targets). With gradient accumulation over k micro-steps, loss_scale = 1/k as in nanoGPT.
+    /// targets), once: it uses up that forward's activations. With gradient accumulation over k
+    /// micro-steps, loss_scale = 1/k as in nanoGPT.
     pub fn backward(&mut self, loss_scale: f64) -> Result<()> {
         on_pool(|| self.backward_body(loss_scale))
     }
 
     fn backward_body(&mut self, loss_scale: f64) -> Result<()> {
         let (b, t) = self.shape.filter(|_| self.has_targets).ok_or_else(|| {
-            Error::Config("backward needs a preceding forward with targets".into())
+            Error::Config("backward needs a forward with targets before it, one forward per backward (backward overwrites activations it has used)".into())
         })?;
+        self.has_targets = false;
         let bt = b * t;
         let shards = self.shards;
         self.ensure_grad_acts();
@@ -651,11 +653,12 @@ fn backward_shard<F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, g: GradActs<&mut [F]>
 
         // MLP branch: residual3 = residual2 + drop(c_proj(gelu(c_fc(ln_2(residual2)))))
         let dproj = timed!(profile, true, Op::Dropout, undo_dropout(g.dproj, &g.dresidual[..bt * c], dropout.as_ref(), site(l, Site::MlpOut), first));
-        timed!(profile, true, Op::Gelu, gelu_forward(&mut a.hidden[..bt * 4 * c], &a.fch[l4c.clone()]));
+        // gelu(fch) remade for c_proj's weight gradient, and fch overwritten with gelu'(fch)
+        timed!(profile, true, Op::Gelu, gelu_remake_with_grad(&mut a.hidden[..bt * 4 * c], &mut a.fch[l4c.clone()]));
         let (dw, db) = split_pair(grads, r(Kind::FcProjW), r(Kind::FcProjB), has_bias);
         timed!(profile, true, Op::Matmul, matmul_backward_over_input(a.hidden, dw, db, dproj, &p[r(Kind::FcProjW)], bt, 4 * c, c, par));
         let dfch = &mut a.hidden[..bt * 4 * c]; // ∂L/∂ gelu output, made ∂L/∂ c_fc output in place
-        timed!(profile, true, Op::Gelu, gelu_backward_inplace(dfch, &a.fch[l4c.clone()]));
+        timed!(profile, true, Op::Gelu, gelu_backward_from_grad(dfch, &a.fch[l4c.clone()]));
         let (w2, b2) = (&p[r(Kind::Ln2W)], has_bias.then(|| &p[r(Kind::Ln2B)]));
         timed!(profile, true, Op::LayerNorm, layernorm_recompute(a.ln, &a.residual2[lc.clone()], &a.ln2_mean[lr.clone()], &a.ln2_rstd[lr.clone()], w2, b2, bt, c));
         let dln = &mut g.dln[..bt * c];
