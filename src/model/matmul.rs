@@ -27,6 +27,7 @@ pub unsafe fn gemm<F: Real>(
     if m == 0 || n == 0 {
         return;
     }
+    GEMM_DEPTH.with(|d| d.set(d.get() + 1));
     let par = match threads {
         Some(n) => gemm::Parallelism::Rayon(n),
         None => gemm::Parallelism::None,
@@ -51,7 +52,21 @@ pub unsafe fn gemm<F: Real>(
         false,
         false,
         par,
-    )
+    );
+    GEMM_DEPTH.with(|d| d.set(d.get() - 1));
+}
+
+thread_local! {
+    // calls of `gemm` under way on this thread (a worker may start another GEMM while it waits)
+    static GEMM_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether this thread is inside a call to the GEMM crate. The crate allocates its packing buffers on
+/// each call; everything else in a training step allocates nothing, which tests/allocations.rs checks
+/// with a counting allocator that uses this to tell the two apart. (A GEMM split over the pool runs
+/// parts on other threads, which this does not see: the test runs the sharded, single-threaded GEMMs.)
+pub fn in_gemm() -> bool {
+    GEMM_DEPTH.with(|d| d.get() > 0)
 }
 
 /// out (N, OC) = inp (N, C) @ weight^T (C, OC) + bias (OC). `parallel`: the GEMM uses the whole pool

@@ -196,6 +196,8 @@ impl Tensor {
 pub struct ParamLayout {
     /// (offset, length) of each kind's group, all layers together.
     groups: [(usize, usize); KINDS.len()],
+    /// Whether AdamW decays each kind (see `Tensor::decays`), kept so that a step needs no shapes.
+    decays: [bool; KINDS.len()],
     pub total: usize,
     named: Vec<Tensor>,
 }
@@ -203,9 +205,11 @@ pub struct ParamLayout {
 impl ParamLayout {
     pub fn new(cfg: &ModelConfig) -> Self {
         let mut groups = [(0, 0); KINDS.len()];
+        let mut decays = [false; KINDS.len()];
         let mut off = 0;
         for (i, k) in KINDS.iter().enumerate() {
             debug_assert_eq!(*k as usize, i);
+            decays[i] = k.shape(cfg).len() >= 2;
             let one: usize = k.shape(cfg).iter().product();
             let n = if !k.present(cfg) {
                 0
@@ -239,7 +243,7 @@ impl ParamLayout {
         push(Kind::LnfW, 0);
         push(Kind::LnfB, 0);
         debug_assert_eq!(named.iter().map(|t| t.len).sum::<usize>(), off, "a present tensor has no name");
-        ParamLayout { groups, total: off, named }
+        ParamLayout { groups, decays, total: off, named }
     }
 
     /// Every tensor in nanoGPT's `named_parameters()` order.
@@ -249,6 +253,11 @@ impl ParamLayout {
 
     pub fn find(&self, name: &str) -> Option<&Tensor> {
         self.named.iter().find(|t| t.name == name)
+    }
+
+    /// Whether AdamW decays the tensors of `kind` (two or more dimensions, as `Tensor::decays`).
+    pub fn decays(&self, kind: Kind) -> bool {
+        self.decays[kind as usize]
     }
 
     /// The whole group of `kind` (all layers).

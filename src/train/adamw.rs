@@ -80,7 +80,7 @@ impl AdamW {
                 continue;
             }
             // Tensors of 2+ dimensions decay; a factor of exactly 1 leaves the others untouched.
-            let d = if kind.shape(&model.config).len() >= 2 { decay } else { 1.0 };
+            let d = if layout.decays(kind) { decay } else { 1.0 };
             let k = AdamWConsts { decay: d, b1_rest: 1.0 - hp.beta1, b2: hp.beta2, b2_rest: 1.0 - hp.beta2, bc2_sqrt, eps: hp.eps, step_size };
             params[r.clone()]
                 .par_chunks_mut(CHUNK)

@@ -1,0 +1,81 @@
+//! A training step allocates nothing: forward, backward, gradient clipping and AdamW work in buffers
+//! made once (the first step may still grow scratch buffers). The one exception is the GEMM crate,
+//! which allocates its packing buffers on each call; a counting allocator tells its allocations apart
+//! (`matmul::in_gemm`) and counts every other one.
+
+use quietgpt::config::{AttentionKind, ModelConfig};
+use quietgpt::model::dropout::Dropout;
+use quietgpt::model::matmul::in_gemm;
+use quietgpt::model::Gpt;
+use quietgpt::rng::Rng;
+use quietgpt::train::adamw::{clip_grad_norm, AdamW, AdamWConfig};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+struct Counting;
+
+/// Allocations outside the GEMM crate, by any thread.
+static OURS: AtomicUsize = AtomicUsize::new(0);
+
+fn count() {
+    if !in_gemm() {
+        OURS.fetch_add(1, Relaxed);
+    }
+}
+
+// SAFETY: every call is passed on to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        count();
+        System.alloc(l)
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        count();
+        System.alloc_zeroed(l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, size: usize) -> *mut u8 {
+        count();
+        System.realloc(p, l, size)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        System.dealloc(p, l)
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+#[test]
+fn a_training_step_allocates_nothing_outside_the_gemm_crate() {
+    // 2 workers and 4 sequences: two shards, each with single-threaded GEMMs (in_gemm sees them whole)
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let hp = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
+    for kind in AttentionKind::ALL {
+        for (bias, p) in [(true, 0.0), (false, 0.2)] {
+            let cfg = ModelConfig::new(2, 2, 32, 16, 11, bias, p, kind);
+            let (b, t) = (4, 16);
+            let mut m = Gpt::<f32>::new(cfg, b).unwrap();
+            m.init(&mut Rng::new(1, 1));
+            let mut opt = AdamW::new(&m.layout);
+            let mut rng = Rng::new(2, 2);
+            let x: Vec<u32> = (0..b * t).map(|_| rng.below(11) as u32).collect();
+            let y: Vec<u32> = (0..b * t).map(|_| rng.below(11) as u32).collect();
+            let drop = Dropout::new(p, 5, 0, 0);
+            let mut step = |m: &mut Gpt<f32>, opt: &mut AdamW| {
+                m.zero_grad();
+                m.forward(&x, Some(&y), b, t, drop).unwrap();
+                m.backward(1.0).unwrap();
+                clip_grad_norm(&mut m.grads, 1.0);
+                opt.update(m, 1e-3, &hp);
+            };
+            pool.install(|| {
+                step(&mut m, &mut opt); // the first may grow scratch buffers
+                let before = OURS.load(Relaxed);
+                step(&mut m, &mut opt);
+                step(&mut m, &mut opt);
+                let n = OURS.load(Relaxed) - before;
+                assert_eq!(n, 0, "{kind} bias={bias} dropout={p}: {n} allocations in two steps outside the GEMM crate");
+            });
+        }
+    }
+}
