@@ -26,9 +26,10 @@ use super::simd;
 use crate::multiversion;
 use rayon::prelude::*;
 
-/// Scratch floats each worker thread needs: three T×T matrices.
+/// Scratch floats each worker thread needs: three blocks of (up to 64 queries) × T keys, so the scratch
+/// grows linearly with the context (T = 8192: 6 MB per thread), not with T².
 pub fn scratch_per_thread(t: usize) -> usize {
-    3 * t * t
+    3 * BQ.min(t) * t
 }
 
 /// This worker's scratch slot. Every rayon task runs to completion on one thread before the next task
@@ -212,8 +213,8 @@ pub fn attention_backward<F: Real>(
         let (bi, h) = (bh / nh, bh % nh);
         let rule = variant.rule(h);
         let sc = slot(sp, per, slots);
-        let (p, rest) = sc.split_at_mut(t * t);
-        let (dpt, pt) = rest.split_at_mut(t * t);
+        let (p, rest) = sc.split_at_mut(BQ.min(t) * t);
+        let (dpt, pt) = rest.split_at_mut(BQ.min(t) * t);
         let q = qkv[bi * t * 3 * c + h * hs..].as_ptr();
         let (k, v) = unsafe { (q.add(c), q.add(2 * c)) };
         let dy = dout[bi * t * c + h * hs..].as_ptr();
