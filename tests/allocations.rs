@@ -61,7 +61,7 @@ fn a_training_step_allocates_nothing_outside_the_gemm_crate() {
             let x: Vec<u32> = (0..b * t).map(|_| rng.below(11) as u32).collect();
             let y: Vec<u32> = (0..b * t).map(|_| rng.below(11) as u32).collect();
             let drop = Dropout::new(p, 5, 0, 0);
-            let mut step = |m: &mut Gpt<f32>, opt: &mut AdamW| {
+            let step = |m: &mut Gpt<f32>, opt: &mut AdamW| {
                 m.zero_grad();
                 m.forward(&x, Some(&y), b, t, drop).unwrap();
                 m.backward(1.0).unwrap();

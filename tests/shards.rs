@@ -31,8 +31,8 @@ fn run(threads: usize, cfg: &ModelConfig, b: usize, t: usize, dropout: f32) -> R
         m.zero_grad();
         // two micro-steps accumulate, as in training
         let loss = m.forward(&idx, Some(&tg), b, t, drop).unwrap().unwrap();
+        let logits = m.logits().to_vec(); // (backward writes ∂L/∂logits over them)
         m.backward(0.5).unwrap();
-        let logits = m.logits().to_vec();
         m.forward(&idx, Some(&tg), b, t, drop).unwrap();
         m.backward(0.5).unwrap();
         Run { loss, logits, grads: m.grads.clone() }

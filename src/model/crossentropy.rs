@@ -15,18 +15,18 @@ pub fn crossentropy_forward<F: Real>(losses: &mut [F], logits: &[F], targets: &[
     losses[..n].iter().map(|l| l.to_f64()).sum::<f64>() / n as f64
 }
 
-/// dlogits (N, V) = (softmax(logits) − onehot(target)) · dloss, written (not accumulated).
-/// dloss is ∂L/∂loss_n, i.e. 1/N for the mean (divided further by the gradient-accumulation steps).
-pub fn crossentropy_backward<F: Real>(dlogits: &mut [F], logits: &[F], targets: &[u32], dloss: F, n: usize, v: usize) {
-    dlogits[..n * v].par_chunks_mut(v * ROW_CHUNK).enumerate().for_each(|(chunk, d)| {
-        for (r, drow) in d.chunks_exact_mut(v).enumerate() {
-            let row = chunk * ROW_CHUNK + r;
-            let x = &logits[row * v..(row + 1) * v];
-            let lse = logsumexp(x);
-            for (dv, &xv) in drow.iter_mut().zip(x) {
-                *dv = (xv - lse).exp() * dloss;
+/// logits (N, V) ← ∂L/∂logits = (softmax(logits) − onehot(target)) · dloss, in place: backward needs
+/// the logits only here, so the gradient takes their buffer, and the largest activation (N·V, 2.5 GB
+/// for GPT-2's vocabulary at batch 12 × 1024) is not held twice. dloss is ∂L/∂loss_n, i.e. 1/N for the
+/// mean (divided further by the gradient-accumulation steps).
+pub fn crossentropy_backward<F: Real>(logits_then_dlogits: &mut [F], targets: &[u32], dloss: F, n: usize, v: usize) {
+    logits_then_dlogits[..n * v].par_chunks_mut(v * ROW_CHUNK).enumerate().for_each(|(chunk, d)| {
+        for (r, row) in d.chunks_exact_mut(v).enumerate() {
+            let lse = logsumexp(row);
+            for x in row.iter_mut() {
+                *x = (*x - lse).exp() * dloss;
             }
-            drow[targets[row] as usize] -= dloss;
+            row[targets[chunk * ROW_CHUNK + r] as usize] -= dloss;
         }
     });
 }

@@ -98,7 +98,7 @@ crate::buffers! {
         lnf: Token,           // (B, T, C)
         lnf_mean: Token,      // (B, T)
         lnf_rstd: Token,      // (B, T)
-        logits: Token,        // (B, T, V)
+        logits: Token,        // (B, T, V); backward writes ∂L/∂logits over them
         losses: Token,        // (B, T)
         proj: Token,          // (B, T, C) output of a c_proj before its residual add (not needed in backward)
         ln: Token,            // (B, T, C) the LayerNorm output at hand: made in forward, remade in backward
@@ -118,7 +118,6 @@ crate::buffers! {
         dnull: Seq,           // (B, NH) ∂L/∂ sink logits per sequence (sink)
         dqkv: Token,          // (B, T, 3C)
         datt_row: Token,      // (B, NH, 2T) scratch of the reference attention backward
-        dlogits: Token,       // (B, T, V)
     }
 }
 
@@ -236,7 +235,6 @@ impl<F: Real> Gpt<F> {
             dnull: e(),
             dqkv: e(),
             datt_row: e(),
-            dlogits: e(),
         };
         Ok(Gpt {
             params: z(layout.total),
@@ -371,7 +369,7 @@ impl<F: Real> Gpt<F> {
         Ok(targets.map(|_| self.acts.losses[..bt].iter().map(|l| l.to_f64()).sum::<f64>() / bt as f64))
     }
 
-    /// Logits (B, T, V) of the last forward.
+    /// Logits (B, T, V) of the last forward, until a backward writes ∂L/∂logits over them.
     pub fn logits(&self) -> &[F] {
         let (b, t) = self.shape.unwrap_or((0, 0));
         &self.acts.logits[..b * t * self.config.vocab_size]
@@ -489,8 +487,7 @@ impl<F: Real> Gpt<F> {
         if !self.grad_acts.dresidual.is_empty() {
             return;
         }
-        let (c, t, v, nh, b) =
-            (self.config.n_embd, self.config.block_size, self.config.vocab_size, self.config.n_head, self.max_batch);
+        let (c, t, nh, b) = (self.config.n_embd, self.config.block_size, self.config.n_head, self.max_batch);
         let bt = b * t;
         let g = self.config.attention.gate_groups(nh, c).unwrap_or(0);
         let z = |n: usize| vec![F::ZERO; n];
@@ -503,7 +500,6 @@ impl<F: Real> Gpt<F> {
             dnull: z(b * nh),
             dqkv: z(bt * 3 * c),
             datt_row: z(backward_scratch(b, t, nh)),
-            dlogits: z(bt * v),
         };
     }
 
@@ -637,9 +633,10 @@ fn backward_shard<F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, g: GradActs<&mut [F]>
     let groups = cx.cfg.attention.gate_groups(nh, c);
     let dropout = cx.dropout;
     let ShardState { grads, ln_scratch, attn_scratch, profile } = st;
-    timed!(profile, true, Op::CrossEntropy, crossentropy_backward(g.dlogits, a.logits, targets, dloss, bt, v));
+    timed!(profile, true, Op::CrossEntropy, crossentropy_backward(a.logits, targets, dloss, bt, v));
+    let dlogits = &a.logits[..bt * v];
     let dln = &mut g.dln[..bt * c];
-    timed!(profile, true, Op::Matmul, matmul_backward(dln, false, &mut grads[lay.range(Kind::Wte)], None, g.dlogits, a.lnf, &p[lay.range(Kind::Wte)], bt, c, v, par));
+    timed!(profile, true, Op::Matmul, matmul_backward(dln, false, &mut grads[lay.range(Kind::Wte)], None, dlogits, a.lnf, &p[lay.range(Kind::Wte)], bt, c, v, par));
     let dres = &mut g.dresidual[..bt * c];
     dres.fill(F::ZERO);
     let last = &a.residual3[(nl - 1) * bt * c..nl * bt * c];
