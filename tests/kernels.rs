@@ -13,7 +13,7 @@ use quietgpt::model::crossentropy::{crossentropy_backward, crossentropy_forward}
 use quietgpt::model::dropout::Dropout;
 use quietgpt::model::encoder::{encoder_backward, encoder_forward};
 use quietgpt::model::gelu::{gelu_backward, gelu_backward_from_grad, gelu_forward, gelu_remake_with_grad};
-use quietgpt::model::layernorm::{layernorm_backward, layernorm_forward, layernorm_recompute};
+use quietgpt::model::layernorm::{layernorm_backward, layernorm_forward, layernorm_recompute, residual_layernorm_forward};
 use quietgpt::model::matmul::{matmul_backward, matmul_forward};
 use quietgpt::rng::Rng;
 
@@ -224,6 +224,27 @@ fn remade_layernorm_and_gelu_are_bitwise_the_same() {
     let mut inplace = g.clone();
     gelu_backward_from_grad(&mut inplace, &grad);
     assert!(acc.iter().zip(&inplace).all(|(p, q)| p.to_bits() == q.to_bits()), "gelu backward from the kept derivative");
+}
+
+/// The residual add fused with the next LayerNorm gives bitwise what the add and then the LayerNorm
+/// give (with and without bias, several row chunks).
+#[test]
+fn residual_layernorm_is_add_then_layernorm() {
+    let mut rng = Rng::new(23, 4);
+    let (n, c) = (70, 48);
+    let x: Vec<f32> = (0..n * c).map(|_| (rng.normal() * 2.0) as f32).collect();
+    let y: Vec<f32> = (0..n * c).map(|_| rng.normal() as f32).collect();
+    let w: Vec<f32> = (0..c).map(|_| (1.0 + 0.3 * rng.normal()) as f32).collect();
+    let b: Vec<f32> = (0..c).map(|_| (0.2 * rng.normal()) as f32).collect();
+    for bias in [Some(&b[..]), None] {
+        let res: Vec<f32> = x.iter().zip(&y).map(|(p, q)| p + q).collect();
+        let (mut out, mut mean, mut rstd) = (vec![0.0f32; n * c], vec![0.0f32; n], vec![0.0f32; n]);
+        layernorm_forward(&mut out, &mut mean, &mut rstd, &res, &w, bias, n, c);
+        let (mut res2, mut out2, mut mean2, mut rstd2) = (vec![f32::NAN; n * c], vec![f32::NAN; n * c], vec![f32::NAN; n], vec![f32::NAN; n]);
+        residual_layernorm_forward(&mut res2, &mut out2, &mut mean2, &mut rstd2, &x, &y, &w, bias, n, c);
+        let same = |p: &[f32], q: &[f32]| p.iter().zip(q).all(|(u, v)| u.to_bits() == v.to_bits());
+        assert!(same(&res, &res2) && same(&out, &out2) && same(&mean, &mean2) && same(&rstd, &rstd2), "bias={}", bias.is_some());
+    }
 }
 
 #[test]

@@ -17,7 +17,7 @@ use super::crossentropy::{crossentropy_backward, crossentropy_forward};
 use super::dropout::{site, Dropout, Site};
 use super::encoder::{encoder_backward, encoder_forward};
 use super::gelu::{gelu_backward_from_grad, gelu_forward, gelu_remake_with_grad};
-use super::layernorm::{layernorm_backward, layernorm_forward, layernorm_recompute};
+use super::layernorm::{layernorm_backward, layernorm_forward, layernorm_recompute, residual_layernorm_forward};
 use super::matmul::{matmul_backward, matmul_backward_over_input, matmul_forward};
 use super::params::{Kind, ParamLayout};
 use super::profile::{Op, Profile};
@@ -540,10 +540,11 @@ fn forward_shard<'p, F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, st: &mut ShardStat
     if let Some(pb) = probe.as_deref_mut() {
         pb.observe(0, Point::Embedding, &a.encoded[..bt * c]);
     }
+    // ln_1 of layer 0; every later LayerNorm is fused with the residual add before it
+    timed!(st.profile, false, Op::LayerNorm, layernorm_forward(a.ln, &mut a.ln1_mean[..bt], &mut a.ln1_rstd[..bt], &a.encoded[..bt * c], cx.pr(Kind::Ln1W, 0), cx.bias(Kind::Ln1B, 0), bt, c));
     for l in 0..nl {
         let (lc, l3c, l4c, lr) = (l * bt * c..(l + 1) * bt * c, l * bt * 3 * c..(l + 1) * bt * 3 * c, l * bt * 4 * c..(l + 1) * bt * 4 * c, l * bt..(l + 1) * bt);
         let residual: &[F] = if l == 0 { &a.encoded[..bt * c] } else { &a.residual3[(l - 1) * bt * c..l * bt * c] };
-        timed!(st.profile, false, Op::LayerNorm, layernorm_forward(a.ln, &mut a.ln1_mean[lr.clone()], &mut a.ln1_rstd[lr.clone()], residual, cx.pr(Kind::Ln1W, l), cx.bias(Kind::Ln1B, l), bt, c));
         if let Some(pb) = probe.as_deref_mut() {
             pb.observe(l, Point::Ln1, &a.ln[..bt * c]);
             pb.linear_input(l, Linear::Qkv, &mut a.ln[..bt * c]);
@@ -583,8 +584,8 @@ fn forward_shard<'p, F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, st: &mut ShardStat
         if let Some(pb) = probe.as_deref_mut() {
             pb.observe(l, Point::AttnOut, &a.proj[..bt * c]);
         }
-        timed!(st.profile, false, Op::Residual, add(&mut a.residual2[lc.clone()], residual, &a.proj[..bt * c]));
-        timed!(st.profile, false, Op::LayerNorm, layernorm_forward(a.ln, &mut a.ln2_mean[lr.clone()], &mut a.ln2_rstd[lr.clone()], &a.residual2[lc.clone()], cx.pr(Kind::Ln2W, l), cx.bias(Kind::Ln2B, l), bt, c));
+        let (ln2_mean, ln2_rstd) = (&mut a.ln2_mean[lr.clone()], &mut a.ln2_rstd[lr.clone()]);
+        timed!(st.profile, false, Op::Residual, residual_layernorm_forward(&mut a.residual2[lc.clone()], a.ln, ln2_mean, ln2_rstd, residual, &a.proj[..bt * c], cx.pr(Kind::Ln2W, l), cx.bias(Kind::Ln2B, l), bt, c));
         if let Some(pb) = probe.as_deref_mut() {
             pb.observe(l, Point::Ln2, &a.ln[..bt * c]);
             pb.linear_input(l, Linear::Fc, &mut a.ln[..bt * c]);
@@ -602,15 +603,19 @@ fn forward_shard<'p, F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, st: &mut ShardStat
         if let Some(pb) = probe.as_deref_mut() {
             pb.observe(l, Point::MlpOut, &a.proj[..bt * c]);
         }
-        let (r2, r3) = (&a.residual2[lc.clone()], &mut a.residual3[lc.clone()]);
-        timed!(st.profile, false, Op::Residual, add(r3, r2, &a.proj[..bt * c]));
+        // residual3 = residual2 + MLP output, and the next LayerNorm: ln_1 of layer l + 1, or ln_f
+        let (r2, r3, proj) = (&a.residual2[lc.clone()], &mut a.residual3[lc.clone()], &a.proj[..bt * c]);
+        let next = (l + 1) * bt..(l + 2) * bt;
+        let (out, mean, rstd, w, b) = if l + 1 < nl {
+            (&mut *a.ln, &mut a.ln1_mean[next.clone()], &mut a.ln1_rstd[next], cx.pr(Kind::Ln1W, l + 1), cx.bias(Kind::Ln1B, l + 1))
+        } else {
+            (&mut *a.lnf, &mut *a.lnf_mean, &mut *a.lnf_rstd, &p[lay.range(Kind::LnfW)], cx.cfg.bias.then(|| &p[lay.range(Kind::LnfB)]))
+        };
+        timed!(st.profile, false, Op::Residual, residual_layernorm_forward(r3, out, mean, rstd, r2, proj, w, b, bt, c));
         if let Some(pb) = probe.as_deref_mut() {
             pb.observe(l, Point::Residual, &a.residual3[lc.clone()]);
         }
     }
-    let last = &a.residual3[(nl - 1) * bt * c..nl * bt * c];
-    let lnf_b = cx.cfg.bias.then(|| &p[lay.range(Kind::LnfB)]);
-    timed!(st.profile, false, Op::LayerNorm, layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, last, &p[lay.range(Kind::LnfW)], lnf_b, bt, c));
     if let Some(pb) = probe.as_deref_mut() {
         pb.observe(nl, Point::LnF, &a.lnf[..bt * c]);
     }
@@ -745,16 +750,6 @@ fn gate_params<'a, F>(cfg: &ModelConfig, pr: impl Fn(Kind) -> &'a [F]) -> (&'a [
 /// hundreds per step); from a worker, the kernels fork and join inside the pool.
 pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())
-}
-
-/// out = a + b (the residual add).
-fn add<F: Real>(out: &mut [F], a: &[F], b: &[F]) {
-    use rayon::prelude::*;
-    out.par_chunks_mut(4096).zip(a.par_chunks(4096)).zip(b.par_chunks(4096)).for_each(|((o, a), b)| {
-        for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
-            *o = x + y;
-        }
-    });
 }
 
 /// ∂L/∂(c_proj output) from ∂L/∂(residual): the same gradient, times the dropout mask if any

@@ -29,21 +29,60 @@ pub fn layernorm_forward<F: Real>(
 
 multiversion! {
     fn forward_rows<F: Real>(o: &mut [F], mu: &mut [F], rs: &mut [F], x: &[F], weight: &[F], bias: Option<&[F]>, c: usize) {
-        let eps = F::from_f64(EPS);
-        let inv_c = F::ONE / F::from_f64(c as f64);
         for (r, (orow, xrow)) in o.chunks_exact_mut(c).zip(x.chunks_exact(c)).enumerate() {
-            let m = sum(xrow) * inv_c;
-            // Σ (x − μ)², written into orow first so that the sum vectorises.
-            for (d, &v) in orow.iter_mut().zip(xrow) {
-                *d = v - m;
-            }
-            let var = dot(orow, orow) * inv_c;
-            let s = F::ONE / (var + eps).sqrt();
-            normalize(orow, xrow, m, s, weight, bias);
-            mu[r] = m;
-            rs[r] = s;
+            (mu[r], rs[r]) = layernorm_row(orow, xrow, weight, bias);
         }
     }
+}
+
+/// The residual add fused with the LayerNorm that reads it: res (N, C) = a + b, then out, mean, rstd as
+/// `layernorm_forward` of res, row by row while the row is in cache (the same values, bitwise).
+#[allow(clippy::too_many_arguments)]
+pub fn residual_layernorm_forward<F: Real>(
+    res: &mut [F],
+    out: &mut [F],
+    mean: &mut [F],
+    rstd: &mut [F],
+    a: &[F],
+    b: &[F],
+    weight: &[F],
+    bias: Option<&[F]>,
+    n: usize,
+    c: usize,
+) {
+    res[..n * c]
+        .par_chunks_mut(c * ROW_CHUNK)
+        .zip(out[..n * c].par_chunks_mut(c * ROW_CHUNK))
+        .zip(mean[..n].par_chunks_mut(ROW_CHUNK))
+        .zip(rstd[..n].par_chunks_mut(ROW_CHUNK))
+        .zip(a[..n * c].par_chunks(c * ROW_CHUNK).zip(b[..n * c].par_chunks(c * ROW_CHUNK)))
+        .for_each(|((((r, o), mu), rs), (a, b))| residual_rows(r, o, mu, rs, a, b, weight, bias, c));
+}
+
+multiversion! {
+    fn residual_rows<F: Real>(res: &mut [F], o: &mut [F], mu: &mut [F], rs: &mut [F], a: &[F], b: &[F], weight: &[F], bias: Option<&[F]>, c: usize) {
+        for (r, ((rrow, orow), (arow, brow))) in res.chunks_exact_mut(c).zip(o.chunks_exact_mut(c)).zip(a.chunks_exact(c).zip(b.chunks_exact(c))).enumerate() {
+            for ((x, &p), &q) in rrow.iter_mut().zip(arow).zip(brow) {
+                *x = p + q;
+            }
+            (mu[r], rs[r]) = layernorm_row(orow, rrow, weight, bias);
+        }
+    }
+}
+
+/// One row of the forward: out = LayerNorm(x); returns (mean, rstd).
+#[inline(always)]
+fn layernorm_row<F: Real>(out: &mut [F], x: &[F], weight: &[F], bias: Option<&[F]>) -> (F, F) {
+    let inv_c = F::ONE / F::from_f64(out.len() as f64);
+    let m = sum(x) * inv_c;
+    // Σ (x − μ)², written into out first so that the sum vectorises.
+    for (d, &v) in out.iter_mut().zip(x) {
+        *d = v - m;
+    }
+    let var = dot(out, out) * inv_c;
+    let s = F::ONE / (var + F::from_f64(EPS)).sqrt();
+    normalize(out, x, m, s, weight, bias);
+    (m, s)
 }
 
 /// out (N, C) = the forward's output again, from inp and the saved mean and rstd (bitwise the same: the

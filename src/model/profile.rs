@@ -10,6 +10,7 @@ pub enum Op {
     Matmul,
     Attention,
     Gelu,
+    /// The residual add fused with the LayerNorm after it.
     Residual,
     CrossEntropy,
     Dropout,
@@ -26,7 +27,7 @@ impl Op {
             Op::Matmul => "matmul",
             Op::Attention => "attention",
             Op::Gelu => "gelu",
-            Op::Residual => "residual",
+            Op::Residual => "residual+layernorm",
             Op::CrossEntropy => "crossentropy",
             Op::Dropout => "dropout",
         }
