@@ -9,6 +9,7 @@ mod common;
 use common::fd::*;
 use quietgpt::config::{AttentionKind, ModelConfig};
 use quietgpt::model::attention::{attention_backward, attention_forward, backward_scratch, AttnDropout, AttnMask, Variant};
+use quietgpt::model::attention_gemm::{small_gemm, Tri};
 use quietgpt::model::crossentropy::{crossentropy_backward, crossentropy_forward};
 use quietgpt::model::dropout::Dropout;
 use quietgpt::model::encoder::{encoder_backward, encoder_forward};
@@ -367,6 +368,54 @@ fn crossentropy_gradient_many_rows() {
 }
 
 // ------------------------------------------------------------------------------------------- attention
+
+/// The fused attention's own small products against a plain triple loop: every register-block path
+/// (8-row blocks and single rows, 32-, 16- and 1-wide columns), strided and transposed a, accumulate or
+/// not, and each causal restriction (`Tri`) with a zero where the mask puts one, in f64 and f32.
+#[test]
+fn attention_small_gemm_matches_plain_products() {
+    fn run<F: quietgpt::model::Real>(tol: f64) {
+        let mut rng = Rng::new(31, 9);
+        for &(m, n, k) in &[(64, 32, 64), (13, 57, 21), (70, 25, 40), (8, 16, 1), (5, 3, 9)] {
+            for tri in [Tri::Full, Tri::KUpTo(3), Tri::KFrom(3)] {
+                for (transposed, accumulate) in [(false, false), (true, true), (true, false)] {
+                    // a (m, k): a(r, p) at a[r·ars + p·acs]; zero where the restriction says so
+                    let (ars, acs) = if transposed { (1, m + 2) } else { (k + 3, 1) };
+                    let mut a = vec![F::from_f64(f64::NAN); (m + 2) * (k + 3)];
+                    for r in 0..m {
+                        for p in 0..k {
+                            let zero = match tri {
+                                Tri::KUpTo(off) => p > off + r,
+                                Tri::KFrom(off) => off + p < r,
+                                _ => false,
+                            };
+                            a[r * ars + p * acs] = F::from_f64(if zero { 0.0 } else { rng.normal() });
+                        }
+                    }
+                    let ldb = n + 5;
+                    let b: Vec<F> = (0..k * ldb).map(|_| F::from_f64(rng.normal())).collect();
+                    let ldc = n + 1;
+                    let c0: Vec<F> = (0..m * ldc).map(|_| F::from_f64(rng.normal())).collect();
+                    let mut c = c0.clone();
+                    let alpha = F::from_f64(0.7);
+                    unsafe { small_gemm(m, n, k, c.as_mut_ptr(), ldc, accumulate, (a.as_ptr(), ars, acs), (b.as_ptr(), ldb), alpha, tri) };
+                    for r in 0..m {
+                        for j in 0..n {
+                            let dot: f64 = (0..k).map(|p| a[r * ars + p * acs].to_f64() * b[p * ldb + j].to_f64()).sum();
+                            let want = 0.7 * dot + if accumulate { c0[r * ldc + j].to_f64() } else { 0.0 };
+                            let got = c[r * ldc + j].to_f64();
+                            assert!((got - want).abs() <= tol * (1.0 + want.abs()), "{m}x{n}x{k} {tri:?} t={transposed} acc={accumulate} ({r}, {j}): {got} vs {want}");
+                        }
+                        // the padding column is never written
+                        assert!(c[r * ldc + n].to_f64() == c0[r * ldc + n].to_f64());
+                    }
+                }
+            }
+        }
+    }
+    run::<f64>(1e-12);
+    run::<f32>(2e-5);
+}
 
 const DROP: Dropout = Dropout { p: 0.3, key: 42 };
 const SITE: u64 = 3;

@@ -1,7 +1,8 @@
 //! Causal self-attention, the fast kernel: per (sequence, head) and block of 64 queries, the block's
-//! scores live only in a per-thread scratch, products go through the GEMM crate (keys past the block's
-//! last query are never touched), and backward recomputes the probabilities from the saved row
-//! log-normalisers instead of storing (B, NH, T, T) of them:
+//! scores live only in a per-thread scratch, Q·Kᵀ and dY·Vᵀ go through the GEMM crate and the products
+//! that the mask makes triangular through `attention_gemm` (keys past the block's last query are never
+//! touched, nor the zeros above the diagonal within it), and backward recomputes the probabilities from
+//! the saved row log-normalisers instead of storing (B, NH, T, T) of them:
 //!
 //!   forward:   S = Q Kᵀ/√hs;  p_ij = exp(s_ij − lse_i) for j ≤ i;  Y = P̃ V       (P̃: P after dropout)
 //!   backward:  dP̃ = dY Vᵀ;  dV += P̃ᵀ dY;  dS_ij = p_ij (dp_ij − D_i), D_i = Σ_j p_ij dp_ij;
@@ -20,6 +21,7 @@
 //! `attention.rs` holds the reference kernel this one is tested against.
 
 use super::attention::{clip_weight, AttnDropout, Variant};
+use super::attention_gemm::{small_gemm, Tri};
 use super::matmul::gemm;
 use super::real::{Real, SyncPtr};
 use super::simd;
@@ -98,7 +100,7 @@ pub fn attention_forward<F: Real>(
         for (i0, i1) in blocks(t) {
             // the block's scores (rows i0..i1, keys 0..i1), row stride i1
             let s = &mut sc[..(i1 - i0) * i1];
-            // SAFETY (both GEMMs): q/k/v rows of sequence bi, head h, stride 3C; s is (i1 − i0)×i1; task
+            // SAFETY (both products): q/k/v rows of sequence bi, head h, stride 3C; s is (i1 − i0)×i1; task
             // (bi, h) alone writes columns h·hs..(h+1)·hs of out's rows of sequence bi.
             unsafe { gemm(i1 - i0, i1, hs, s.as_mut_ptr(), i1, false, (q.add(i0 * 3 * c), 3 * c, 1), (k, 1, 3 * c), scale, None) };
             for (r, row) in s.chunks_exact_mut(i1).enumerate() {
@@ -113,7 +115,7 @@ pub fn attention_forward<F: Real>(
                 }
                 row[i + 1..].fill(F::ZERO);
             }
-            unsafe { gemm(i1 - i0, hs, i1, y.add(i0 * c), c, false, (s.as_ptr(), i1, 1), (v, 3 * c, 1), F::ONE, None) };
+            unsafe { small_gemm(i1 - i0, hs, i1, y.add(i0 * c), c, false, (s.as_ptr(), i1, 1), (v, 3 * c), F::ONE, Tri::KUpTo(i0)) };
         }
     });
 }
@@ -228,7 +230,7 @@ pub fn attention_backward<F: Real>(
             let n = (i1 - i0) * i1; // the block's (rows i0..i1) × (keys 0..i1), row stride i1
             let (p, dpt, pt) = (&mut p[..n], &mut dpt[..n], &mut pt[..n]);
             let (qb, dyb) = unsafe { (q.add(i0 * 3 * c), dy.add(i0 * c)) };
-            // SAFETY (all GEMMs here): as in forward; task (bi, h) alone writes head h of sequence bi in
+            // SAFETY (all products here): as in forward; task (bi, h) alone writes head h of sequence bi in
             // dqkv, and dq only in the block's rows.
             unsafe {
                 gemm(i1 - i0, i1, hs, p.as_mut_ptr(), i1, false, (qb, 3 * c, 1), (k, 1, 3 * c), scale, None);
@@ -255,7 +257,7 @@ pub fn attention_backward<F: Real>(
                 }
                 pt
             };
-            unsafe { gemm(i1, hs, i1 - i0, dv, 3 * c, true, (pd.as_ptr(), 1, i1), (dyb, c, 1), F::ONE, None) };
+            unsafe { small_gemm(i1, hs, i1 - i0, dv, 3 * c, true, (pd.as_ptr(), 1, i1), (dyb, c), F::ONE, Tri::KFrom(i0)) };
             for r in 0..i1 - i0 {
                 let i = i0 + r;
                 let n = padded(i + 1, i1); // p and pd are 0 past the diagonal, so dS is too
@@ -267,8 +269,8 @@ pub fn attention_backward<F: Real>(
                 }
             }
             unsafe {
-                gemm(i1 - i0, hs, i1, dq.add(i0 * 3 * c), 3 * c, true, (dpt.as_ptr(), i1, 1), (k, 3 * c, 1), scale, None);
-                gemm(i1, hs, i1 - i0, dk, 3 * c, true, (dpt.as_ptr(), 1, i1), (qb, 3 * c, 1), scale, None);
+                small_gemm(i1 - i0, hs, i1, dq.add(i0 * 3 * c), 3 * c, true, (dpt.as_ptr(), i1, 1), (k, 3 * c), scale, Tri::KUpTo(i0));
+                small_gemm(i1, hs, i1 - i0, dk, 3 * c, true, (dpt.as_ptr(), 1, i1), (qb, 3 * c), scale, Tri::KFrom(i0));
             }
         }
         if let Some(d) = dnull_ptr {
@@ -277,3 +279,4 @@ pub fn attention_backward<F: Real>(
         }
     });
 }
+

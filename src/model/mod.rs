@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod attention_fused;
 pub mod attention_gate;
+pub mod attention_gemm;
 pub mod crossentropy;
 pub mod dropout;
 pub mod encoder;
