@@ -20,8 +20,6 @@ const NB: usize = 32;
 /// of a query-major operand is query off + r.
 #[derive(Clone, Copy, Debug)]
 pub enum Tri {
-    /// All of it.
-    Full,
     /// a (r, p) is 0 for keys p > off + r (weights times V or K): k up to the row block's last query.
     KUpTo(usize),
     /// Output row j is a key and a (j, p) = 0 for queries off + p < j (weightsᵀ times dY or Q): k from
@@ -33,7 +31,6 @@ impl Tri {
     /// (k start, k end) for output rows r0..r1.
     fn limits(self, r0: usize, r1: usize, k: usize) -> (usize, usize) {
         match self {
-            Tri::Full => (0, k),
             Tri::KUpTo(off) => (0, (off + r1).min(k)),
             Tri::KFrom(off) => (r0.saturating_sub(off).min(k), k),
         }
