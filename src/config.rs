@@ -76,13 +76,10 @@ impl AttentionKind {
 impl FromStr for AttentionKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        AttentionKind::ALL
-            .into_iter()
-            .find(|a| a.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = AttentionKind::ALL.iter().map(|a| a.name()).collect();
-                Error::Config(format!("unknown attention '{s}': expected one of {}", names.join(", ")))
-            })
+        AttentionKind::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = AttentionKind::ALL.iter().map(|a| a.name()).collect();
+            Error::Config(format!("unknown attention '{s}': expected one of {}", names.join(", ")))
+        })
     }
 }
 
@@ -401,9 +398,8 @@ impl Config {
         }
         if let Some(f) = file {
             let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
-            let t: toml::Table = text
-                .parse()
-                .map_err(|e| Error::Config(format!("{}: not valid TOML: {e}", f.display())))?;
+            let t: toml::Table =
+                text.parse().map_err(|e| Error::Config(format!("{}: not valid TOML: {e}", f.display())))?;
             table.extend(t);
         }
         for o in overrides {
@@ -503,9 +499,8 @@ fn merge_preset(table: &mut toml::Table, name: &str) -> Result<()> {
 /// does not parse, such as `quiet` or `out/run1`, is taken as a string.
 pub fn parse_override(s: &str) -> Result<(String, toml::Value)> {
     let s = s.strip_prefix("--").unwrap_or(s);
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| Error::Config(format!("override '{s}' is not of the form key=value")))?;
+    let (k, v) =
+        s.split_once('=').ok_or_else(|| Error::Config(format!("override '{s}' is not of the form key=value")))?;
     let k = k.trim().replace('-', "_");
     if k.is_empty() {
         return Err(Error::Config(format!("override '{s}' has an empty key")));

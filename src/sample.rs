@@ -21,13 +21,25 @@ pub struct SampleOptions {
 
 impl Default for SampleOptions {
     fn default() -> Self {
-        SampleOptions { start: "\n".into(), num_samples: 10, max_new_tokens: 500, temperature: 0.8, top_k: Some(200), seed: 1337 }
+        SampleOptions {
+            start: "\n".into(),
+            num_samples: 10,
+            max_new_tokens: 500,
+            temperature: 0.8,
+            top_k: Some(200),
+            seed: 1337,
+        }
     }
 }
 
 /// Generate `num_samples` continuations of `start`; each returned string includes the prompt.
 /// `on_sample` sees each one as soon as it is done.
-pub fn generate(model: &mut Gpt<f32>, tok: &Tokenizer, opts: &SampleOptions, on_sample: &mut dyn FnMut(usize, &str)) -> Result<Vec<String>> {
+pub fn generate(
+    model: &mut Gpt<f32>,
+    tok: &Tokenizer,
+    opts: &SampleOptions,
+    on_sample: &mut dyn FnMut(usize, &str),
+) -> Result<Vec<String>> {
     if !(opts.temperature > 0.0) {
         return Err(Error::Config(format!("temperature must be positive, got {}", opts.temperature)));
     }

@@ -41,7 +41,12 @@ fn residual_statistics_match_golden_stats_json() {
             let f = |k: &str| want[k].as_f64().unwrap_or_else(|| panic!("{}: {what}.{k}", case.name));
             let rel = (ours.max_abs - f("max_abs")).abs() / f("max_abs").abs();
             if !(rel <= 1e-4) {
-                failures.push(format!("{}: {what} max_abs {} vs {} (rel {rel:.2e})", case.name, ours.max_abs, f("max_abs")));
+                failures.push(format!(
+                    "{}: {what} max_abs {} vs {} (rel {rel:.2e})",
+                    case.name,
+                    ours.max_abs,
+                    f("max_abs")
+                ));
             }
             let k = ours.excess_kurtosis.unwrap_or(f64::NAN);
             if !((k - f("excess_kurtosis")).abs() <= 1e-3) {
@@ -82,9 +87,23 @@ fn train(dir: &Path, attention: &str) -> PathBuf {
     let text = std::fs::read_to_string(shakespeare()).expect("../shared/data/tinyshakespeare.txt");
     prepare(&text, &dir.join("data"), TokenizerKind::Char).unwrap();
     let o: Vec<String> = [
-        "n_layer=2", "n_head=2", "n_embd=32", "block_size=32", "batch_size=8", "dropout=0.0", "bias=true",
-        "learning_rate=3e-3", "min_lr=3e-4", "warmup_iters=5", "max_iters=30", "lr_decay_iters=30",
-        "eval_interval=30", "eval_iters=2", "log_interval=1000", "threads=0", "always_save_checkpoint=true",
+        "n_layer=2",
+        "n_head=2",
+        "n_embd=32",
+        "block_size=32",
+        "batch_size=8",
+        "dropout=0.0",
+        "bias=true",
+        "learning_rate=3e-3",
+        "min_lr=3e-4",
+        "warmup_iters=5",
+        "max_iters=30",
+        "lr_decay_iters=30",
+        "eval_interval=30",
+        "eval_iters=2",
+        "log_interval=1000",
+        "threads=0",
+        "always_save_checkpoint=true",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -170,7 +189,10 @@ fn trained_models_end_to_end_and_cli() {
         // Deterministic: the same windows give the same report, whatever the batch size.
         let again = analyze(&mut ck.model, &data, &AnalyzeOptions { batch: 3, ..opts.clone() }).unwrap();
         assert_eq!(a.layers[1].residual.max_abs, again.layers[1].residual.max_abs);
-        assert!((a.layers[1].residual.excess_kurtosis.unwrap() - again.layers[1].residual.excess_kurtosis.unwrap()).abs() < 1e-9);
+        assert!(
+            (a.layers[1].residual.excess_kurtosis.unwrap() - again.layers[1].residual.excess_kurtosis.unwrap()).abs()
+                < 1e-9
+        );
         null.push(a.attention.null_mass_mean);
 
         if attention == "quiet" {

@@ -23,9 +23,20 @@ fn fails(dir: &Path, args: &[&str], needles: &[&str]) {
 }
 
 const TINY: &[&str] = &[
-    "--preset=shakespeare-char-cpu", "--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_size=2",
-    "--max_iters=2", "--eval_interval=2", "--eval_iters=1", "--always_save_checkpoint=true", "--lr_decay_iters=2",
-    "--warmup_iters=1", "--data_dir=data", "--out_dir=out",
+    "--preset=shakespeare-char-cpu",
+    "--n_layer=1",
+    "--n_head=2",
+    "--n_embd=16",
+    "--block_size=16",
+    "--batch_size=2",
+    "--max_iters=2",
+    "--eval_interval=2",
+    "--eval_iters=1",
+    "--always_save_checkpoint=true",
+    "--lr_decay_iters=2",
+    "--warmup_iters=1",
+    "--data_dir=data",
+    "--out_dir=out",
 ];
 
 fn with(extra: &[&'static str]) -> Vec<&'static str> {
@@ -80,7 +91,10 @@ fn checkpoint_errors() {
 
     // A start text outside the vocabulary.
     fails(&d, &["sample", "--out_dir", "out", "--start", "naïve €", "--max_new_tokens", "3"], &["€"]);
-    let (ok, text) = quietgpt(&d, &["sample", "--out_dir", "out", "--start", "KING:", "--num_samples", "1", "--max_new_tokens", "5"]);
+    let (ok, text) = quietgpt(
+        &d,
+        &["sample", "--out_dir", "out", "--start", "KING:", "--num_samples", "1", "--max_new_tokens", "5"],
+    );
     assert!(ok && text.contains("KING:"), "{text}");
 
     // Resume with a model shape that does not fit the checkpoint.

@@ -20,8 +20,19 @@ fn prepared(name: &str) -> std::path::PathBuf {
 
 fn small(dir: &Path, extra: &[&str]) -> Config {
     let mut o: Vec<String> = [
-        "n_layer=2", "n_head=2", "n_embd=64", "block_size=32", "batch_size=8", "dropout=0.0", "bias=true",
-        "learning_rate=3e-3", "min_lr=3e-4", "warmup_iters=10", "eval_iters=10", "log_interval=1000", "threads=0",
+        "n_layer=2",
+        "n_head=2",
+        "n_embd=64",
+        "block_size=32",
+        "batch_size=8",
+        "dropout=0.0",
+        "bias=true",
+        "learning_rate=3e-3",
+        "min_lr=3e-4",
+        "warmup_iters=10",
+        "eval_iters=10",
+        "log_interval=1000",
+        "threads=0",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -61,7 +72,14 @@ fn short_run_learns_then_samples() {
 #[test]
 fn stop_and_resume_is_bitwise_identical() {
     // Dropout and gradient accumulation on, so every RNG stream and the optimizer state must survive.
-    let extra = ["dropout=0.1", "gradient_accumulation_steps=2", "always_save_checkpoint=true", "eval_interval=4", "lr_decay_iters=12", "eval_iters=2"];
+    let extra = [
+        "dropout=0.1",
+        "gradient_accumulation_steps=2",
+        "always_save_checkpoint=true",
+        "eval_interval=4",
+        "lr_decay_iters=12",
+        "eval_iters=2",
+    ];
     let a = prepared("resume-a");
     let mut whole = Trainer::new(small(&a, &[&extra[..], &["max_iters=12"]].concat())).unwrap();
     whole.run(&mut |_| {}).unwrap();

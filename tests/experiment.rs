@@ -26,8 +26,17 @@ fn assert_png(path: &Path) {
 }
 
 const PNGS: &[&str] = &[
-    "loss_val.png", "loss_train.png", "max_abs_per_layer.png", "kurtosis_attn_out_per_layer.png", "kurtosis_residual_per_layer.png",
-    "max_abs_trajectory.png", "quant_gap.png", "heatmap_softmax.png", "heatmap_quiet.png", "hist_residual.png", "hist_attn_out.png",
+    "loss_val.png",
+    "loss_train.png",
+    "max_abs_per_layer.png",
+    "kurtosis_attn_out_per_layer.png",
+    "kurtosis_residual_per_layer.png",
+    "max_abs_trajectory.png",
+    "quant_gap.png",
+    "heatmap_softmax.png",
+    "heatmap_quiet.png",
+    "hist_residual.png",
+    "hist_attn_out.png",
 ];
 
 #[test]
@@ -38,7 +47,10 @@ fn quick_experiment_writes_the_report_and_skips_finished_runs() {
     let args = ["experiment", "--quick", "--input", input, "--out", "exp", "--analyze_every", "50"];
     let (ok, text, first) = quietgpt(&dir, &args);
     assert!(ok, "quick experiment failed:\n{text}");
-    assert!(text.contains("[run 4/4] quiet seed 1: iter 100/100") && text.contains("ETA"), "no progress lines:\n{text}");
+    assert!(
+        text.contains("[run 4/4] quiet seed 1: iter 100/100") && text.contains("ETA"),
+        "no progress lines:\n{text}"
+    );
 
     let out = dir.join("exp");
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
@@ -49,7 +61,8 @@ fn quick_experiment_writes_the_report_and_skips_finished_runs() {
         assert_png(&out.join(png));
         assert!(report.contains(&format!("]({png})")), "report.md does not show {png}");
     }
-    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     let runs = m["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 4);
     for r in runs {
@@ -63,7 +76,9 @@ fn quick_experiment_writes_the_report_and_skips_finished_runs() {
     assert_eq!((cmp["variant"].as_str(), cmp["baseline"].as_str()), (Some("quiet"), Some("softmax")));
     assert_eq!(cmp["paired"]["n"], 2);
     assert!(m["aggregate"]["metrics"]["quiet"]["w8a8_gap"]["ci_half_width"].is_f64());
-    assert!(out.join("runs/quiet-seed1/done.json").exists() && out.join("runs/quiet-seed1/analysis-iter50.json").exists());
+    assert!(
+        out.join("runs/quiet-seed1/done.json").exists() && out.join("runs/quiet-seed1/analysis-iter50.json").exists()
+    );
 
     // Same arguments again: nothing is trained, the report is rewritten.
     let ckpt = out.join("runs/softmax-seed0/ckpt.safetensors");
@@ -83,9 +98,14 @@ fn quick_experiment_writes_the_report_and_skips_finished_runs() {
     assert!(!text.contains(": iter "), "{text}");
 
     // Training in segments (for --analyze_every) gives exactly the model of one uninterrupted run.
-    let (ok, text, _) = quietgpt(&dir, &["experiment", "--quick", "--input", input, "--out", "whole", "--variants", "softmax", "--seed_list", "0"]);
+    let (ok, text, _) = quietgpt(
+        &dir,
+        &["experiment", "--quick", "--input", input, "--out", "whole", "--variants", "softmax", "--seed_list", "0"],
+    );
     assert!(ok, "{text}");
-    let done = |p: &str| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(dir.join(p)).unwrap()).unwrap() };
+    let done = |p: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(p)).unwrap()).unwrap()
+    };
     let (seg, whole) = (done("exp/runs/softmax-seed0/done.json"), done("whole/runs/softmax-seed0/done.json"));
     assert_eq!(seg["summary"], whole["summary"]);
     assert_eq!(seg["quant"], whole["quant"]);

@@ -58,7 +58,12 @@ fn forward_backward_and_adamw_match_pytorch_f32() {
         opt.update(&mut m, 1e-3, &HP);
         for t in m.layout.named().to_vec() {
             let p: Vec<f32> = tensor(&after, &t.name);
-            ck.check(n, &format!("after_adamw (own grads) {}", t.name), max_abs_diff(m.tensor(&t.name).unwrap(), &p), 1e-4);
+            ck.check(
+                n,
+                &format!("after_adamw (own grads) {}", t.name),
+                max_abs_diff(m.tensor(&t.name).unwrap(), &p),
+                1e-4,
+            );
         }
 
         // Optimizer unit test: PyTorch's exact gradients through our clip + AdamW.
@@ -73,7 +78,12 @@ fn forward_backward_and_adamw_match_pytorch_f32() {
         let state = read(&case, "adamw_state.safetensors");
         for t in m.layout.named().to_vec() {
             let p: Vec<f32> = tensor(&after, &t.name);
-            ck.check(n, &format!("after_adamw (exact grads) {}", t.name), max_abs_diff(m.tensor(&t.name).unwrap(), &p), 1e-6);
+            ck.check(
+                n,
+                &format!("after_adamw (exact grads) {}", t.name),
+                max_abs_diff(m.tensor(&t.name).unwrap(), &p),
+                1e-6,
+            );
             for (key, ours) in [("exp_avg", &opt.m), ("exp_avg_sq", &opt.v)] {
                 let r: Vec<f32> = tensor(&state, &format!("{key}.{}", t.name));
                 let rel = ours[t.offset..t.offset + t.len]
@@ -121,7 +131,8 @@ fn quiet_null_attention_mass_matches() {
         let (t, nh) = (case.t, case.config.n_head);
         for (l, want) in case.stats["quiet_null_attention_mass"].as_array().unwrap().iter().enumerate() {
             let att = m.attention_probs(l);
-            let null: Vec<f64> = att.chunks_exact(t).map(|row| 1.0 - row.iter().map(|&p| p as f64).sum::<f64>()).collect();
+            let null: Vec<f64> =
+                att.chunks_exact(t).map(|row| 1.0 - row.iter().map(|&p| p as f64).sum::<f64>()).collect();
             assert_eq!(null.len(), case.b * nh * t);
             let mean = null.iter().sum::<f64>() / null.len() as f64;
             let min = null.iter().cloned().fold(f64::INFINITY, f64::min);

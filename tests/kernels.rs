@@ -8,13 +8,17 @@ mod common;
 
 use common::fd::*;
 use quietgpt::config::{AttentionKind, ModelConfig};
-use quietgpt::model::attention::{attention_backward, attention_forward, backward_scratch, AttnDropout, AttnMask, Variant};
+use quietgpt::model::attention::{
+    attention_backward, attention_forward, backward_scratch, AttnDropout, AttnMask, Variant,
+};
 use quietgpt::model::attention_gemm::{small_gemm, Tri};
 use quietgpt::model::crossentropy::{crossentropy_backward, crossentropy_forward};
 use quietgpt::model::dropout::Dropout;
 use quietgpt::model::encoder::{encoder_backward, encoder_forward};
 use quietgpt::model::gelu::{gelu_backward, gelu_backward_from_grad, gelu_forward, gelu_remake_with_grad};
-use quietgpt::model::layernorm::{layernorm_backward, layernorm_forward, layernorm_recompute, residual_layernorm_forward};
+use quietgpt::model::layernorm::{
+    layernorm_backward, layernorm_forward, layernorm_recompute, residual_layernorm_forward,
+};
 use quietgpt::model::matmul::{matmul_backward, matmul_forward};
 use quietgpt::rng::Rng;
 
@@ -162,7 +166,19 @@ fn layernorm_case(n: usize, c: usize, bias: bool, seed: u64) {
     }
     let (pi, pw, pb) = (randn(&mut rng, n * c, 1.0), randn(&mut rng, c, 1.0), randn(&mut rng, c, 1.0));
     let (mut di, mut dw, mut db) = (pi.clone(), pw.clone(), pb.clone());
-    layernorm_backward(&mut di, &mut dw, if bias { Some(&mut db[..]) } else { None }, &g, &inp, &w, &mean, &rstd, n, c, &mut Vec::new());
+    layernorm_backward(
+        &mut di,
+        &mut dw,
+        if bias { Some(&mut db[..]) } else { None },
+        &g,
+        &inp,
+        &w,
+        &mean,
+        &rstd,
+        n,
+        c,
+        &mut Vec::new(),
+    );
     let tag = format!("layernorm {n}x{c} bias={bias}");
     check(&format!("{tag} dinp"), &added(&di, &pi), &numeric(&inp, &all(n * c), &g, |x| fwd(x, &w, bo)), &all(n * c));
     check(&format!("{tag} dweight"), &added(&dw, &pw), &numeric(&w, &all(c), &g, |x| fwd(&inp, x, bo)), &all(c));
@@ -224,7 +240,10 @@ fn remade_layernorm_and_gelu_are_bitwise_the_same() {
     gelu_backward(&mut acc, &x, &g);
     let mut inplace = g.clone();
     gelu_backward_from_grad(&mut inplace, &grad);
-    assert!(acc.iter().zip(&inplace).all(|(p, q)| p.to_bits() == q.to_bits()), "gelu backward from the kept derivative");
+    assert!(
+        acc.iter().zip(&inplace).all(|(p, q)| p.to_bits() == q.to_bits()),
+        "gelu backward from the kept derivative"
+    );
 }
 
 /// The residual add fused with the next LayerNorm gives bitwise what the add and then the LayerNorm
@@ -241,10 +260,15 @@ fn residual_layernorm_is_add_then_layernorm() {
         let res: Vec<f32> = x.iter().zip(&y).map(|(p, q)| p + q).collect();
         let (mut out, mut mean, mut rstd) = (vec![0.0f32; n * c], vec![0.0f32; n], vec![0.0f32; n]);
         layernorm_forward(&mut out, &mut mean, &mut rstd, &res, &w, bias, n, c);
-        let (mut res2, mut out2, mut mean2, mut rstd2) = (vec![f32::NAN; n * c], vec![f32::NAN; n * c], vec![f32::NAN; n], vec![f32::NAN; n]);
+        let (mut res2, mut out2, mut mean2, mut rstd2) =
+            (vec![f32::NAN; n * c], vec![f32::NAN; n * c], vec![f32::NAN; n], vec![f32::NAN; n]);
         residual_layernorm_forward(&mut res2, &mut out2, &mut mean2, &mut rstd2, &x, &y, &w, bias, n, c);
         let same = |p: &[f32], q: &[f32]| p.iter().zip(q).all(|(u, v)| u.to_bits() == v.to_bits());
-        assert!(same(&res, &res2) && same(&out, &out2) && same(&mean, &mean2) && same(&rstd, &rstd2), "bias={}", bias.is_some());
+        assert!(
+            same(&res, &res2) && same(&out, &out2) && same(&mean, &mean2) && same(&rstd, &rstd2),
+            "bias={}",
+            bias.is_some()
+        );
     }
 }
 
@@ -398,13 +422,30 @@ fn attention_small_gemm_matches_plain_products() {
                     let c0: Vec<F> = (0..m * ldc).map(|_| F::from_f64(rng.normal())).collect();
                     let mut c = c0.clone();
                     let alpha = F::from_f64(0.7);
-                    unsafe { small_gemm(m, n, k, c.as_mut_ptr(), ldc, accumulate, (a.as_ptr(), ars, acs), (b.as_ptr(), ldb), alpha, tri) };
+                    unsafe {
+                        small_gemm(
+                            m,
+                            n,
+                            k,
+                            c.as_mut_ptr(),
+                            ldc,
+                            accumulate,
+                            (a.as_ptr(), ars, acs),
+                            (b.as_ptr(), ldb),
+                            alpha,
+                            tri,
+                        )
+                    };
                     for r in 0..m {
                         for j in 0..n {
-                            let dot: f64 = (0..k).map(|p| a[r * ars + p * acs].to_f64() * b[p * ldb + j].to_f64()).sum();
+                            let dot: f64 =
+                                (0..k).map(|p| a[r * ars + p * acs].to_f64() * b[p * ldb + j].to_f64()).sum();
                             let want = 0.7 * dot + if accumulate { c0[r * ldc + j].to_f64() } else { 0.0 };
                             let got = c[r * ldc + j].to_f64();
-                            assert!((got - want).abs() <= tol * (1.0 + want.abs()), "{m}x{n}x{k} {tri:?} t={transposed} acc={accumulate} ({r}, {j}): {got} vs {want}");
+                            assert!(
+                                (got - want).abs() <= tol * (1.0 + want.abs()),
+                                "{m}x{n}x{k} {tri:?} t={transposed} acc={accumulate} ({r}, {j}): {got} vs {want}"
+                            );
                         }
                         // the padding column is never written
                         assert!(c[r * ldc + n].to_f64() == c0[r * ldc + n].to_f64());
@@ -595,7 +636,20 @@ fn attention_is_causal() {
                 }
                 let mut d = vec![0.0; b * t * 3 * c];
                 let mut scratch = vec![0.0; backward_scratch(b, t, nh)];
-                attention_backward(&mut d, None, &mut scratch, &dout, &qkv, &att, &variant(kind), drop_of(dropout), b, t, c, nh);
+                attention_backward(
+                    &mut d,
+                    None,
+                    &mut scratch,
+                    &dout,
+                    &qkv,
+                    &att,
+                    &variant(kind),
+                    drop_of(dropout),
+                    b,
+                    t,
+                    c,
+                    nh,
+                );
                 let mut reached_past = false;
                 for bi in 0..b {
                     let future = &d[(bi * t + i + 1) * 3 * c..(bi + 1) * t * 3 * c];

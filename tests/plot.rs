@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use quietgpt::analysis::plot::{
-    bin_counts, even_bin_edges, grouped_bars, heatmap, histograms_side_by_side, line_chart, BarSeries,
-    HistPanel, Series, DEFAULT_SIZE, HIST_PANEL_SIZE,
+    bin_counts, even_bin_edges, grouped_bars, heatmap, histograms_side_by_side, line_chart, BarSeries, HistPanel,
+    Series, DEFAULT_SIZE, HIST_PANEL_SIZE,
 };
 use quietgpt::Error;
 
@@ -39,9 +39,8 @@ fn loss_curves() -> Vec<Series> {
             let pts = (0..=200)
                 .map(|i| {
                     let step = i as f64 * 25.0;
-                    let y = 1.4
-                        + 3.0 * (-step / (800.0 + 100.0 * v as f64)).exp()
-                        + 0.02 * ((i * (seed + 3)) as f64).sin();
+                    let y =
+                        1.4 + 3.0 * (-step / (800.0 + 100.0 * v as f64)).exp() + 0.02 * ((i * (seed + 3)) as f64).sin();
                     (step, y)
                 })
                 .collect();
@@ -65,8 +64,7 @@ fn line_chart_writes_png_linear_and_log() {
     // Per-layer statistic against the layer index, spanning several decades, with markers.
     let layers: Vec<Series> = (0..2)
         .map(|v| {
-            let pts =
-                (0..12).map(|l| (l as f64, 10f64.powf(0.5 + l as f64 * (0.1 + 0.25 * v as f64)))).collect();
+            let pts = (0..12).map(|l| (l as f64, 10f64.powf(0.5 + l as f64 * (0.1 + 0.25 * v as f64)))).collect();
             Series::new(["softmax", "softmax1"][v], pts, v)
         })
         .collect();
@@ -170,12 +168,7 @@ fn histogram_grid_with_zero_counts() {
 #[test]
 fn histogram_grid_rejects_bad_panels_and_handles_empty() {
     let dir = out_dir("hist-bad");
-    let bad = HistPanel {
-        row_label: "r".into(),
-        col_label: "c".into(),
-        bin_edges: vec![0.0, 1.0],
-        counts: vec![1, 2],
-    };
+    let bad = HistPanel { row_label: "r".into(), col_label: "c".into(), bin_edges: vec![0.0, 1.0], counts: vec![1, 2] };
     let e = histograms_side_by_side(dir.join("bad.png"), "t", std::slice::from_ref(&bad)).unwrap_err();
     assert!(matches!(e, Error::Data(_)), "{e}");
     let ok = HistPanel { bin_edges: vec![0.0, 1.0, 2.0], ..bad };
@@ -222,9 +215,8 @@ fn heatmap_writes_png_with_missing_and_log() {
         assert_eq!(png_size(&p, 20_000), DEFAULT_SIZE);
     }
     // More channels than pixels: columns are merged by max.
-    let wide: Vec<Vec<f64>> = (0..12)
-        .map(|l| (0..3072).map(|c| if c == 1234 { 100.0 } else { 1.0 + l as f64 }).collect())
-        .collect();
+    let wide: Vec<Vec<f64>> =
+        (0..12).map(|l| (0..3072).map(|c| if c == 1234 { 100.0 } else { 1.0 + l as f64 }).collect()).collect();
     let p = dir.join("wide.png");
     heatmap(&p, "wide", "channel", "layer", &wide, true).unwrap();
     assert_eq!(png_size(&p, 20_000), DEFAULT_SIZE);
@@ -256,11 +248,7 @@ fn grouped_bars_with_ci() {
     let groups: Vec<String> =
         ["int8 per-tensor", "int8 per-channel", "int4 per-channel"].iter().map(|s| s.to_string()).collect();
     let bars = vec![
-        BarSeries {
-            label: "softmax".into(),
-            values: vec![0.12, 0.03, 0.9],
-            ci_half_widths: vec![0.02, 0.01, 0.15],
-        },
+        BarSeries { label: "softmax".into(), values: vec![0.12, 0.03, 0.9], ci_half_widths: vec![0.02, 0.01, 0.15] },
         BarSeries {
             label: "softmax1".into(),
             values: vec![0.02, -0.01, 0.4],
@@ -298,17 +286,9 @@ fn extreme_values_do_not_panic() {
     let big = [f64::MAX, -f64::MAX, f64::MIN_POSITIVE, 1e-300, 1e300, 0.0];
     let pts: Vec<(f64, f64)> = big.iter().flat_map(|&a| big.iter().map(move |&b| (a, b))).collect();
     for log in [false, true] {
-        line_chart(
-            dir.join(format!("line_{log}.png")),
-            "extreme",
-            "x",
-            "y",
-            &[Series::new("e", pts.clone(), 99)],
-            log,
-        )
-        .unwrap();
-        heatmap(dir.join(format!("heat_{log}.png")), "extreme", "c", "l", &[big.to_vec(), big.to_vec()], log)
+        line_chart(dir.join(format!("line_{log}.png")), "extreme", "x", "y", &[Series::new("e", pts.clone(), 99)], log)
             .unwrap();
+        heatmap(dir.join(format!("heat_{log}.png")), "extreme", "c", "l", &[big.to_vec(), big.to_vec()], log).unwrap();
     }
     let panel = HistPanel {
         row_label: "r".into(),
@@ -317,11 +297,8 @@ fn extreme_values_do_not_panic() {
         counts: vec![u64::MAX, 1],
     };
     histograms_side_by_side(dir.join("hist.png"), "extreme", &[panel]).unwrap();
-    let bars = [BarSeries {
-        label: "b".into(),
-        values: vec![f64::MAX, -f64::MAX],
-        ci_half_widths: vec![f64::MAX, 1.0],
-    }];
+    let bars =
+        [BarSeries { label: "b".into(), values: vec![f64::MAX, -f64::MAX], ci_half_widths: vec![f64::MAX, 1.0] }];
     grouped_bars(dir.join("bars.png"), "extreme", "y", &["a".to_string(), "b".to_string()], &bars).unwrap();
     for f in ["line_false", "line_true", "heat_false", "heat_true", "hist", "bars"] {
         png_size(&dir.join(format!("{f}.png")), 1_000);

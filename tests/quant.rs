@@ -5,7 +5,9 @@ mod common;
 
 use common::{shakespeare, temp_dir};
 use quietgpt::analysis::quant::{fake_quantize, QuantParams, QuantScheme};
-use quietgpt::analysis::quantize_eval::{quantize_eval, ActQuant, Histogram, QuantEvalOptions, QuantReport, RangeMethod, Setting};
+use quietgpt::analysis::quantize_eval::{
+    quantize_eval, ActQuant, Histogram, QuantEvalOptions, QuantReport, RangeMethod, Setting,
+};
 use quietgpt::config::Config;
 use quietgpt::data::{prepare, Dataset, Split, TokenizerKind};
 use quietgpt::rng::Rng;
@@ -147,9 +149,22 @@ fn trained() -> &'static (PathBuf, PathBuf) {
         let text = std::fs::read_to_string(shakespeare()).expect("../shared/data/tinyshakespeare.txt");
         prepare(&text, &dir.join("data"), TokenizerKind::Char).unwrap();
         let o: Vec<String> = [
-            "n_layer=2", "n_head=2", "n_embd=64", "block_size=32", "batch_size=8", "dropout=0.0", "bias=true",
-            "learning_rate=3e-3", "min_lr=3e-4", "warmup_iters=10", "eval_iters=2", "log_interval=1000", "threads=0",
-            "max_iters=60", "lr_decay_iters=60", "eval_interval=60",
+            "n_layer=2",
+            "n_head=2",
+            "n_embd=64",
+            "block_size=32",
+            "batch_size=8",
+            "dropout=0.0",
+            "bias=true",
+            "learning_rate=3e-3",
+            "min_lr=3e-4",
+            "warmup_iters=10",
+            "eval_iters=2",
+            "log_interval=1000",
+            "threads=0",
+            "max_iters=60",
+            "lr_decay_iters=60",
+            "eval_interval=60",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -201,7 +216,11 @@ fn quantized_model_losses() {
     assert_eq!(loss("fp32"), plain, "the float32 row must be the plain val loss");
     assert!(plain < 3.0, "the model did not learn: val loss {plain}");
     for r in &report.results {
-        assert!(r.loss.is_finite() && (r.perplexity - r.loss.exp()).abs() < 1e-9 && (r.gap - (r.loss - plain)).abs() < 1e-12);
+        assert!(
+            r.loss.is_finite()
+                && (r.perplexity - r.loss.exp()).abs() < 1e-9
+                && (r.gap - (r.loss - plain)).abs() < 1e-12
+        );
     }
     // 8 bits, weights and activations: observed |gap| ≤ 5e-5 nats on this 60-step model (W4: 3e-4,
     // A4: 1.7e-3). 0.005 leaves 100× margin for other CPUs and thread counts; the orderings below
@@ -215,7 +234,10 @@ fn quantized_model_losses() {
 
     // The activation probe really quantizes: 4-bit activations hurt more than 8-bit ones.
     let a = |bits| Some(ActQuant { scheme: QuantScheme::activations(bits), range: RangeMethod::MinMax });
-    let settings = vec![Setting { name: "A4".into(), weights: None, activations: a(4) }, Setting { name: "A8".into(), weights: None, activations: a(8) }];
+    let settings = vec![
+        Setting { name: "A4".into(), weights: None, activations: a(4) },
+        Setting { name: "A8".into(), weights: None, activations: a(8) },
+    ];
     let acts = quantize_eval(&mut model, &data, &QuantEvalOptions { settings, ..opts.clone() }).unwrap();
     let (a4, a8) = (acts.get("A4").unwrap().gap, acts.get("A8").unwrap().gap);
     eprintln!("A4 gap {a4:+.6}, A8 gap {a8:+.6}");
@@ -239,7 +261,8 @@ fn quantized_model_losses() {
 
 fn quietgpt(dir: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_quietgpt")).args(args).current_dir(dir).output().unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
     assert!(!stderr.contains("panicked"), "quietgpt {args:?} panicked:\n{stderr}");
     (out.status.success(), stdout, stderr)
 }

@@ -54,7 +54,10 @@ fn any_number_of_shards_gives_the_same_model() {
                 let close = |what: &str, x: &[f64], y: &[f64]| {
                     let scale = y.iter().fold(0.0f64, |a, &g| a.max(g.abs()));
                     let err = x.iter().zip(y).fold(0.0f64, |a, (p, q)| a.max((p - q).abs()));
-                    assert!(x.len() == y.len() && err <= 1e-13 * scale, "{tag}: {what} differ by {err:e} (max |x| {scale:e})");
+                    assert!(
+                        x.len() == y.len() && err <= 1e-13 * scale,
+                        "{tag}: {what} differ by {err:e} (max |x| {scale:e})"
+                    );
                 };
                 close("logits", &many.logits, &one.logits);
                 close("gradients", &many.grads, &one.grads);

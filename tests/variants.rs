@@ -12,7 +12,9 @@ use common::fd::*;
 use common::{shakespeare, temp_dir, train_collecting_val_losses};
 use quietgpt::analysis::analyze::{analyze, analyze_batch, AnalyzeOptions};
 use quietgpt::analysis::quant::QuantScheme;
-use quietgpt::analysis::quantize_eval::{quantize_eval, quantize_weights, ActQuant, QuantEvalOptions, RangeMethod, Setting};
+use quietgpt::analysis::quantize_eval::{
+    quantize_eval, quantize_weights, ActQuant, QuantEvalOptions, RangeMethod, Setting,
+};
 use quietgpt::config::{AttentionKind, Config, ModelConfig};
 use quietgpt::data::{prepare, Dataset, Tokenizer, TokenizerKind};
 use quietgpt::model::attention::{self as reference, backward_scratch, AttnDropout, AttnMask, Variant};
@@ -26,7 +28,8 @@ use quietgpt::train::adamw::{AdamW, AdamWConfig};
 use quietgpt::train::checkpoint::{self, TrainState};
 use std::collections::HashMap;
 
-const NEW: [AttentionKind; 4] = [AttentionKind::Clipped, AttentionKind::Gated, AttentionKind::Outgate, AttentionKind::Sink];
+const NEW: [AttentionKind; 4] =
+    [AttentionKind::Clipped, AttentionKind::Gated, AttentionKind::Outgate, AttentionKind::Sink];
 
 const DROP: Dropout = Dropout { p: 0.3, key: 42 };
 
@@ -44,7 +47,16 @@ enum Kernel {
 
 /// Forward of one kernel: the output (B, T, C) and what its backward needs (the weights, or lse).
 #[allow(clippy::too_many_arguments)]
-fn forward<F: Real>(k: Kernel, qkv: &[F], v: &Variant<F>, dropout: bool, b: usize, t: usize, c: usize, nh: usize) -> (Vec<F>, Vec<F>) {
+fn forward<F: Real>(
+    k: Kernel,
+    qkv: &[F],
+    v: &Variant<F>,
+    dropout: bool,
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) -> (Vec<F>, Vec<F>) {
     let mut out = vec![F::from_f64(f64::NAN); b * t * c];
     match k {
         Kernel::Reference => {
@@ -130,7 +142,11 @@ fn attention_fd(k: Kernel, kind: AttentionKind, dropout: bool, std: f64, zeta: f
         let w = preclip(&qkv, zeta, gamma, b, t, c, nh);
         let near = w.iter().map(|&x| x.abs().min((x - 1.0).abs())).fold(f64::INFINITY, f64::min);
         assert!(near > 1e-4, "{tag}: a weight is within {near:e} of a clip boundary");
-        let (lo, mid, hi) = (w.iter().filter(|&&x| x <= 0.0).count(), w.iter().filter(|&&x| x > 0.0 && x < 1.0).count(), w.iter().filter(|&&x| x >= 1.0).count());
+        let (lo, mid, hi) = (
+            w.iter().filter(|&&x| x <= 0.0).count(),
+            w.iter().filter(|&&x| x > 0.0 && x < 1.0).count(),
+            w.iter().filter(|&&x| x >= 1.0).count(),
+        );
         assert!(lo > 0 && mid > 0, "{tag}: clipped {lo}, inside {mid}");
         assert!(zeta == 1.0 || hi > 0, "{tag}: nothing clipped at 1 (but row 0)");
         println!("{tag}: {lo} weights clipped to 0, {mid} inside, {hi} clipped to 1");
@@ -199,9 +215,13 @@ fn reference_and_fused_kernels_agree() {
                 let (o_f, lse) = forward(Kernel::Fused, &qkv, &v, dropout, b, t, c, nh);
                 let (d_r, s_r) = backward(Kernel::Reference, &dout, &qkv, &att, &v, dropout, b, t, c, nh);
                 let (d_f, s_f) = backward(Kernel::Fused, &dout, &qkv, &lse, &v, dropout, b, t, c, nh);
-                let (eo, ed, es) = (err(&o_r, &o_f) / scale(&o_r), err(&d_r, &d_f) / scale(&d_r), err(&s_r, &s_f) / scale(&s_r));
+                let (eo, ed, es) =
+                    (err(&o_r, &o_f) / scale(&o_r), err(&d_r, &d_f) / scale(&d_r), err(&s_r, &s_f) / scale(&s_r));
                 println!("reference vs fused T={t} {kind} dropout={dropout}: out {eo:.1e}, dqkv {ed:.1e}, dsink {es:.1e} (relative to max)");
-                assert!(eo < tol && ed < tol && es < tol, "T={t} {kind} dropout={dropout}: out {eo:e}, dqkv {ed:e}, dsink {es:e}");
+                assert!(
+                    eo < tol && ed < tol && es < tol,
+                    "T={t} {kind} dropout={dropout}: out {eo:e}, dqkv {ed:e}, dsink {es:e}"
+                );
                 if kind == AttentionKind::Sink {
                     assert!(s_r.iter().all(|x| x.to_f64().abs() > 1e-6), "{kind}: a sink gradient is 0: {s_r:?}");
                 }
@@ -230,12 +250,17 @@ fn fused_kernel_is_causal() {
             for i in [0, 5, 15, 16, 17, 31, 38] {
                 let mut q2 = qkv.clone();
                 for bi in 0..b {
-                    q2[(bi * t + i + 1) * 3 * c..(bi + 1) * t * 3 * c].iter_mut().for_each(|x| *x = rng.normal() as f32 * 3.0);
+                    q2[(bi * t + i + 1) * 3 * c..(bi + 1) * t * 3 * c]
+                        .iter_mut()
+                        .for_each(|x| *x = rng.normal() as f32 * 3.0);
                 }
                 let (out2, _) = forward(Kernel::Fused, &q2, &v, dropout, b, t, c, nh);
                 for bi in 0..b {
                     let (past, future) = ((bi * t) * c..(bi * t + i + 1) * c, (bi * t + i + 1) * c..(bi + 1) * t * c);
-                    assert!(out[past.clone()].iter().zip(&out2[past]).all(|(x, y)| x.to_bits() == y.to_bits()), "{kind} dropout={dropout}: output at ≤ {i} depends on the future");
+                    assert!(
+                        out[past.clone()].iter().zip(&out2[past]).all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{kind} dropout={dropout}: output at ≤ {i} depends on the future"
+                    );
                     assert!(out[future.clone()] != out2[future], "{kind}: the perturbation did nothing");
                 }
                 let mut dout: Vec<f32> = (0..b * t * c).map(|_| rng.normal() as f32).collect();
@@ -245,7 +270,10 @@ fn fused_kernel_is_causal() {
                 let (d, _) = backward(Kernel::Fused, &dout, &qkv, &lse, &v, dropout, b, t, c, nh);
                 for bi in 0..b {
                     let future = &d[(bi * t + i + 1) * 3 * c..(bi + 1) * t * 3 * c];
-                    assert!(future.iter().all(|&x| x == 0.0), "{kind} dropout={dropout}: gradient from ≤ {i} reached the future");
+                    assert!(
+                        future.iter().all(|&x| x == 0.0),
+                        "{kind} dropout={dropout}: gradient from ≤ {i} reached the future"
+                    );
                 }
             }
         }
@@ -267,7 +295,8 @@ fn sink_at_zero_is_softmax1() {
             for dropout in [false, true] {
                 let (oq, aq) = forward(k, &qkv, &q, dropout, b, t, c, nh);
                 let (os, as_) = forward(k, &qkv, &s, dropout, b, t, c, nh);
-                let bits = |x: &[F], y: &[F]| x.iter().zip(y).all(|(a, b)| a.to_f64().to_bits() == b.to_f64().to_bits());
+                let bits =
+                    |x: &[F], y: &[F]| x.iter().zip(y).all(|(a, b)| a.to_f64().to_bits() == b.to_f64().to_bits());
                 assert!(bits(&oq, &os) && bits(&aq, &as_), "{k:?} dropout={dropout}: forward differs");
                 let (dq, _) = backward(k, &dout, &qkv, &aq, &q, dropout, b, t, c, nh);
                 let (ds, _) = backward(k, &dout, &qkv, &as_, &s, dropout, b, t, c, nh);
@@ -300,7 +329,11 @@ fn sink_at_zero_is_softmax1() {
         sink.backward(1.0).unwrap();
         for t in quiet.layout.named() {
             let (a, b) = (quiet.grad(&t.name).unwrap(), sink.grad(&t.name).unwrap());
-            assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()), "reference={reference}: grad {} differs", t.name);
+            assert!(
+                a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "reference={reference}: grad {} differs",
+                t.name
+            );
         }
         let gs = sink.grad("transformer.h.1.attn.sink").unwrap();
         assert!(gs.iter().all(|g| g.abs() > 0.0), "the sink logits get no gradient: {gs:?}");
@@ -412,7 +445,12 @@ fn new_parameters_gradients_every_element() {
                 });
                 m.params.copy_from_slice(&params);
                 let g: Vec<f64> = grads.clone();
-                check(&format!("gpt {kind} bias={bias} dropout={dropout} reference={reference} {}", t.name), &g, &num, &which);
+                check(
+                    &format!("gpt {kind} bias={bias} dropout={dropout} reference={reference} {}", t.name),
+                    &g,
+                    &num,
+                    &which,
+                );
             }
         }
     }
@@ -432,7 +470,8 @@ fn layout_of_the_new_tensors() {
     for bias in [false, true] {
         let c = |k| ModelConfig::new(3, 4, 16, 8, 10, bias, 0.0, k);
         let base = base_count(&c(AttentionKind::Softmax));
-        let names = |k| Gpt::<f32>::new(c(k), 1).unwrap().layout.named().iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+        let names =
+            |k| Gpt::<f32>::new(c(k), 1).unwrap().layout.named().iter().map(|t| t.name.clone()).collect::<Vec<_>>();
         let softmax = names(AttentionKind::Softmax);
         for k in [AttentionKind::Softmax, AttentionKind::Quiet, AttentionKind::Clipped] {
             let m = Gpt::<f32>::new(c(k), 1).unwrap();
@@ -448,7 +487,10 @@ fn layout_of_the_new_tensors() {
         let t = m.layout.find("transformer.h.2.attn.sink").unwrap();
         assert_eq!((t.shape.clone(), t.decays()), (vec![4], false));
         let m = extra(AttentionKind::Gated, 4 * 16 + 4);
-        let (w, b) = (m.layout.find("transformer.h.1.attn.c_gate.weight").unwrap(), m.layout.find("transformer.h.1.attn.c_gate.bias").unwrap());
+        let (w, b) = (
+            m.layout.find("transformer.h.1.attn.c_gate.weight").unwrap(),
+            m.layout.find("transformer.h.1.attn.c_gate.bias").unwrap(),
+        );
         assert_eq!((w.shape.clone(), w.decays(), b.shape.clone(), b.decays()), (vec![4, 16], true, vec![4], false));
         let m = extra(AttentionKind::Outgate, 16 * 16 + 16 * bias as usize);
         let w = m.layout.find("transformer.h.0.attn.c_outgate.weight").unwrap();
@@ -457,7 +499,10 @@ fn layout_of_the_new_tensors() {
         // naming order: the attention's own tensors right after c_proj
         let n = names(AttentionKind::Gated);
         let at = |s: &str| n.iter().position(|x| x == s).unwrap();
-        assert_eq!(at("transformer.h.0.attn.c_gate.weight"), at("transformer.h.0.attn.c_proj.weight") + 1 + bias as usize);
+        assert_eq!(
+            at("transformer.h.0.attn.c_gate.weight"),
+            at("transformer.h.0.attn.c_proj.weight") + 1 + bias as usize
+        );
         assert_eq!(at("transformer.h.0.ln_2.weight"), at("transformer.h.0.attn.c_gate.bias") + 1);
     }
 }
@@ -521,7 +566,12 @@ fn config_keys_names_and_validation() {
     }
     let e = "loud".parse::<AttentionKind>().unwrap_err().to_string();
     assert!(e.contains("clipped") && e.contains("outgate") && e.contains("sink"), "{e}");
-    let c = Config::build(None, None, &["--attention=clipped".into(), "--clip_alpha=3".into(), "--clip_zeta=1.05".into(), "--gate_init=0.5".into()]).unwrap();
+    let c = Config::build(
+        None,
+        None,
+        &["--attention=clipped".into(), "--clip_alpha=3".into(), "--clip_zeta=1.05".into(), "--gate_init=0.5".into()],
+    )
+    .unwrap();
     let m = c.model_config(10);
     assert_eq!((m.attention, m.clip_alpha, m.clip_zeta, m.gate_init), (AttentionKind::Clipped, 3.0, 1.05, 0.5));
     assert!((m.clip_gamma() + 3.0 / 1024.0).abs() < 1e-12);
@@ -534,7 +584,12 @@ fn config_keys_names_and_validation() {
     let d = Config::default();
     assert_eq!((d.clip_zeta, d.clip_alpha, d.gate_init), (1.0, 12.0, 0.25));
     // configs and model metadata written before these keys existed still load, with the defaults
-    let old: String = d.to_toml().lines().filter(|l| !l.starts_with("clip_") && !l.starts_with("gate_init")).map(|l| format!("{l}\n")).collect();
+    let old: String = d
+        .to_toml()
+        .lines()
+        .filter(|l| !l.starts_with("clip_") && !l.starts_with("gate_init"))
+        .map(|l| format!("{l}\n"))
+        .collect();
     assert!(!old.contains("clip_"));
     assert_eq!(toml::from_str::<Config>(&old).unwrap(), d);
     let json = r#"{"n_layer":1,"n_head":1,"n_embd":4,"block_size":8,"vocab_size":5,"bias":false,"dropout":0.0,"attention":"quiet"}"#;
@@ -544,8 +599,16 @@ fn config_keys_names_and_validation() {
 
 fn small_config(kind: AttentionKind, out: &std::path::Path) -> Config {
     let o: Vec<String> = [
-        "n_layer=2", "n_head=2", "n_embd=16", "block_size=8", "batch_size=2", "vocab_size=12", "bias=false", "clip_zeta=1.1",
-        "clip_alpha=3", "gate_init=0.3",
+        "n_layer=2",
+        "n_head=2",
+        "n_embd=16",
+        "block_size=8",
+        "batch_size=2",
+        "vocab_size=12",
+        "bias=false",
+        "clip_zeta=1.1",
+        "clip_alpha=3",
+        "gate_init=0.3",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -574,7 +637,15 @@ fn checkpoints_round_trip_every_variant() {
         let back = checkpoint::load(&path, 2).unwrap();
         assert_eq!(back.config, cfg, "{kind}");
         assert_eq!(back.model.config, m.config, "{kind}");
-        assert_eq!((back.model.config.attention, back.model.config.clip_zeta, back.model.config.clip_alpha, back.model.config.gate_init), (kind, 1.1, 3.0, 0.3));
+        assert_eq!(
+            (
+                back.model.config.attention,
+                back.model.config.clip_zeta,
+                back.model.config.clip_alpha,
+                back.model.config.gate_init
+            ),
+            (kind, 1.1, 3.0, 0.3)
+        );
         assert!(back.model.params == m.params && back.opt.m == opt.m, "{kind}: tensors differ after the round trip");
         // and the loaded model computes what the saved one did
         let idx: Vec<u32> = (0..16).map(|i| (i * 5 % 12) as u32).collect();
@@ -594,12 +665,17 @@ fn old_checkpoints_load_with_default_variant_keys() {
     m.init(&mut Rng::new(5, 1));
     let state = TrainState { iter_num: 1, best_val_loss: 3.0, adam_step: 1, data_rng: Rng::new(1, 2) };
     let path = dir.join("new.safetensors");
-    checkpoint::save(&path, &cfg, &m, &AdamW::new(&m.layout), &state, &Tokenizer::char_from_text("abcdefghijkl")).unwrap();
+    checkpoint::save(&path, &cfg, &m, &AdamW::new(&m.layout), &state, &Tokenizer::char_from_text("abcdefghijkl"))
+        .unwrap();
     // strip the keys from both metadata entries and rewrite the file
     let bytes = std::fs::read(&path).unwrap();
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let mut meta: HashMap<String, String> = header.metadata().clone().unwrap();
-    let config: String = meta["config"].lines().filter(|l| !l.starts_with("clip_") && !l.starts_with("gate_init")).map(|l| format!("{l}\n")).collect();
+    let config: String = meta["config"]
+        .lines()
+        .filter(|l| !l.starts_with("clip_") && !l.starts_with("gate_init"))
+        .map(|l| format!("{l}\n"))
+        .collect();
     let mut model: serde_json::Value = serde_json::from_str(&meta["model"]).unwrap();
     for k in ["clip_zeta", "clip_alpha", "gate_init"] {
         model.as_object_mut().unwrap().remove(k);
@@ -665,7 +741,13 @@ fn analyze_reports_null_mass_and_gates() {
         for l in &a.layers {
             for h in &l.heads {
                 let want = expect(h.head);
-                assert!((h.null_mass_mean - want).abs() < 2e-6, "{kind} L{} h{}: null mass {} vs {want}", l.layer, h.head, h.null_mass_mean);
+                assert!(
+                    (h.null_mass_mean - want).abs() < 2e-6,
+                    "{kind} L{} h{}: null mass {} vs {want}",
+                    l.layer,
+                    h.head,
+                    h.null_mass_mean
+                );
                 match kind {
                     AttentionKind::Gated | AttentionKind::Outgate => {
                         let g = h.gate_mean.expect("a gate mean");
@@ -727,9 +809,24 @@ fn short_runs_learn_and_round_trip() {
     for kind in NEW {
         let out = dir.join(format!("out-{kind}"));
         let o: Vec<String> = [
-            "n_layer=2", "n_head=2", "n_embd=64", "block_size=32", "batch_size=8", "dropout=0.0", "bias=true",
-            "learning_rate=3e-3", "min_lr=3e-4", "warmup_iters=5", "eval_iters=5", "log_interval=1000", "max_iters=40",
-            "lr_decay_iters=40", "eval_interval=40", "always_save_checkpoint=true", "clip_alpha=4", "gate_init=0.5",
+            "n_layer=2",
+            "n_head=2",
+            "n_embd=64",
+            "block_size=32",
+            "batch_size=8",
+            "dropout=0.0",
+            "bias=true",
+            "learning_rate=3e-3",
+            "min_lr=3e-4",
+            "warmup_iters=5",
+            "eval_iters=5",
+            "log_interval=1000",
+            "max_iters=40",
+            "lr_decay_iters=40",
+            "eval_interval=40",
+            "always_save_checkpoint=true",
+            "clip_alpha=4",
+            "gate_init=0.5",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -747,7 +844,10 @@ fn short_runs_learn_and_round_trip() {
         let mut ck = checkpoint::load(&out.join("ckpt.safetensors"), 4).unwrap();
         assert!(ck.model.params == tr.model.params, "{kind}: parameters differ after the round trip");
         assert_eq!(ck.config, cfg);
-        assert_eq!((ck.model.config.attention, ck.model.config.clip_alpha, ck.model.config.gate_init), (kind, 4.0, 0.5));
+        assert_eq!(
+            (ck.model.config.attention, ck.model.config.clip_alpha, ck.model.config.gate_init),
+            (kind, 4.0, 0.5)
+        );
         let a = analyze(&mut ck.model, &data, &AnalyzeOptions { windows: 4, batch: 4, top_k_channels: 2 }).unwrap();
         assert!(a.loss.is_some_and(|l| (l - last).abs() < 0.5), "{kind}: analysis loss {:?}", a.loss);
         let opts = QuantEvalOptions {

@@ -185,7 +185,10 @@ pub fn analyze(model: &mut Gpt, data: &Dataset, opts: &AnalyzeOptions) -> Result
     let mut k = 0;
     while k < opts.windows {
         let mut n = 0;
-        while n < b && k < opts.windows && data.window(Split::Val, k, t, &mut x[n * t..(n + 1) * t], &mut y[n * t..(n + 1) * t]) {
+        while n < b
+            && k < opts.windows
+            && data.window(Split::Val, k, t, &mut x[n * t..(n + 1) * t], &mut y[n * t..(n + 1) * t])
+        {
             n += 1;
             k += 1;
         }
@@ -209,7 +212,14 @@ pub fn analyze(model: &mut Gpt, data: &Dataset, opts: &AnalyzeOptions) -> Result
 
 /// Analysis of one given batch idx (b, t), with optional targets (for the loss). For tests and for
 /// inputs that do not come from a `Dataset`.
-pub fn analyze_batch(model: &mut Gpt, idx: &[u32], targets: Option<&[u32]>, b: usize, t: usize, opts: &AnalyzeOptions) -> Result<Analysis> {
+pub fn analyze_batch(
+    model: &mut Gpt,
+    idx: &[u32],
+    targets: Option<&[u32]>,
+    b: usize,
+    t: usize,
+    opts: &AnalyzeOptions,
+) -> Result<Analysis> {
     check_opts(model, opts)?;
     let mut rec = Recorder::new(&model.config);
     rec.run(model, idx, targets, b, t)?;
@@ -267,7 +277,8 @@ impl Recorder {
         let (l, c) = (cfg.n_layer, cfg.n_embd);
         let acts = (0..2 + POINTS_PER_LAYER * l)
             .map(|s| {
-                let width = if s > 0 && s <= POINTS_PER_LAYER * l && (s - 1) % POINTS_PER_LAYER == 3 { 4 * c } else { c };
+                let width =
+                    if s > 0 && s <= POINTS_PER_LAYER * l && (s - 1) % POINTS_PER_LAYER == 3 { 4 * c } else { c };
                 Acc { moments: Moments::new(LLM_INT8_THRESHOLD), channels: ChannelMaxAbs::new(width) }
             })
             .collect();
@@ -375,8 +386,10 @@ impl Recorder {
         let mut heads_all = Vec::new();
         for l in 0..self.n_layer {
             let mut next = || acts.next().expect("6 slots per layer");
-            let (ln_1, attn_out, ln_2, mlp_hidden, mlp_out, residual) = (next(), next(), next(), next(), next(), next());
-            let heads: Vec<HeadStats> = self.heads[l * nh..(l + 1) * nh].iter().enumerate().map(|(h, a)| head(h, a)).collect();
+            let (ln_1, attn_out, ln_2, mlp_hidden, mlp_out, residual) =
+                (next(), next(), next(), next(), next(), next());
+            let heads: Vec<HeadStats> =
+                self.heads[l * nh..(l + 1) * nh].iter().enumerate().map(|(h, a)| head(h, a)).collect();
             heads_all.extend(heads.iter().cloned());
             layers.push(LayerStats { layer: l, ln_1, attn_out, ln_2, mlp_hidden, mlp_out, residual, heads });
         }
@@ -398,7 +411,11 @@ impl Recorder {
             windows: self.sequences,
             block: self.block,
             loss,
-            thresholds: Thresholds { activation_abs: LLM_INT8_THRESHOLD, weight_sigmas: WEIGHT_OUTLIER_SIGMAS, sink: SINK_THRESHOLD },
+            thresholds: Thresholds {
+                activation_abs: LLM_INT8_THRESHOLD,
+                weight_sigmas: WEIGHT_OUTLIER_SIGMAS,
+                sink: SINK_THRESHOLD,
+            },
             embedding,
             layers,
             ln_f,
@@ -447,7 +464,12 @@ fn activation(a: Acc, top_k: usize) -> ActivationStats {
         outliers: m.outliers(),
         outlier_fraction: m.outlier_fraction(),
         nonfinite: m.nonfinite(),
-        top_channels: a.channels.top_k(top_k).into_iter().map(|(channel, max_abs)| ChannelNorm { channel, max_abs }).collect(),
+        top_channels: a
+            .channels
+            .top_k(top_k)
+            .into_iter()
+            .map(|(channel, max_abs)| ChannelNorm { channel, max_abs })
+            .collect(),
         channel_inf_norm: a.channels.values().to_vec(),
     }
 }
@@ -512,9 +534,14 @@ impl Analysis {
             s,
             "\nactivations (moments over all elements; exkurt = E[(x-mu)^4]/sigma^4 - 3, kurt = raw; out = |x| > {th})"
         );
-        let _ = writeln!(s, "{:<16} {:>10} {:>10} {:>10} {:>9} {:>9}  top channels c:max|x|", "point", "max|x|", "exkurt", "kurt", "out", "out%");
+        let _ = writeln!(
+            s,
+            "{:<16} {:>10} {:>10} {:>10} {:>9} {:>9}  top channels c:max|x|",
+            "point", "max|x|", "exkurt", "kurt", "out", "out%"
+        );
         let mut row = |name: String, a: &ActivationStats| {
-            let top: Vec<String> = a.top_channels.iter().take(TABLE_CHANNELS).map(|c| format!("{}:{:.3}", c.channel, c.max_abs)).collect();
+            let top: Vec<String> =
+                a.top_channels.iter().take(TABLE_CHANNELS).map(|c| format!("{}:{:.3}", c.channel, c.max_abs)).collect();
             let _ = writeln!(
                 s,
                 "{name:<16} {:>10.4} {:>10} {:>10} {:>9} {:>8.4}%  {}{}",
@@ -547,11 +574,19 @@ impl Analysis {
         );
         let gated = a.gate_mean.is_some();
         let gate_head = if gated { format!(" {:>9}", "gate") } else { String::new() };
-        let _ = writeln!(s, "{:<6} {:>5} {:>11} {:>11} {:>11} {:>9}{gate_head}", "layer", "head", "null mean", "null min", "null max", "sink");
+        let _ = writeln!(
+            s,
+            "{:<6} {:>5} {:>11} {:>11} {:>11} {:>9}{gate_head}",
+            "layer", "head", "null mean", "null min", "null max", "sink"
+        );
         for l in &self.layers {
             for h in &l.heads {
                 let sink = h.sink.map_or("-".into(), |v| format!("{v:.4}"));
-                let gate = if gated { format!(" {:>9}", h.gate_mean.map_or("-".into(), |v| format!("{v:.4}"))) } else { String::new() };
+                let gate = if gated {
+                    format!(" {:>9}", h.gate_mean.map_or("-".into(), |v| format!("{v:.4}")))
+                } else {
+                    String::new()
+                };
                 let star = if h.is_sink { " *" } else { "" };
                 let _ = writeln!(
                     s,
@@ -572,8 +607,16 @@ impl Analysis {
             a.null_mass_mean
         );
 
-        let _ = writeln!(s, "\nweights (per tensor; >{}sd = count of |w - mean| > {} std)", self.thresholds.weight_sigmas, self.thresholds.weight_sigmas);
-        let _ = writeln!(s, "{:<36} {:>12} {:>10} {:>10} {:>10} {:>7}", "tensor", "shape", "max|w|", "std", "exkurt", ">6sd");
+        let _ = writeln!(
+            s,
+            "\nweights (per tensor; >{}sd = count of |w - mean| > {} std)",
+            self.thresholds.weight_sigmas, self.thresholds.weight_sigmas
+        );
+        let _ = writeln!(
+            s,
+            "{:<36} {:>12} {:>10} {:>10} {:>10} {:>7}",
+            "tensor", "shape", "max|w|", "std", "exkurt", ">6sd"
+        );
         for w in &self.weights {
             let shape = w.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
             let _ = writeln!(

@@ -76,9 +76,22 @@ pub struct Preset {
 pub const DEFAULT: Preset = Preset {
     name: "default",
     config: &[
-        "n_layer=6", "n_head=4", "n_embd=128", "block_size=64", "batch_size=12", "dropout=0.0", "bias=false",
-        "learning_rate=1e-3", "min_lr=1e-4", "beta2=0.99", "warmup_iters=100", "max_iters=3000", "lr_decay_iters=3000",
-        "eval_interval=150", "eval_iters=20", "log_interval=10",
+        "n_layer=6",
+        "n_head=4",
+        "n_embd=128",
+        "block_size=64",
+        "batch_size=12",
+        "dropout=0.0",
+        "bias=false",
+        "learning_rate=1e-3",
+        "min_lr=1e-4",
+        "beta2=0.99",
+        "warmup_iters=100",
+        "max_iters=3000",
+        "lr_decay_iters=3000",
+        "eval_interval=150",
+        "eval_iters=20",
+        "log_interval=10",
     ],
     seeds: 3,
     analyze_windows: 32,
@@ -92,9 +105,21 @@ pub const DEFAULT: Preset = Preset {
 pub const QUICK: Preset = Preset {
     name: "quick",
     config: &[
-        "n_layer=2", "n_head=2", "n_embd=32", "block_size=32", "batch_size=8", "dropout=0.0", "bias=false",
-        "learning_rate=3e-3", "min_lr=3e-4", "warmup_iters=10", "max_iters=100", "lr_decay_iters=100", "eval_interval=25",
-        "eval_iters=4", "log_interval=10",
+        "n_layer=2",
+        "n_head=2",
+        "n_embd=32",
+        "block_size=32",
+        "batch_size=8",
+        "dropout=0.0",
+        "bias=false",
+        "learning_rate=3e-3",
+        "min_lr=3e-4",
+        "warmup_iters=10",
+        "max_iters=100",
+        "lr_decay_iters=100",
+        "eval_interval=25",
+        "eval_iters=4",
+        "log_interval=10",
     ],
     seeds: 2,
     analyze_windows: 8,
@@ -141,7 +166,12 @@ impl DataFingerprint {
                 h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
             }
         }
-        DataFingerprint { vocab_size: data.tokenizer.vocab_size(), train_tokens: data.train.len(), val_tokens: data.val.len(), fnv1a: format!("{h:016x}") }
+        DataFingerprint {
+            vocab_size: data.tokenizer.vocab_size(),
+            train_tokens: data.train.len(),
+            val_tokens: data.val.len(),
+            fnv1a: format!("{h:016x}"),
+        }
     }
 }
 
@@ -218,7 +248,8 @@ impl Summary {
                 outlier_fraction_residual: fin(l.residual.outlier_fraction),
             })
             .collect();
-        let (outliers, numel) = a.layers.iter().fold((0u64, 0u64), |(o, n), l| (o + l.residual.outliers, n + l.residual.numel));
+        let (outliers, numel) =
+            a.layers.iter().fold((0u64, 0u64), |(o, n), l| (o + l.residual.outliers, n + l.residual.numel));
         let heads = a.layers.iter().flat_map(|l| &l.heads);
         Summary {
             loss: a.loss.and_then(fin),
@@ -306,9 +337,16 @@ pub struct Experiment {
 impl Experiment {
     /// `preset`'s defaults with `overrides` (`key=value`, as `train`) on top. The presets decay the
     /// learning rate over the whole run, so an override of `max_iters` alone moves `lr_decay_iters` with it.
-    pub fn new(preset: &Preset, overrides: &[String], variants: Vec<AttentionKind>, seeds: Vec<u64>, out: PathBuf) -> Result<Self> {
+    pub fn new(
+        preset: &Preset,
+        overrides: &[String],
+        variants: Vec<AttentionKind>,
+        seeds: Vec<u64>,
+        out: PathBuf,
+    ) -> Result<Self> {
         let key = |o: &String| crate::config::parse_override(o).map(|(k, _)| k).unwrap_or_default();
-        let mut all: Vec<String> = preset.config.iter().map(|s| s.to_string()).chain(overrides.iter().cloned()).collect();
+        let mut all: Vec<String> =
+            preset.config.iter().map(|s| s.to_string()).chain(overrides.iter().cloned()).collect();
         if let Some(m) = overrides.iter().rev().find(|o| key(o) == "max_iters") {
             if !overrides.iter().any(|o| key(o) == "lr_decay_iters") {
                 let v = m.split_once('=').map_or("", |(_, v)| v);
@@ -397,7 +435,8 @@ impl Experiment {
         let fp = DataFingerprint::of(&data);
         drop(data);
         // Seed-major order, so that an interrupted experiment has whole pairs.
-        let plan: Vec<(AttentionKind, u64)> = self.seeds.iter().flat_map(|&s| self.variants.iter().map(move |&v| (v, s))).collect();
+        let plan: Vec<(AttentionKind, u64)> =
+            self.seeds.iter().flat_map(|&s| self.variants.iter().map(move |&v| (v, s))).collect();
         // Check every finished run first, so that a changed argument fails before any training.
         let mut done: Vec<Option<RunRecord>> = vec![];
         for &(v, s) in &plan {
@@ -410,7 +449,10 @@ impl Experiment {
             let tag = format!("[run {}/{}] {v} seed {s}", k + 1, plan.len());
             let r = match d {
                 Some(r) => {
-                    say(&format!("{tag}: already finished ({}), skipping", self.run_dir(v, s).join(DONE_FILE).display()));
+                    say(&format!(
+                        "{tag}: already finished ({}), skipping",
+                        self.run_dir(v, s).join(DONE_FILE).display()
+                    ));
                     r
                 }
                 None => self.train(v, s, &self.spec(v, s, &fp), &tag, &mut clock, say)?,
@@ -444,7 +486,15 @@ impl Experiment {
         Ok(Some(rec))
     }
 
-    fn train(&self, v: AttentionKind, seed: u64, spec: &RunSpec, tag: &str, clock: &mut Clock, say: &mut dyn FnMut(&str)) -> Result<RunRecord> {
+    fn train(
+        &self,
+        v: AttentionKind,
+        seed: u64,
+        spec: &RunSpec,
+        tag: &str,
+        clock: &mut Clock,
+        say: &mut dyn FnMut(&str),
+    ) -> Result<RunRecord> {
         let dir = self.run_dir(v, seed);
         if dir.exists() {
             say(&format!("{tag}: unfinished run found (no {DONE_FILE}); starting it again"));
@@ -455,7 +505,8 @@ impl Experiment {
         let max = cfg.max_iters;
         let mut tr = Trainer::new(cfg)?;
         let every = self.options.analyze_every;
-        let stops: Vec<usize> = (1..).map(|k| k * every.max(1)).take_while(|&i| every > 0 && i < max).chain([max]).collect();
+        let stops: Vec<usize> =
+            (1..).map(|k| k * every.max(1)).take_while(|&i| every > 0 && i < max).chain([max]).collect();
         let mut snapshots = vec![];
         let base_done = clock.iters_done;
         for &stop in &stops {
@@ -463,7 +514,10 @@ impl Experiment {
             tr.run(&mut |e| {
                 if let Event::Eval { iter, train_loss, val_loss, .. } = e {
                     clock.iters_done = base_done + iter;
-                    say(&format!("{tag}: iter {iter}/{max}, train loss {train_loss:.4}, val loss {val_loss:.4}, ETA {}", clock.eta()));
+                    say(&format!(
+                        "{tag}: iter {iter}/{max}, train loss {train_loss:.4}, val loss {val_loss:.4}, ETA {}",
+                        clock.eta()
+                    ));
                 }
             })?;
             if stop < max {
@@ -511,7 +565,11 @@ impl Experiment {
         let a = analyze(&mut tr.model, &tr.data, &self.options.analyze)?;
         let settings = Setting::standard(99.99).into_iter().filter(|s| only.is_none_or(|o| s.name == o)).collect();
         let o = &self.options;
-        let qopts = QuantEvalOptions { max_windows: (o.quant_windows > 0).then_some(o.quant_windows), calib_windows: o.calib_windows, settings };
+        let qopts = QuantEvalOptions {
+            max_windows: (o.quant_windows > 0).then_some(o.quant_windows),
+            calib_windows: o.calib_windows,
+            settings,
+        };
         let q = quantize_eval(&mut tr.model, &tr.data, &qopts)?;
         Ok((a, q))
     }
@@ -583,8 +641,11 @@ fn spec_diff(old: &RunSpec, new: &RunSpec) -> String {
         Some(v) => v.to_string(),
         None => "?".into(),
     };
-    let mut parts: Vec<String> =
-        b.iter().filter(|(k, v)| a.get(*k) != Some(v)).map(|(k, v)| format!("{k}: {} → {}", show(a.get(k)), show(Some(v)))).collect();
+    let mut parts: Vec<String> = b
+        .iter()
+        .filter(|(k, v)| a.get(*k) != Some(v))
+        .map(|(k, v)| format!("{k}: {} → {}", show(a.get(k)), show(Some(v))))
+        .collect();
     if old.data != new.data {
         parts.push("the prepared data".into());
     }

@@ -143,7 +143,10 @@ pub fn fake_quantize(x: &mut [f32], p: &QuantParams) -> Result<()> {
 
 /// (min, max) of the finite values of x; (0, 0) when there are none.
 pub fn min_max(x: &[f32]) -> (f32, f32) {
-    let (lo, hi) = x.iter().filter(|v| v.is_finite()).fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = x
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     if lo > hi {
         (0.0, 0.0)
     } else {

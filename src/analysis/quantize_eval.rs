@@ -76,8 +76,11 @@ impl Setting {
         let s = |name: &str, weights, activations| Setting { name: name.into(), weights, activations };
         let a8 = Some(ActQuant { scheme: QuantScheme::activations(8), range: RangeMethod::MinMax });
         let a8p = Some(ActQuant { scheme: QuantScheme::activations(8), range: RangeMethod::Percentile(percentile) });
-        let (w8, w8c, w4c) =
-            (Some(QuantScheme::weights(8)), Some(QuantScheme::weights_per_channel(8)), Some(QuantScheme::weights_per_channel(4)));
+        let (w8, w8c, w4c) = (
+            Some(QuantScheme::weights(8)),
+            Some(QuantScheme::weights_per_channel(8)),
+            Some(QuantScheme::weights_per_channel(4)),
+        );
         vec![
             s("W8A8", w8, a8),
             s(&format!("W8A8-p{percentile}"), w8, a8p),
@@ -140,7 +143,10 @@ impl QuantReport {
             self.attention, self.val_windows, self.block_size, self.val_tokens, self.calib_windows
         );
         let w = self.results.iter().map(|r| r.name.len()).max().unwrap_or(0).max(7);
-        s += &format!("{:w$}  {:22}  {:32}  {:>8}  {:>10}  {:>9}\n", "setting", "weights", "activations", "val loss", "perplexity", "gap");
+        s += &format!(
+            "{:w$}  {:22}  {:32}  {:>8}  {:>10}  {:>9}\n",
+            "setting", "weights", "activations", "val loss", "perplexity", "gap"
+        );
         for r in &self.results {
             let wt = r.weights.map_or("float32".into(), |q| describe(&q));
             let at = r.activations.map_or("float32".into(), |a| match a.range {
@@ -202,7 +208,8 @@ fn evaluate_all(
         )));
     }
     let needs_acts = opts.settings.iter().any(|s| s.activations.is_some());
-    let needs_hist = opts.settings.iter().any(|s| matches!(s.activations, Some(ActQuant { range: RangeMethod::Percentile(_), .. })));
+    let needs_hist =
+        opts.settings.iter().any(|s| matches!(s.activations, Some(ActQuant { range: RangeMethod::Percentile(_), .. })));
     let calib_windows = count_windows(data, Split::Train, block).min(opts.calib_windows);
     if needs_acts && calib_windows == 0 {
         return Err(Error::Data(format!(
@@ -292,7 +299,13 @@ pub fn count_windows(data: &Dataset, split: Split, block: usize) -> usize {
 
 /// Mean loss over windows 0..n of `split`, batched by `model.max_batch`, each batch weighted by its
 /// token count; with a probe when given.
-pub fn window_loss(model: &mut Gpt, data: &Dataset, split: Split, n: usize, mut probe: Option<&mut dyn Probe>) -> Result<f64> {
+pub fn window_loss(
+    model: &mut Gpt,
+    data: &Dataset,
+    split: Split,
+    n: usize,
+    mut probe: Option<&mut dyn Probe>,
+) -> Result<f64> {
     let (t, b) = (model.config.block_size, model.max_batch);
     let (mut x, mut y) = (vec![0u32; b * t], vec![0u32; b * t]);
     let (mut sum, mut tokens) = (0.0, 0usize);
@@ -304,7 +317,14 @@ pub fn window_loss(model: &mut Gpt, data: &Dataset, split: Split, n: usize, mut 
                 return Err(Error::Data(format!("the {split} split has no window {} of {t} tokens", k + i)));
             }
         }
-        let loss = model.forward_probe(&x[..nb * t], Some(&y[..nb * t]), nb, t, None, probe.as_deref_mut().map(|p| p as &mut dyn Probe))?;
+        let loss = model.forward_probe(
+            &x[..nb * t],
+            Some(&y[..nb * t]),
+            nb,
+            t,
+            None,
+            probe.as_deref_mut().map(|p| p as &mut dyn Probe),
+        )?;
         sum += loss.unwrap_or(f64::NAN) * (nb * t) as f64;
         tokens += nb * t;
         k += nb;

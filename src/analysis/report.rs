@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 
 /// t_{0.975, df} for df = 1..=30 (two-sided 95%).
 const T975: [f64; 30] = [
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110,
-    2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131, 2.120,
+    2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
 ];
 /// Beyond the table: (df, t) at the usual printed points; between them the next smaller df is used,
 /// whose t is larger, so the interval errs on the wide (conservative) side.
@@ -114,11 +114,31 @@ pub struct Metric {
 pub const METRICS: &[Metric] = &[
     Metric { key: "val_loss", label: "val loss (final eval, eval_iters random batches)", get: |r| r.val_loss },
     Metric { key: "fp32_loss", label: "val loss (float32, fixed val windows)", get: |r| r.quant_loss("fp32") },
-    Metric { key: "max_abs_residual", label: "max \\|x\\| of the residual stream (max over layers)", get: |r| r.summary.max_abs_residual },
-    Metric { key: "kurtosis_attn_out", label: "excess kurtosis of the attention output (mean over layers)", get: |r| r.summary.kurtosis_attn_out },
-    Metric { key: "kurtosis_residual", label: "excess kurtosis of the residual stream (mean over layers)", get: |r| r.summary.kurtosis_residual },
-    Metric { key: "outlier_fraction", label: "outlier fraction, \\|x\\| > 6 in the residual stream (all layers)", get: |r| r.summary.outlier_fraction },
-    Metric { key: "sink_mass", label: "sink mass: mean attention on token 0 (all heads)", get: |r| r.summary.sink_mass },
+    Metric {
+        key: "max_abs_residual",
+        label: "max \\|x\\| of the residual stream (max over layers)",
+        get: |r| r.summary.max_abs_residual,
+    },
+    Metric {
+        key: "kurtosis_attn_out",
+        label: "excess kurtosis of the attention output (mean over layers)",
+        get: |r| r.summary.kurtosis_attn_out,
+    },
+    Metric {
+        key: "kurtosis_residual",
+        label: "excess kurtosis of the residual stream (mean over layers)",
+        get: |r| r.summary.kurtosis_residual,
+    },
+    Metric {
+        key: "outlier_fraction",
+        label: "outlier fraction, \\|x\\| > 6 in the residual stream (all layers)",
+        get: |r| r.summary.outlier_fraction,
+    },
+    Metric {
+        key: "sink_mass",
+        label: "sink mass: mean attention on token 0 (all heads)",
+        get: |r| r.summary.sink_mass,
+    },
     Metric { key: "null_mass", label: "null mass: mean 1 − Σ_j p_ij (all heads)", get: |r| r.summary.null_mass },
     Metric { key: "w8a8_gap", label: "W8A8 loss gap (per-tensor, min-max)", get: |r| r.quant_gap("W8A8") },
 ];
@@ -206,11 +226,23 @@ fn sentence(c: &Comparison, label: &str) -> String {
         (Some(d), Some(lo), Some(hi), Some(sig)) => {
             let t = p.t.map_or("undefined (all differences equal)".into(), |t| format!("{t:.2}"));
             let verdict = if sig {
-                format!("significant at 5%: {} is {} than {}", c.variant, if d > 0.0 { "higher" } else { "lower" }, c.baseline)
+                format!(
+                    "significant at 5%: {} is {} than {}",
+                    c.variant,
+                    if d > 0.0 { "higher" } else { "lower" },
+                    c.baseline
+                )
             } else {
                 "not significant at 5% (the interval contains 0)".into()
             };
-            format!("{head}: {} (95% CI {} to {}; paired t = {t}, {} dof, {} seeds): {verdict}.", num(d), num(lo), num(hi), p.n - 1, p.n)
+            format!(
+                "{head}: {} (95% CI {} to {}; paired t = {t}, {} dof, {} seeds): {verdict}.",
+                num(d),
+                num(lo),
+                num(hi),
+                p.n - 1,
+                p.n
+            )
         }
         _ => format!(
             "{head}: cannot be assessed with {} paired seed{} (a paired t-test needs at least 2).",
@@ -287,7 +319,12 @@ fn markdown(exp: &Experiment, runs: &[RunRecord], agg: &Aggregate, figures: &[(S
         let most = cs.iter().map(|c| c.paired.n).max().unwrap_or(0);
         if most < 2 {
             // One line instead of the same sentence for every metric.
-            let _ = writeln!(s, "- **{v}** vs {}: cannot be assessed with {most} paired seed{} (a paired t-test needs at least 2).", agg.baseline, if most == 1 { "" } else { "s" });
+            let _ = writeln!(
+                s,
+                "- **{v}** vs {}: cannot be assessed with {most} paired seed{} (a paired t-test needs at least 2).",
+                agg.baseline,
+                if most == 1 { "" } else { "s" }
+            );
             continue;
         }
         for cmp in cs {
@@ -333,7 +370,12 @@ fn markdown(exp: &Experiment, runs: &[RunRecord], agg: &Aggregate, figures: &[(S
 }
 
 /// Draws every figure; returns (file name, caption) in report order.
-fn figures(exp: &Experiment, runs: &[RunRecord], agg: &Aggregate, say: &mut dyn FnMut(&str)) -> Result<Vec<(String, String)>> {
+fn figures(
+    exp: &Experiment,
+    runs: &[RunRecord],
+    agg: &Aggregate,
+    say: &mut dyn FnMut(&str),
+) -> Result<Vec<(String, String)>> {
     let out = &exp.out;
     let mut figs = vec![];
     let color = |v: AttentionKind| exp.variants.iter().position(|&w| w == v).unwrap_or(0);
@@ -343,11 +385,17 @@ fn figures(exp: &Experiment, runs: &[RunRecord], agg: &Aggregate, say: &mut dyn 
     };
 
     // Loss curves: every run, one colour (and one legend entry) per variant.
-    for (file, which, caption) in [("loss_val.png", "val", "Validation loss"), ("loss_train.png", "train", "Training loss")] {
+    for (file, which, caption) in
+        [("loss_val.png", "val", "Validation loss"), ("loss_train.png", "train", "Training loss")]
+    {
         let series: Vec<Series> = runs
             .iter()
             .map(|r| {
-                let pts = r.curve.iter().filter_map(|p| Some((p.iter as f64, if which == "val" { p.val_loss? } else { p.train_loss? }))).collect();
+                let pts = r
+                    .curve
+                    .iter()
+                    .filter_map(|p| Some((p.iter as f64, if which == "val" { p.val_loss? } else { p.train_loss? })))
+                    .collect();
                 Series::new(r.variant.to_string(), pts, color(r.variant))
             })
             .collect();
@@ -374,12 +422,23 @@ fn figures(exp: &Experiment, runs: &[RunRecord], agg: &Aggregate, say: &mut dyn 
     };
     let per_layer_figs: [(&str, &str, Get); 3] = [
         ("max_abs_per_layer.png", "max |x| of the residual stream per layer", |l| l.max_abs_residual),
-        ("kurtosis_attn_out_per_layer.png", "excess kurtosis of the attention output per layer", |l| l.kurtosis_attn_out),
-        ("kurtosis_residual_per_layer.png", "excess kurtosis of the residual stream per layer", |l| l.kurtosis_residual),
+        ("kurtosis_attn_out_per_layer.png", "excess kurtosis of the attention output per layer", |l| {
+            l.kurtosis_attn_out
+        }),
+        ("kurtosis_residual_per_layer.png", "excess kurtosis of the residual stream per layer", |l| {
+            l.kurtosis_residual
+        }),
     ];
     for (file, caption, get) in per_layer_figs {
         let title = format!("{caption} (mean over seeds)");
-        plot::line_chart(add(file, caption), &title, "layer", caption.split(" of ").next().unwrap_or(""), &per_layer(get), false)?;
+        plot::line_chart(
+            add(file, caption),
+            &title,
+            "layer",
+            caption.split(" of ").next().unwrap_or(""),
+            &per_layer(get),
+            false,
+        )?;
     }
 
     // Outliers through training (with --analyze_every): max |x| at each analysed iteration.
@@ -399,7 +458,14 @@ fn figures(exp: &Experiment, runs: &[RunRecord], agg: &Aggregate, say: &mut dyn 
             })
             .collect::<Vec<_>>();
         let caption = "max |x| of the residual stream through training";
-        plot::line_chart(add("max_abs_trajectory.png", caption), &format!("{caption} (mean over seeds)"), "iteration", "max |x|", &series, false)?;
+        plot::line_chart(
+            add("max_abs_trajectory.png", caption),
+            &format!("{caption} (mean over seeds)"),
+            "iteration",
+            "max |x|",
+            &series,
+            false,
+        )?;
     }
 
     // Quantization gap per setting, mean ± 95% CI.
@@ -408,7 +474,8 @@ fn figures(exp: &Experiment, runs: &[RunRecord], agg: &Aggregate, say: &mut dyn 
         .variants
         .iter()
         .map(|v| {
-            let st: Vec<Option<&Stat>> = groups.iter().map(|g| agg.quant_gaps[&v.to_string()].get(g).and_then(|s| s.as_ref())).collect();
+            let st: Vec<Option<&Stat>> =
+                groups.iter().map(|g| agg.quant_gaps[&v.to_string()].get(g).and_then(|s| s.as_ref())).collect();
             BarSeries {
                 label: v.to_string(),
                 values: st.iter().map(|s| s.map_or(f64::NAN, |s| s.mean)).collect(),
@@ -417,13 +484,21 @@ fn figures(exp: &Experiment, runs: &[RunRecord], agg: &Aggregate, say: &mut dyn 
         })
         .collect();
     let caption = "loss gap to float32 per quantization setting";
-    plot::grouped_bars(add("quant_gap.png", caption), &format!("{caption} (mean ± 95% CI over seeds)"), "val loss − float32 loss", &groups, &bars)?;
+    plot::grouped_bars(
+        add("quant_gap.png", caption),
+        &format!("{caption} (mean ± 95% CI over seeds)"),
+        "val loss − float32 loss",
+        &groups,
+        &bars,
+    )?;
 
     // The first seed of each variant: channel × layer heatmap and value histograms.
     let first = exp.seeds.first().copied();
-    let firsts: Vec<&RunRecord> = exp.variants.iter().filter_map(|&v| runs.iter().find(|r| r.variant == v && Some(r.seed) == first)).collect();
+    let firsts: Vec<&RunRecord> =
+        exp.variants.iter().filter_map(|&v| runs.iter().find(|r| r.variant == v && Some(r.seed) == first)).collect();
     for r in &firsts {
-        let values: Vec<Vec<f64>> = r.summary.residual_channel_max.iter().map(|row| row.iter().map(|&x| x as f64).collect()).collect();
+        let values: Vec<Vec<f64>> =
+            r.summary.residual_channel_max.iter().map(|row| row.iter().map(|&x| x as f64).collect()).collect();
         let caption = format!("{} (seed {}): max |x| of the residual stream per channel and layer", r.variant, r.seed);
         let file = format!("heatmap_{}.png", r.variant);
         plot::heatmap(add(&file, &caption), &caption, "channel", "layer", &values, false)?;
@@ -432,16 +507,30 @@ fn figures(exp: &Experiment, runs: &[RunRecord], agg: &Aggregate, say: &mut dyn 
         say(&format!("report: value histograms of {} val windows per first-seed run", exp.hist_windows));
         let data = Dataset::open(Path::new(&exp.base.data_dir))?;
         let samples = firsts.iter().map(|r| sample_values(exp, r, &data)).collect::<Result<Vec<_>>>()?;
-        for (k, file, what) in [(0, "hist_residual.png", "residual stream"), (1, "hist_attn_out.png", "attention output")] {
+        for (k, file, what) in
+            [(0, "hist_residual.png", "residual stream"), (1, "hist_attn_out.png", "attention output")]
+        {
             let mut panels = vec![];
             for l in 0..exp.base.n_layer {
                 // Shared, symmetric edges per layer: ±(the largest |x| of any variant in that layer).
-                let layer = |s: &[Vec<Vec<f32>>; 2]| s[k].get(l).map_or(&[][..], |v| &v[..]).iter().map(|&x| x as f64).collect::<Vec<_>>();
-                let m = samples.iter().flat_map(layer).filter(|x| x.is_finite()).fold(0.0f64, |m, x| m.max(x.abs())).max(1e-6);
+                let layer = |s: &[Vec<Vec<f32>>; 2]| {
+                    s[k].get(l).map_or(&[][..], |v| &v[..]).iter().map(|&x| x as f64).collect::<Vec<_>>()
+                };
+                let m = samples
+                    .iter()
+                    .flat_map(layer)
+                    .filter(|x| x.is_finite())
+                    .fold(0.0f64, |m, x| m.max(x.abs()))
+                    .max(1e-6);
                 let edges = plot::even_bin_edges(-m, m, 81);
                 for (r, s) in firsts.iter().zip(&samples) {
                     let counts = plot::bin_counts(layer(s), &edges);
-                    panels.push(HistPanel { row_label: format!("layer {l}"), col_label: r.variant.to_string(), bin_edges: edges.clone(), counts });
+                    panels.push(HistPanel {
+                        row_label: format!("layer {l}"),
+                        col_label: r.variant.to_string(),
+                        bin_edges: edges.clone(),
+                        counts,
+                    });
                 }
             }
             let caption = format!("{what} values per layer (seed {}, log counts)", firsts[0].seed);
@@ -477,7 +566,10 @@ fn sample_values(exp: &Experiment, r: &RunRecord, data: &Dataset) -> Result<[Vec
     let mut k = 0;
     while k < exp.hist_windows {
         let mut n = 0;
-        while n < batch && k < exp.hist_windows && data.window(Split::Val, k, t, &mut x[n * t..(n + 1) * t], &mut y[n * t..(n + 1) * t]) {
+        while n < batch
+            && k < exp.hist_windows
+            && data.window(Split::Val, k, t, &mut x[n * t..(n + 1) * t], &mut y[n * t..(n + 1) * t])
+        {
             n += 1;
             k += 1;
         }

@@ -243,9 +243,7 @@ pub fn count_beyond_sigmas<T: Copy + Into<f64> + Sync>(x: &[T], mean: f64, std: 
         return 0;
     }
     let lim = k * std;
-    x.par_chunks(CHUNK)
-        .map(|c| c.iter().filter(|&&v| (v.into() - mean).abs() > lim).count() as u64)
-        .sum()
+    x.par_chunks(CHUNK).map(|c| c.iter().filter(|&&v| (v.into() - mean).abs() > lim).count() as u64).sum()
 }
 
 /// The per-channel infinity norm ‖x[.., c]‖_∞ = max over all rows of |x[row, c]|, for row-major data

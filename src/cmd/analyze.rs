@@ -33,10 +33,12 @@ pub fn run(args: &[String]) -> Result<()> {
     };
     set_threads(a.num("threads", 0)?)?;
 
-    let mut ck = checkpoint::load(&path, opts.batch.max(1)).with_context(|| format!("cannot load the checkpoint {}", path.display()))?;
+    let mut ck = checkpoint::load(&path, opts.batch.max(1))
+        .with_context(|| format!("cannot load the checkpoint {}", path.display()))?;
     let data_dir = a.get("data_dir").map(String::from).unwrap_or_else(|| ck.config.data_dir.clone());
-    let data = Dataset::open(Path::new(&data_dir))
-        .with_context(|| format!("cannot open the data directory {data_dir} (the checkpoint's data_dir; override with --data_dir)"))?;
+    let data = Dataset::open(Path::new(&data_dir)).with_context(|| {
+        format!("cannot open the data directory {data_dir} (the checkpoint's data_dir; override with --data_dir)")
+    })?;
     if data.tokenizer != ck.tokenizer {
         bail!(
             "{data_dir} holds a {} vocabulary of {} tokens, but {} was trained on a {} vocabulary of {}",

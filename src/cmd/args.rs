@@ -27,7 +27,10 @@ impl Args {
                 };
                 out.values.push((k, v));
             } else {
-                bail!("unknown option '--{k}': expected one of {}", keys.iter().chain(flags).map(|k| format!("--{k}")).collect::<Vec<_>>().join(", "));
+                bail!(
+                    "unknown option '--{k}': expected one of {}",
+                    keys.iter().chain(flags).map(|k| format!("--{k}")).collect::<Vec<_>>().join(", ")
+                );
             }
         }
         Ok(out)
@@ -45,9 +48,7 @@ impl Args {
     }
 }
 
-
 /// Size the global rayon pool (0 = one thread per core); the GEMM crate runs on the same pool.
 pub fn set_threads(n: usize) -> Result<()> {
     rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("starting the thread pool")
 }
-

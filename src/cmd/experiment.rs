@@ -11,10 +11,20 @@ use std::path::PathBuf;
 
 /// Options of the experiment itself; any other `--key=value` is a training override.
 const KEYS: &[&str] = &[
-    "input", "data_dir", "tokenizer", "variants", "seeds", "seed_list", "out", "analyze_every", "analyze_windows", "quant_windows",
+    "input",
+    "data_dir",
+    "tokenizer",
+    "variants",
+    "seeds",
+    "seed_list",
+    "out",
+    "analyze_every",
+    "analyze_windows",
+    "quant_windows",
 ];
 
-pub const USAGE: &str = "quietgpt experiment [--input FILE | --data_dir DIR] [--variants softmax,quiet] [--seeds N | --seed_list 1,2,3] \
+pub const USAGE: &str =
+    "quietgpt experiment [--input FILE | --data_dir DIR] [--variants softmax,quiet] [--seeds N | --seed_list 1,2,3] \
 [--out DIR] [--analyze_every N] [--quant_windows N] [--analyze_windows N] [--quick] [--key=value ...]";
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -37,7 +47,10 @@ pub fn run(args: &[String]) -> Result<()> {
         } else if v.is_some() {
             overrides.push(a.clone());
         } else {
-            bail!("unknown option '{a}': experiment options are --{}, --quick, or a training override --key=value", KEYS.join(", --"));
+            bail!(
+                "unknown option '{a}': experiment options are --{}, --quick, or a training override --key=value",
+                KEYS.join(", --")
+            );
         }
     }
     let get = |k: &str| opts.iter().rev().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
@@ -71,12 +84,16 @@ pub fn run(args: &[String]) -> Result<()> {
     };
     for o in &overrides {
         let key = o.trim_start_matches('-').split('=').next().unwrap_or("").replace('-', "_");
-        if let Some(instead) = [("attention", "--variants"), ("seed", "--seeds or --seed_list"), ("out_dir", "--out")].iter().find(|(k, _)| *k == key) {
+        if let Some(instead) = [("attention", "--variants"), ("seed", "--seeds or --seed_list"), ("out_dir", "--out")]
+            .iter()
+            .find(|(k, _)| *k == key)
+        {
             bail!("{o}: the experiment sets {key} for each run; use {} instead", instead.1);
         }
     }
 
-    let mut exp = Experiment::new(preset, &overrides, variants, seeds, out.clone()).context("invalid experiment settings")?;
+    let mut exp =
+        Experiment::new(preset, &overrides, variants, seeds, out.clone()).context("invalid experiment settings")?;
     exp.base.data_dir = data_dir.display().to_string();
     exp.options.analyze_every = num("analyze_every")?.unwrap_or(0);
     if let Some(n) = num("quant_windows")? {
@@ -89,7 +106,9 @@ pub fn run(args: &[String]) -> Result<()> {
 
     let prepared = ensure_data(input.as_deref(), &data_dir, kind).with_context(|| match &input {
         Some(p) => format!("cannot prepare {} from {}", data_dir.display(), p.display()),
-        None => format!("{} holds no prepared data and Tiny Shakespeare could not be fetched into it", data_dir.display()),
+        None => {
+            format!("{} holds no prepared data and Tiny Shakespeare could not be fetched into it", data_dir.display())
+        }
     })?;
     if prepared {
         println!("prepared {}", data_dir.display());

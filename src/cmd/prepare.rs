@@ -28,4 +28,3 @@ pub fn run(a: Args) -> Result<()> {
     );
     Ok(())
 }
-

@@ -12,7 +12,9 @@ pub const KEYS: &[&str] = &["data_dir", "max_windows", "calib_windows", "percent
 
 pub fn run(args: &[String]) -> Result<()> {
     let Some((path, rest)) = args.split_first().filter(|(p, _)| !p.starts_with("--")) else {
-        bail!("quantize-eval needs a checkpoint: quietgpt quantize-eval CHECKPOINT [--json FILE|-] [--max_windows N] ...");
+        bail!(
+            "quantize-eval needs a checkpoint: quietgpt quantize-eval CHECKPOINT [--json FILE|-] [--max_windows N] ..."
+        );
     };
     let a = Args::parse(rest, KEYS, &[])?;
     let path = PathBuf::from(path);
@@ -21,7 +23,8 @@ pub fn run(args: &[String]) -> Result<()> {
     if batch == 0 {
         bail!("--batch_size must be at least 1");
     }
-    let mut ckpt = checkpoint::load(&path, batch).with_context(|| format!("cannot load the checkpoint {}", path.display()))?;
+    let mut ckpt =
+        checkpoint::load(&path, batch).with_context(|| format!("cannot load the checkpoint {}", path.display()))?;
     let data_dir = PathBuf::from(a.get("data_dir").unwrap_or(&ckpt.config.data_dir));
     let data = Dataset::open(&data_dir)
         .with_context(|| format!("cannot open the data directory {} (set --data_dir)", data_dir.display()))?;
@@ -57,7 +60,8 @@ pub fn run(args: &[String]) -> Result<()> {
         if out == "-" {
             print!("{text}");
         } else {
-            quietgpt::data::write_atomic(Path::new(out), text.as_bytes()).with_context(|| format!("cannot write {out}"))?;
+            quietgpt::data::write_atomic(Path::new(out), text.as_bytes())
+                .with_context(|| format!("cannot write {out}"))?;
         }
     }
     Ok(())

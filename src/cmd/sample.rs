@@ -13,7 +13,8 @@ pub fn run(a: Args) -> Result<()> {
         (None, d) => Path::new(d.unwrap_or("out")).join(CKPT_FILE),
     };
     set_threads(a.num("threads", 0)?)?;
-    let mut ckpt = checkpoint::load(&path, 1).with_context(|| format!("cannot load the checkpoint {}", path.display()))?;
+    let mut ckpt =
+        checkpoint::load(&path, 1).with_context(|| format!("cannot load the checkpoint {}", path.display()))?;
     let d = SampleOptions::default();
     let mut start = a.get("start").map(String::from).unwrap_or(d.start);
     if let Some(f) = start.strip_prefix("FILE:") {

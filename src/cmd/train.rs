@@ -31,7 +31,9 @@ pub fn train_args(args: &[String]) -> Result<(Option<String>, Option<PathBuf>, b
         } else if a.starts_with("--") && a.contains('=') {
             overrides.push(a.clone());
         } else {
-            bail!("unexpected argument '{a}': training options are --preset NAME, --config FILE, --resume or --key=value");
+            bail!(
+                "unexpected argument '{a}': training options are --preset NAME, --config FILE, --resume or --key=value"
+            );
         }
     }
     Ok((preset, file, resume, overrides))
@@ -49,8 +51,9 @@ pub fn run(args: &[String]) -> Result<()> {
             .map(String::from)
             .unwrap_or_else(|| Config::default().out_dir);
         let path = Path::new(&out_dir).join(CKPT_FILE);
-        let t = Trainer::resume(Path::new(&out_dir), &overrides)
-            .with_context(|| format!("cannot resume from {} (train without --resume to start afresh)", path.display()))?;
+        let t = Trainer::resume(Path::new(&out_dir), &overrides).with_context(|| {
+            format!("cannot resume from {} (train without --resume to start afresh)", path.display())
+        })?;
         println!("resuming from {} at iter {}", path.display(), t.state.iter_num);
         t
     } else {
@@ -84,14 +87,16 @@ pub fn run(args: &[String]) -> Result<()> {
                 println!("step {iter}: train loss {train_loss:.4}, val loss {val_loss:.4}{s}");
             }
             Event::Step { iter, loss, ms, tokens_per_s, mfu, .. } => {
-                println!("iter {iter}: loss {loss:.4}, time {ms:.1}ms, {tokens_per_s:.0} tok/s, mfu {:.1}%", mfu * 100.0);
+                println!(
+                    "iter {iter}: loss {loss:.4}, time {ms:.1}ms, {tokens_per_s:.0} tok/s, mfu {:.1}%",
+                    mfu * 100.0
+                );
             }
         })
         .context("training failed")?;
     println!("done in {:.1}s; best val loss {:.4}", start.elapsed().as_secs_f64(), trainer.state.best_val_loss);
     Ok(())
 }
-
 
 /// Print the resolved config (every key).
 pub fn config(args: &[String]) -> Result<()> {

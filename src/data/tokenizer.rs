@@ -115,8 +115,10 @@ impl Tokenizer {
                 if !unknown.is_empty() {
                     unknown.sort_unstable();
                     unknown.dedup();
-                    let list: Vec<String> = unknown.iter().take(10).map(|c| format!("{c:?} (U+{:04X})", *c as u32)).collect();
-                    let more = if unknown.len() > 10 { format!(" and {} more", unknown.len() - 10) } else { String::new() };
+                    let list: Vec<String> =
+                        unknown.iter().take(10).map(|c| format!("{c:?} (U+{:04X})", *c as u32)).collect();
+                    let more =
+                        if unknown.len() > 10 { format!(" and {} more", unknown.len() - 10) } else { String::new() };
                     return Err(Error::Data(format!(
                         "{} character(s) not in the vocabulary of {} characters: {}{more}",
                         unknown.len(),

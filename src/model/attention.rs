@@ -55,7 +55,12 @@ impl<'a, F: Real> Variant<'a, F> {
     /// The variant of a model: ζ, γ = −α/block_size from the config, and one layer's sink logits
     /// (empty unless the variant is `Sink`).
     pub fn of(cfg: &ModelConfig, sink: &'a [F]) -> Self {
-        Variant { kind: cfg.attention, sink, zeta: F::from_f64(cfg.clip_zeta as f64), gamma: F::from_f64(cfg.clip_gamma()) }
+        Variant {
+            kind: cfg.attention,
+            sink,
+            zeta: F::from_f64(cfg.clip_zeta as f64),
+            gamma: F::from_f64(cfg.clip_gamma()),
+        }
     }
 
     pub fn with_sink(self, sink: &'a [F]) -> Self {
@@ -68,7 +73,11 @@ impl<'a, F: Real> Variant<'a, F> {
 
     /// Checks the kernels rely on: sink logits for every head.
     pub fn check(&self, nh: usize) {
-        assert!(self.kind != AttentionKind::Sink || self.sink.len() >= nh, "sink attention needs {nh} sink logits, got {}", self.sink.len());
+        assert!(
+            self.kind != AttentionKind::Sink || self.sink.len() >= nh,
+            "sink attention needs {nh} sink logits, got {}",
+            self.sink.len()
+        );
     }
 }
 
@@ -87,7 +96,9 @@ impl<F: Real> Variant<'_, F> {
     #[inline]
     pub fn rule(&self, h: usize) -> RowRule<F> {
         match self.kind {
-            AttentionKind::Softmax | AttentionKind::Gated | AttentionKind::Outgate => RowRule { null: None, clip: None },
+            AttentionKind::Softmax | AttentionKind::Gated | AttentionKind::Outgate => {
+                RowRule { null: None, clip: None }
+            }
             AttentionKind::Quiet => RowRule { null: Some(F::ZERO), clip: None },
             AttentionKind::Sink => RowRule { null: Some(self.sink[h]), clip: None },
             AttentionKind::Clipped => RowRule { null: None, clip: Some((self.zeta - self.gamma, self.gamma)) },

@@ -102,7 +102,20 @@ pub fn attention_forward<F: Real>(
             let s = &mut sc[..(i1 - i0) * i1];
             // SAFETY (both products): q/k/v rows of sequence bi, head h, stride 3C; s is (i1 − i0)×i1; task
             // (bi, h) alone writes columns h·hs..(h+1)·hs of out's rows of sequence bi.
-            unsafe { gemm(i1 - i0, i1, hs, s.as_mut_ptr(), i1, false, (q.add(i0 * 3 * c), 3 * c, 1), (k, 1, 3 * c), scale, None) };
+            unsafe {
+                gemm(
+                    i1 - i0,
+                    i1,
+                    hs,
+                    s.as_mut_ptr(),
+                    i1,
+                    false,
+                    (q.add(i0 * 3 * c), 3 * c, 1),
+                    (k, 1, 3 * c),
+                    scale,
+                    None,
+                )
+            };
             for (r, row) in s.chunks_exact_mut(i1).enumerate() {
                 let i = i0 + r;
                 let n = padded(i + 1, i1);
@@ -115,7 +128,20 @@ pub fn attention_forward<F: Real>(
                 }
                 row[i + 1..].fill(F::ZERO);
             }
-            unsafe { small_gemm(i1 - i0, hs, i1, y.add(i0 * c), c, false, (s.as_ptr(), i1, 1), (v, 3 * c), F::ONE, Tri::KUpTo(i0)) };
+            unsafe {
+                small_gemm(
+                    i1 - i0,
+                    hs,
+                    i1,
+                    y.add(i0 * c),
+                    c,
+                    false,
+                    (s.as_ptr(), i1, 1),
+                    (v, 3 * c),
+                    F::ONE,
+                    Tri::KUpTo(i0),
+                )
+            };
         }
     });
 }
@@ -224,7 +250,9 @@ pub fn attention_backward<F: Real>(
         let (dk, dv) = unsafe { (dq.add(c), dq.add(2 * c)) };
         let lse_bh = &lse[bh * t..(bh + 1) * t];
         let key = dropout.map(|m| m.keyed(nh));
-        let factor = |i: usize, j: usize| key.map_or(F::ONE, |(d, key, off)| d.factor::<F>(key, (((bh + off) * t + i) * t + j) as u64));
+        let factor = |i: usize, j: usize| {
+            key.map_or(F::ONE, |(d, key, off)| d.factor::<F>(key, (((bh + off) * t + i) * t + j) as u64))
+        };
         let mut dnull_bh = F::ZERO;
         for (i0, i1) in blocks(t) {
             let n = (i1 - i0) * i1; // the block's (rows i0..i1) × (keys 0..i1), row stride i1
@@ -257,7 +285,9 @@ pub fn attention_backward<F: Real>(
                 }
                 pt
             };
-            unsafe { small_gemm(i1, hs, i1 - i0, dv, 3 * c, true, (pd.as_ptr(), 1, i1), (dyb, c), F::ONE, Tri::KFrom(i0)) };
+            unsafe {
+                small_gemm(i1, hs, i1 - i0, dv, 3 * c, true, (pd.as_ptr(), 1, i1), (dyb, c), F::ONE, Tri::KFrom(i0))
+            };
             for r in 0..i1 - i0 {
                 let i = i0 + r;
                 let n = padded(i + 1, i1); // p and pd are 0 past the diagonal, so dS is too
@@ -269,7 +299,18 @@ pub fn attention_backward<F: Real>(
                 }
             }
             unsafe {
-                small_gemm(i1 - i0, hs, i1, dq.add(i0 * 3 * c), 3 * c, true, (dpt.as_ptr(), i1, 1), (k, 3 * c), scale, Tri::KUpTo(i0));
+                small_gemm(
+                    i1 - i0,
+                    hs,
+                    i1,
+                    dq.add(i0 * 3 * c),
+                    3 * c,
+                    true,
+                    (dpt.as_ptr(), i1, 1),
+                    (k, 3 * c),
+                    scale,
+                    Tri::KUpTo(i0),
+                );
                 small_gemm(i1, hs, i1 - i0, dk, 3 * c, true, (dpt.as_ptr(), 1, i1), (qb, 3 * c), scale, Tri::KFrom(i0));
             }
         }
@@ -279,4 +320,3 @@ pub fn attention_backward<F: Real>(
         }
     });
 }
-

@@ -44,7 +44,16 @@ pub fn gate_forward<F: Real>(out: &mut [F], gate: &mut [F], y: &[F], n: usize, c
 
 /// dy (N, C) += ∂L/∂y and dz (N, G) = ∂L/∂z (written), from dout = ∂L/∂y' (N, C), y and σ(z) (N, G).
 #[allow(clippy::too_many_arguments)]
-pub fn gate_backward<F: Real>(dy: &mut [F], dz: &mut [F], dout: &[F], y: &[F], gate: &[F], n: usize, c: usize, g: usize) {
+pub fn gate_backward<F: Real>(
+    dy: &mut [F],
+    dz: &mut [F],
+    dout: &[F],
+    y: &[F],
+    gate: &[F],
+    n: usize,
+    c: usize,
+    g: usize,
+) {
     assert!(g > 0 && c.is_multiple_of(g), "{g} gates do not divide {c} channels");
     assert!(dy.len() >= n * c && dout.len() >= n * c && y.len() >= n * c && dz.len() >= n * g && gate.len() >= n * g);
     let w = c / g;

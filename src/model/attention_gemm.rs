@@ -43,7 +43,18 @@ impl Tri {
 /// # Safety
 /// Every operand must be valid for its shape and strides, and c must not alias a or b.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn small_gemm<F: Real>(m: usize, n: usize, k: usize, c: *mut F, ldc: usize, accumulate: bool, a: (*const F, usize, usize), b: (*const F, usize), alpha: F, tri: Tri) {
+pub unsafe fn small_gemm<F: Real>(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: *mut F,
+    ldc: usize,
+    accumulate: bool,
+    a: (*const F, usize, usize),
+    b: (*const F, usize),
+    alpha: F,
+    tri: Tri,
+) {
     kernel(m, n, k, c, ldc, accumulate, a.0, a.1, a.2, b.0, b.1, alpha, tri)
 }
 

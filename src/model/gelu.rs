@@ -25,7 +25,9 @@ multiversion! {
 /// the same) together with the derivative, both from one erf, written over the input that backward no
 /// longer needs (a buffer fewer than keeping both, and one erf fewer than remaking then differentiating).
 pub fn gelu_remake_with_grad<F: Real>(out: &mut [F], x_then_grad: &mut [F]) {
-    out.par_chunks_mut(CHUNK).zip(x_then_grad.par_chunks_mut(CHUNK)).for_each(|(o, x)| gelu_remake_with_grad_chunk(o, x));
+    out.par_chunks_mut(CHUNK)
+        .zip(x_then_grad.par_chunks_mut(CHUNK))
+        .for_each(|(o, x)| gelu_remake_with_grad_chunk(o, x));
 }
 
 multiversion! {

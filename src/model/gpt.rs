@@ -21,11 +21,11 @@ use super::layernorm::{layernorm_backward, layernorm_forward, layernorm_recomput
 use super::matmul::{matmul_backward, matmul_backward_over_input, matmul_forward};
 use super::params::{Kind, ParamLayout};
 use super::profile::{Op, Profile};
-use super::shard::{for_each_shard, Shard};
-use crate::timed;
 use super::real::Real;
+use super::shard::{for_each_shard, Shard};
 use crate::config::{AttentionKind, ModelConfig};
 use crate::rng::Rng;
+use crate::timed;
 use crate::{Error, Result};
 
 /// The inputs of the four Linear layers of a block (the lm_head is not among them).
@@ -268,7 +268,8 @@ impl<F: Real> Gpt<F> {
         let gate_init = self.config.gate_init as f64;
         let own = |k: Kind| matches!(k, Kind::Sink | Kind::GateW | Kind::GateB | Kind::OutGateW | Kind::OutGateB);
         let named = self.layout.named();
-        let order: Vec<_> = named.iter().filter(|t| !own(t.kind)).chain(named.iter().filter(|t| own(t.kind))).cloned().collect();
+        let order: Vec<_> =
+            named.iter().filter(|t| !own(t.kind)).chain(named.iter().filter(|t| own(t.kind))).cloned().collect();
         for t in order {
             let p = &mut self.params[t.offset..t.offset + t.len];
             match t.kind {
@@ -290,7 +291,14 @@ impl<F: Real> Gpt<F> {
 
     /// Runs the model on idx (B, T). With targets, returns the mean cross-entropy loss. `dropout` is
     /// `None` in evaluation. Logits of every position are kept for `logits()`.
-    pub fn forward(&mut self, idx: &[u32], targets: Option<&[u32]>, b: usize, t: usize, dropout: Option<Dropout>) -> Result<Option<f64>> {
+    pub fn forward(
+        &mut self,
+        idx: &[u32],
+        targets: Option<&[u32]>,
+        b: usize,
+        t: usize,
+        dropout: Option<Dropout>,
+    ) -> Result<Option<f64>> {
         self.forward_probe(idx, targets, b, t, dropout, None)
     }
 
@@ -361,7 +369,9 @@ impl<F: Real> Gpt<F> {
         if shards == 1 {
             forward_shard(&cx, acts, &mut self.shard_state[0], Shard { index: 0, seqs: 0..b }, probe);
         } else {
-            let f = |(a, st): (Acts<&mut [F]>, &mut [ShardState<F>]), sh: Shard| forward_shard(&cx, a, &mut st[0], sh, None);
+            let f = |(a, st): (Acts<&mut [F]>, &mut [ShardState<F>]), sh: Shard| {
+                forward_shard(&cx, a, &mut st[0], sh, None)
+            };
             for_each_shard((acts, &mut self.shard_state[..shards]), b, 0..shards, shards, &f);
         }
         self.collect_profile();
@@ -524,7 +534,13 @@ impl<F: Real> Gpt<F> {
 }
 
 /// The forward pass over one shard's sequences (all of the batch when there is one shard).
-fn forward_shard<'p, F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, st: &mut ShardState<F>, sh: Shard, mut probe: Option<&mut (dyn Probe<F> + 'p)>) {
+fn forward_shard<'p, F: Real>(
+    cx: &Ctx<F>,
+    a: Acts<&mut [F]>,
+    st: &mut ShardState<F>,
+    sh: Shard,
+    mut probe: Option<&mut (dyn Probe<F> + 'p)>,
+) {
     let (c, v, nh, nl, t) = (cx.cfg.n_embd, cx.cfg.vocab_size, cx.cfg.n_head, cx.cfg.n_layer, cx.t);
     let (b, seq0) = (sh.seqs.len(), sh.seqs.start);
     let bt = b * t;
@@ -533,7 +549,12 @@ fn forward_shard<'p, F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, st: &mut ShardStat
     let groups = cx.cfg.attention.gate_groups(nh, c);
     let (p, lay, par) = (cx.p, cx.lay, cx.parallel);
 
-    timed!(st.profile, false, Op::Encoder, encoder_forward(a.encoded, idx, &p[lay.range(Kind::Wte)], &p[lay.range(Kind::Wpe)], b, t, c));
+    timed!(
+        st.profile,
+        false,
+        Op::Encoder,
+        encoder_forward(a.encoded, idx, &p[lay.range(Kind::Wte)], &p[lay.range(Kind::Wpe)], b, t, c)
+    );
     if let Some(d) = &cx.dropout {
         timed!(st.profile, false, Op::Dropout, d.apply_from(site(0, Site::Embedding), first, &mut a.encoded[..bt * c]));
     }
@@ -541,32 +562,96 @@ fn forward_shard<'p, F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, st: &mut ShardStat
         pb.observe(0, Point::Embedding, &a.encoded[..bt * c]);
     }
     // ln_1 of layer 0; every later LayerNorm is fused with the residual add before it
-    timed!(st.profile, false, Op::LayerNorm, layernorm_forward(a.ln, &mut a.ln1_mean[..bt], &mut a.ln1_rstd[..bt], &a.encoded[..bt * c], cx.pr(Kind::Ln1W, 0), cx.bias(Kind::Ln1B, 0), bt, c));
+    timed!(
+        st.profile,
+        false,
+        Op::LayerNorm,
+        layernorm_forward(
+            a.ln,
+            &mut a.ln1_mean[..bt],
+            &mut a.ln1_rstd[..bt],
+            &a.encoded[..bt * c],
+            cx.pr(Kind::Ln1W, 0),
+            cx.bias(Kind::Ln1B, 0),
+            bt,
+            c
+        )
+    );
     for l in 0..nl {
-        let (lc, l3c, l4c, lr) = (l * bt * c..(l + 1) * bt * c, l * bt * 3 * c..(l + 1) * bt * 3 * c, l * bt * 4 * c..(l + 1) * bt * 4 * c, l * bt..(l + 1) * bt);
+        let (lc, l3c, l4c, lr) = (
+            l * bt * c..(l + 1) * bt * c,
+            l * bt * 3 * c..(l + 1) * bt * 3 * c,
+            l * bt * 4 * c..(l + 1) * bt * 4 * c,
+            l * bt..(l + 1) * bt,
+        );
         let residual: &[F] = if l == 0 { &a.encoded[..bt * c] } else { &a.residual3[(l - 1) * bt * c..l * bt * c] };
         if let Some(pb) = probe.as_deref_mut() {
             pb.observe(l, Point::Ln1, &a.ln[..bt * c]);
             pb.linear_input(l, Linear::Qkv, &mut a.ln[..bt * c]);
         }
-        timed!(st.profile, false, Op::Matmul, matmul_forward(&mut a.qkv[l3c.clone()], a.ln, cx.pr(Kind::QkvW, l), cx.bias(Kind::QkvB, l), bt, c, 3 * c, par));
+        timed!(
+            st.profile,
+            false,
+            Op::Matmul,
+            matmul_forward(
+                &mut a.qkv[l3c.clone()],
+                a.ln,
+                cx.pr(Kind::QkvW, l),
+                cx.bias(Kind::QkvB, l),
+                bt,
+                c,
+                3 * c,
+                par
+            )
+        );
         if let Some(g) = groups {
             let (w, gb) = gate_params(cx.cfg, |k| cx.pr(k, l));
-            timed!(st.profile, false, Op::Matmul, matmul_forward(&mut a.gate[l * bt * g..(l + 1) * bt * g], a.ln, w, gb, bt, c, g, par));
+            timed!(
+                st.profile,
+                false,
+                Op::Matmul,
+                matmul_forward(&mut a.gate[l * bt * g..(l + 1) * bt * g], a.ln, w, gb, bt, c, g, par)
+            );
         }
         let variant = Variant::of(cx.cfg, cx.pr(Kind::Sink, l));
         let attn_drop = cx.attn_dropout(l, seq0);
         if cx.store_attention {
             let att = &mut a.att[l * b * nh * t * t..(l + 1) * b * nh * t * t];
-            timed!(st.profile, false, Op::Attention, attention_forward(&mut a.atty[lc.clone()], att, &a.qkv[l3c.clone()], &variant, attn_drop, b, t, c, nh));
+            timed!(
+                st.profile,
+                false,
+                Op::Attention,
+                attention_forward(&mut a.atty[lc.clone()], att, &a.qkv[l3c.clone()], &variant, attn_drop, b, t, c, nh)
+            );
         } else {
             let lse = &mut a.lse[l * b * nh * t..(l + 1) * b * nh * t];
-            timed!(st.profile, false, Op::Attention, attention_fused::attention_forward(&mut a.atty[lc.clone()], lse, &a.qkv[l3c.clone()], &variant, attn_drop, &mut st.attn_scratch, b, t, c, nh));
+            timed!(
+                st.profile,
+                false,
+                Op::Attention,
+                attention_fused::attention_forward(
+                    &mut a.atty[lc.clone()],
+                    lse,
+                    &a.qkv[l3c.clone()],
+                    &variant,
+                    attn_drop,
+                    &mut st.attn_scratch,
+                    b,
+                    t,
+                    c,
+                    nh
+                )
+            );
         }
         let proj_in: &mut [F] = match groups {
             Some(g) => {
                 let gate = &mut a.gate[l * bt * g..(l + 1) * bt * g];
-                timed!(st.profile, false, Op::Attention, gate_forward(&mut a.attg[lc.clone()], gate, &a.atty[lc.clone()], bt, c, g));
+                timed!(
+                    st.profile,
+                    false,
+                    Op::Attention,
+                    gate_forward(&mut a.attg[lc.clone()], gate, &a.atty[lc.clone()], bt, c, g)
+                );
                 if let Some(pb) = probe.as_deref_mut() {
                     pb.observe(l, Point::Gate, gate);
                 }
@@ -577,26 +662,71 @@ fn forward_shard<'p, F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, st: &mut ShardStat
         if let Some(pb) = probe.as_deref_mut() {
             pb.linear_input(l, Linear::AttnProj, proj_in);
         }
-        timed!(st.profile, false, Op::Matmul, matmul_forward(a.proj, proj_in, cx.pr(Kind::AttProjW, l), cx.bias(Kind::AttProjB, l), bt, c, c, par));
+        timed!(
+            st.profile,
+            false,
+            Op::Matmul,
+            matmul_forward(a.proj, proj_in, cx.pr(Kind::AttProjW, l), cx.bias(Kind::AttProjB, l), bt, c, c, par)
+        );
         if let Some(d) = &cx.dropout {
-            timed!(st.profile, false, Op::Dropout, d.apply_from(site(l, Site::AttentionOut), first, &mut a.proj[..bt * c]));
+            timed!(
+                st.profile,
+                false,
+                Op::Dropout,
+                d.apply_from(site(l, Site::AttentionOut), first, &mut a.proj[..bt * c])
+            );
         }
         if let Some(pb) = probe.as_deref_mut() {
             pb.observe(l, Point::AttnOut, &a.proj[..bt * c]);
         }
         let (ln2_mean, ln2_rstd) = (&mut a.ln2_mean[lr.clone()], &mut a.ln2_rstd[lr.clone()]);
-        timed!(st.profile, false, Op::Residual, residual_layernorm_forward(&mut a.residual2[lc.clone()], a.ln, ln2_mean, ln2_rstd, residual, &a.proj[..bt * c], cx.pr(Kind::Ln2W, l), cx.bias(Kind::Ln2B, l), bt, c));
+        timed!(
+            st.profile,
+            false,
+            Op::Residual,
+            residual_layernorm_forward(
+                &mut a.residual2[lc.clone()],
+                a.ln,
+                ln2_mean,
+                ln2_rstd,
+                residual,
+                &a.proj[..bt * c],
+                cx.pr(Kind::Ln2W, l),
+                cx.bias(Kind::Ln2B, l),
+                bt,
+                c
+            )
+        );
         if let Some(pb) = probe.as_deref_mut() {
             pb.observe(l, Point::Ln2, &a.ln[..bt * c]);
             pb.linear_input(l, Linear::Fc, &mut a.ln[..bt * c]);
         }
-        timed!(st.profile, false, Op::Matmul, matmul_forward(&mut a.fch[l4c.clone()], a.ln, cx.pr(Kind::FcW, l), cx.bias(Kind::FcB, l), bt, c, 4 * c, par));
+        timed!(
+            st.profile,
+            false,
+            Op::Matmul,
+            matmul_forward(
+                &mut a.fch[l4c.clone()],
+                a.ln,
+                cx.pr(Kind::FcW, l),
+                cx.bias(Kind::FcB, l),
+                bt,
+                c,
+                4 * c,
+                par
+            )
+        );
         timed!(st.profile, false, Op::Gelu, gelu_forward(&mut a.hidden[..bt * 4 * c], &a.fch[l4c.clone()]));
         if let Some(pb) = probe.as_deref_mut() {
             pb.observe(l, Point::MlpHidden, &a.hidden[..bt * 4 * c]);
             pb.linear_input(l, Linear::FcProj, &mut a.hidden[..bt * 4 * c]);
         }
-        timed!(st.profile, false, Op::Matmul, matmul_forward(a.proj, a.hidden, cx.pr(Kind::FcProjW, l), cx.bias(Kind::FcProjB, l), bt, 4 * c, c, par));
+        timed!(
+            st.profile,
+            false,
+            Op::Matmul,
+            matmul_forward(a.proj, a.hidden, cx.pr(Kind::FcProjW, l), cx.bias(Kind::FcProjB, l), bt, 4 * c, c, par)
+        );
         if let Some(d) = &cx.dropout {
             timed!(st.profile, false, Op::Dropout, d.apply_from(site(l, Site::MlpOut), first, &mut a.proj[..bt * c]));
         }
@@ -607,9 +737,21 @@ fn forward_shard<'p, F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, st: &mut ShardStat
         let (r2, r3, proj) = (&a.residual2[lc.clone()], &mut a.residual3[lc.clone()], &a.proj[..bt * c]);
         let next = (l + 1) * bt..(l + 2) * bt;
         let (out, mean, rstd, w, b) = if l + 1 < nl {
-            (&mut *a.ln, &mut a.ln1_mean[next.clone()], &mut a.ln1_rstd[next], cx.pr(Kind::Ln1W, l + 1), cx.bias(Kind::Ln1B, l + 1))
+            (
+                &mut *a.ln,
+                &mut a.ln1_mean[next.clone()],
+                &mut a.ln1_rstd[next],
+                cx.pr(Kind::Ln1W, l + 1),
+                cx.bias(Kind::Ln1B, l + 1),
+            )
         } else {
-            (&mut *a.lnf, &mut *a.lnf_mean, &mut *a.lnf_rstd, &p[lay.range(Kind::LnfW)], cx.cfg.bias.then(|| &p[lay.range(Kind::LnfB)]))
+            (
+                &mut *a.lnf,
+                &mut *a.lnf_mean,
+                &mut *a.lnf_rstd,
+                &p[lay.range(Kind::LnfW)],
+                cx.cfg.bias.then(|| &p[lay.range(Kind::LnfB)]),
+            )
         };
         timed!(st.profile, false, Op::Residual, residual_layernorm_forward(r3, out, mean, rstd, r2, proj, w, b, bt, c));
         if let Some(pb) = probe.as_deref_mut() {
@@ -619,7 +761,12 @@ fn forward_shard<'p, F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, st: &mut ShardStat
     if let Some(pb) = probe.as_deref_mut() {
         pb.observe(nl, Point::LnF, &a.lnf[..bt * c]);
     }
-    timed!(st.profile, false, Op::Matmul, matmul_forward(a.logits, a.lnf, &p[lay.range(Kind::Wte)], None, bt, c, v, par));
+    timed!(
+        st.profile,
+        false,
+        Op::Matmul,
+        matmul_forward(a.logits, a.lnf, &p[lay.range(Kind::Wte)], None, bt, c, v, par)
+    );
     if let Some(y) = cx.targets {
         let y = &y[seq0 * t..(seq0 + b) * t];
         timed!(st.profile, false, Op::CrossEntropy, crossentropy_forward(a.losses, a.logits, y, bt, v));
@@ -628,12 +775,20 @@ fn forward_shard<'p, F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, st: &mut ShardStat
 
 /// The backward pass over one shard's sequences, into the shard's gradients `st.grads`. `dloss` is
 /// ∂L/∂loss_n of every position (loss_scale / (B·T) of the whole batch).
-fn backward_shard<F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, g: GradActs<&mut [F]>, st: &mut ShardState<F>, sh: Shard, dloss: F) {
+fn backward_shard<F: Real>(
+    cx: &Ctx<F>,
+    a: Acts<&mut [F]>,
+    g: GradActs<&mut [F]>,
+    st: &mut ShardState<F>,
+    sh: Shard,
+    dloss: F,
+) {
     let (c, v, nh, nl, t) = (cx.cfg.n_embd, cx.cfg.vocab_size, cx.cfg.n_head, cx.cfg.n_layer, cx.t);
     let (b, seq0) = (sh.seqs.len(), sh.seqs.start);
     let bt = b * t;
     let first = seq0 * t * c;
-    let (idx, targets) = (&cx.idx[seq0 * t..(seq0 + b) * t], &cx.targets.expect("backward has targets")[seq0 * t..(seq0 + b) * t]);
+    let (idx, targets) =
+        (&cx.idx[seq0 * t..(seq0 + b) * t], &cx.targets.expect("backward has targets")[seq0 * t..(seq0 + b) * t]);
     let (p, lay, par, has_bias) = (cx.p, cx.lay, cx.parallel, cx.cfg.bias);
     let groups = cx.cfg.attention.gate_groups(nh, c);
     let dropout = cx.dropout;
@@ -641,47 +796,168 @@ fn backward_shard<F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, g: GradActs<&mut [F]>
     timed!(profile, true, Op::CrossEntropy, crossentropy_backward(a.logits, targets, dloss, bt, v));
     let dlogits = &a.logits[..bt * v];
     let dln = &mut g.dln[..bt * c];
-    timed!(profile, true, Op::Matmul, matmul_backward(dln, false, &mut grads[lay.range(Kind::Wte)], None, dlogits, a.lnf, &p[lay.range(Kind::Wte)], bt, c, v, par));
+    timed!(
+        profile,
+        true,
+        Op::Matmul,
+        matmul_backward(
+            dln,
+            false,
+            &mut grads[lay.range(Kind::Wte)],
+            None,
+            dlogits,
+            a.lnf,
+            &p[lay.range(Kind::Wte)],
+            bt,
+            c,
+            v,
+            par
+        )
+    );
     let dres = &mut g.dresidual[..bt * c];
     dres.fill(F::ZERO);
     let last = &a.residual3[(nl - 1) * bt * c..nl * bt * c];
     let (dlnf_w, dlnf_b) = split_pair(grads, lay.range(Kind::LnfW), lay.range(Kind::LnfB), has_bias);
-    timed!(profile, true, Op::LayerNorm, layernorm_backward(dres, dlnf_w, dlnf_b, &g.dln[..bt * c], last, &p[lay.range(Kind::LnfW)], a.lnf_mean, a.lnf_rstd, bt, c, ln_scratch));
+    timed!(
+        profile,
+        true,
+        Op::LayerNorm,
+        layernorm_backward(
+            dres,
+            dlnf_w,
+            dlnf_b,
+            &g.dln[..bt * c],
+            last,
+            &p[lay.range(Kind::LnfW)],
+            a.lnf_mean,
+            a.lnf_rstd,
+            bt,
+            c,
+            ln_scratch
+        )
+    );
 
     for l in (0..nl).rev() {
-        let (lc, l3c, l4c, lr) = (l * bt * c..(l + 1) * bt * c, l * bt * 3 * c..(l + 1) * bt * 3 * c, l * bt * 4 * c..(l + 1) * bt * 4 * c, l * bt..(l + 1) * bt);
+        let (lc, l3c, l4c, lr) = (
+            l * bt * c..(l + 1) * bt * c,
+            l * bt * 3 * c..(l + 1) * bt * 3 * c,
+            l * bt * 4 * c..(l + 1) * bt * 4 * c,
+            l * bt..(l + 1) * bt,
+        );
         let residual: &[F] = if l == 0 { &a.encoded[..bt * c] } else { &a.residual3[(l - 1) * bt * c..l * bt * c] };
         let r = |k: Kind| lay.layer_range(k, l, nl);
 
         // MLP branch: residual3 = residual2 + drop(c_proj(gelu(c_fc(ln_2(residual2)))))
-        let dproj = timed!(profile, true, Op::Dropout, undo_dropout(g.dproj, &g.dresidual[..bt * c], dropout.as_ref(), site(l, Site::MlpOut), first));
+        let dproj = timed!(
+            profile,
+            true,
+            Op::Dropout,
+            undo_dropout(g.dproj, &g.dresidual[..bt * c], dropout.as_ref(), site(l, Site::MlpOut), first)
+        );
         // gelu(fch) remade for c_proj's weight gradient, and fch overwritten with gelu'(fch)
         timed!(profile, true, Op::Gelu, gelu_remake_with_grad(&mut a.hidden[..bt * 4 * c], &mut a.fch[l4c.clone()]));
         let (dw, db) = split_pair(grads, r(Kind::FcProjW), r(Kind::FcProjB), has_bias);
-        timed!(profile, true, Op::Matmul, matmul_backward_over_input(a.hidden, dw, db, dproj, &p[r(Kind::FcProjW)], bt, 4 * c, c, par));
+        timed!(
+            profile,
+            true,
+            Op::Matmul,
+            matmul_backward_over_input(a.hidden, dw, db, dproj, &p[r(Kind::FcProjW)], bt, 4 * c, c, par)
+        );
         let dfch = &mut a.hidden[..bt * 4 * c]; // ∂L/∂ gelu output, made ∂L/∂ c_fc output in place
         timed!(profile, true, Op::Gelu, gelu_backward_from_grad(dfch, &a.fch[l4c.clone()]));
         let (w2, b2) = (&p[r(Kind::Ln2W)], has_bias.then(|| &p[r(Kind::Ln2B)]));
-        timed!(profile, true, Op::LayerNorm, layernorm_recompute(a.ln, &a.residual2[lc.clone()], &a.ln2_mean[lr.clone()], &a.ln2_rstd[lr.clone()], w2, b2, bt, c));
+        timed!(
+            profile,
+            true,
+            Op::LayerNorm,
+            layernorm_recompute(
+                a.ln,
+                &a.residual2[lc.clone()],
+                &a.ln2_mean[lr.clone()],
+                &a.ln2_rstd[lr.clone()],
+                w2,
+                b2,
+                bt,
+                c
+            )
+        );
         let dln = &mut g.dln[..bt * c];
         let (dw, db) = split_pair(grads, r(Kind::FcW), r(Kind::FcB), has_bias);
-        timed!(profile, true, Op::Matmul, matmul_backward(dln, false, dw, db, &a.hidden[..bt * 4 * c], &a.ln[..bt * c], &p[r(Kind::FcW)], bt, c, 4 * c, par));
+        timed!(
+            profile,
+            true,
+            Op::Matmul,
+            matmul_backward(
+                dln,
+                false,
+                dw,
+                db,
+                &a.hidden[..bt * 4 * c],
+                &a.ln[..bt * c],
+                &p[r(Kind::FcW)],
+                bt,
+                c,
+                4 * c,
+                par
+            )
+        );
         let (dw, db) = split_pair(grads, r(Kind::Ln2W), r(Kind::Ln2B), has_bias);
-        timed!(profile, true, Op::LayerNorm, layernorm_backward(&mut g.dresidual[..bt * c], dw, db, &g.dln[..bt * c], &a.residual2[lc.clone()], w2, &a.ln2_mean[lr.clone()], &a.ln2_rstd[lr.clone()], bt, c, ln_scratch));
+        timed!(
+            profile,
+            true,
+            Op::LayerNorm,
+            layernorm_backward(
+                &mut g.dresidual[..bt * c],
+                dw,
+                db,
+                &g.dln[..bt * c],
+                &a.residual2[lc.clone()],
+                w2,
+                &a.ln2_mean[lr.clone()],
+                &a.ln2_rstd[lr.clone()],
+                bt,
+                c,
+                ln_scratch
+            )
+        );
 
         // attention branch: residual2 = residual + drop(c_proj(attn(ln_1(residual))))
-        let dproj = timed!(profile, true, Op::Dropout, undo_dropout(g.dproj, &g.dresidual[..bt * c], dropout.as_ref(), site(l, Site::AttentionOut), first));
+        let dproj = timed!(
+            profile,
+            true,
+            Op::Dropout,
+            undo_dropout(g.dproj, &g.dresidual[..bt * c], dropout.as_ref(), site(l, Site::AttentionOut), first)
+        );
         let datty = &mut g.dln[..bt * c];
         let (dw, db) = split_pair(grads, r(Kind::AttProjW), r(Kind::AttProjB), has_bias);
         let proj_in = if groups.is_some() { &a.attg[lc.clone()] } else { &a.atty[lc.clone()] };
-        timed!(profile, true, Op::Matmul, matmul_backward(datty, false, dw, db, dproj, proj_in, &p[r(Kind::AttProjW)], bt, c, c, par));
+        timed!(
+            profile,
+            true,
+            Op::Matmul,
+            matmul_backward(datty, false, dw, db, dproj, proj_in, &p[r(Kind::AttProjW)], bt, c, c, par)
+        );
         // through the gate: ∂L/∂(core output) into dattc, ∂L/∂(gate logits) into dgate
         let dcore: &[F] = match groups {
             Some(gg) => {
                 let dattc = &mut g.dattc[..bt * c];
                 dattc.fill(F::ZERO);
                 let gate = &a.gate[l * bt * gg..(l + 1) * bt * gg];
-                timed!(profile, true, Op::Attention, gate_backward(dattc, &mut g.dgate[..bt * gg], &g.dln[..bt * c], &a.atty[lc.clone()], gate, bt, c, gg));
+                timed!(
+                    profile,
+                    true,
+                    Op::Attention,
+                    gate_backward(
+                        dattc,
+                        &mut g.dgate[..bt * gg],
+                        &g.dln[..bt * c],
+                        &a.atty[lc.clone()],
+                        gate,
+                        bt,
+                        c,
+                        gg
+                    )
+                );
                 &g.dattc[..bt * c]
             }
             None => &g.dln[..bt * c],
@@ -694,10 +970,46 @@ fn backward_shard<F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, g: GradActs<&mut [F]>
         let attn_drop = cx.attn_dropout(l, seq0);
         if cx.store_attention {
             let att = &a.att[l * b * nh * t * t..(l + 1) * b * nh * t * t];
-            timed!(profile, true, Op::Attention, attention_backward(dqkv, dnull, g.datt_row, dcore, &a.qkv[l3c.clone()], att, &variant, attn_drop, b, t, c, nh));
+            timed!(
+                profile,
+                true,
+                Op::Attention,
+                attention_backward(
+                    dqkv,
+                    dnull,
+                    g.datt_row,
+                    dcore,
+                    &a.qkv[l3c.clone()],
+                    att,
+                    &variant,
+                    attn_drop,
+                    b,
+                    t,
+                    c,
+                    nh
+                )
+            );
         } else {
             let lse = &a.lse[l * b * nh * t..(l + 1) * b * nh * t];
-            timed!(profile, true, Op::Attention, attention_fused::attention_backward(dqkv, dnull, dcore, &a.qkv[l3c.clone()], lse, &variant, attn_drop, attn_scratch, b, t, c, nh));
+            timed!(
+                profile,
+                true,
+                Op::Attention,
+                attention_fused::attention_backward(
+                    dqkv,
+                    dnull,
+                    dcore,
+                    &a.qkv[l3c.clone()],
+                    lse,
+                    &variant,
+                    attn_drop,
+                    attn_scratch,
+                    b,
+                    t,
+                    c,
+                    nh
+                )
+            );
         }
         if sink {
             // ∂L/∂σ_h = Σ over the shard's sequences (in order) of the kernel's per-sequence parts
@@ -709,18 +1021,62 @@ fn backward_shard<F: Real>(cx: &Ctx<F>, a: Acts<&mut [F]>, g: GradActs<&mut [F]>
             }
         }
         let (w1, b1) = (&p[r(Kind::Ln1W)], has_bias.then(|| &p[r(Kind::Ln1B)]));
-        timed!(profile, true, Op::LayerNorm, layernorm_recompute(a.ln, residual, &a.ln1_mean[lr.clone()], &a.ln1_rstd[lr.clone()], w1, b1, bt, c));
+        timed!(
+            profile,
+            true,
+            Op::LayerNorm,
+            layernorm_recompute(a.ln, residual, &a.ln1_mean[lr.clone()], &a.ln1_rstd[lr.clone()], w1, b1, bt, c)
+        );
         let dln = &mut g.dln[..bt * c];
         let (dw, db) = split_pair(grads, r(Kind::QkvW), r(Kind::QkvB), has_bias);
-        timed!(profile, true, Op::Matmul, matmul_backward(dln, false, dw, db, &g.dqkv[..bt * 3 * c], &a.ln[..bt * c], &p[r(Kind::QkvW)], bt, c, 3 * c, par));
+        timed!(
+            profile,
+            true,
+            Op::Matmul,
+            matmul_backward(
+                dln,
+                false,
+                dw,
+                db,
+                &g.dqkv[..bt * 3 * c],
+                &a.ln[..bt * c],
+                &p[r(Kind::QkvW)],
+                bt,
+                c,
+                3 * c,
+                par
+            )
+        );
         if let Some(gg) = groups {
             // the gate's linear map reads ln_1 too: its input gradient adds to c_attn's
             let (wk, bk) = gate_kinds(cx.cfg.attention);
             let (dw, db) = split_pair(grads, r(wk), r(bk), true);
-            timed!(profile, true, Op::Matmul, matmul_backward(dln, true, dw, db, &g.dgate[..bt * gg], &a.ln[..bt * c], &p[r(wk)], bt, c, gg, par));
+            timed!(
+                profile,
+                true,
+                Op::Matmul,
+                matmul_backward(dln, true, dw, db, &g.dgate[..bt * gg], &a.ln[..bt * c], &p[r(wk)], bt, c, gg, par)
+            );
         }
         let (dw, db) = split_pair(grads, r(Kind::Ln1W), r(Kind::Ln1B), has_bias);
-        timed!(profile, true, Op::LayerNorm, layernorm_backward(&mut g.dresidual[..bt * c], dw, db, &g.dln[..bt * c], residual, w1, &a.ln1_mean[lr.clone()], &a.ln1_rstd[lr.clone()], bt, c, ln_scratch));
+        timed!(
+            profile,
+            true,
+            Op::LayerNorm,
+            layernorm_backward(
+                &mut g.dresidual[..bt * c],
+                dw,
+                db,
+                &g.dln[..bt * c],
+                residual,
+                w1,
+                &a.ln1_mean[lr.clone()],
+                &a.ln1_rstd[lr.clone()],
+                bt,
+                c,
+                ln_scratch
+            )
+        );
     }
     let dres = &mut g.dresidual[..bt * c];
     if let Some(d) = &dropout {
@@ -754,7 +1110,13 @@ pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 
 /// ∂L/∂(c_proj output) from ∂L/∂(residual): the same gradient, times the dropout mask if any
 /// (`first`: the shard's first element of the site).
-fn undo_dropout<'a, F: Real>(buf: &'a mut [F], dres: &'a [F], dropout: Option<&Dropout>, s: u64, first: usize) -> &'a [F] {
+fn undo_dropout<'a, F: Real>(
+    buf: &'a mut [F],
+    dres: &'a [F],
+    dropout: Option<&Dropout>,
+    s: u64,
+    first: usize,
+) -> &'a [F] {
     match dropout {
         None => dres,
         Some(d) => {

@@ -88,7 +88,16 @@ fn layernorm_row<F: Real>(out: &mut [F], x: &[F], weight: &[F], bias: Option<&[F
 /// out (N, C) = the forward's output again, from inp and the saved mean and rstd (bitwise the same: the
 /// same operations in the same order), so that backward need not keep LayerNorm outputs.
 #[allow(clippy::too_many_arguments)]
-pub fn layernorm_recompute<F: Real>(out: &mut [F], inp: &[F], mean: &[F], rstd: &[F], weight: &[F], bias: Option<&[F]>, n: usize, c: usize) {
+pub fn layernorm_recompute<F: Real>(
+    out: &mut [F],
+    inp: &[F],
+    mean: &[F],
+    rstd: &[F],
+    weight: &[F],
+    bias: Option<&[F]>,
+    n: usize,
+    c: usize,
+) {
     out[..n * c]
         .par_chunks_mut(c * ROW_CHUNK)
         .zip(mean[..n].par_chunks(ROW_CHUNK))
@@ -153,9 +162,7 @@ pub fn layernorm_backward<F: Real>(
         .par_chunks_mut(c * PARTIAL_ROWS)
         .zip(scratch[..blocks * 2 * c].par_chunks_mut(2 * c))
         .enumerate()
-        .for_each(|(blk, (di, part))| {
-            backward_rows(di, part, blk * PARTIAL_ROWS, dout, inp, weight, mean, rstd, c)
-        });
+        .for_each(|(blk, (di, part))| backward_rows(di, part, blk * PARTIAL_ROWS, dout, inp, weight, mean, rstd, c));
     // Sum the blocks' partials in block order, in parallel over channels.
     let partials = &scratch[..blocks * 2 * c];
     let reduce = |off: usize, acc: &mut [F]| {

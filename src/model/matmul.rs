@@ -89,7 +89,20 @@ pub fn matmul_forward<F: Real>(
     }
     // weight^T as a (C, OC) view of the (OC, C) buffer: row stride 1, column stride C.
     // SAFETY: slice lengths were checked against these shapes and strides above.
-    unsafe { gemm(n, oc, c, out.as_mut_ptr(), oc, bias.is_some(), (inp.as_ptr(), c, 1), (weight.as_ptr(), 1, c), F::ONE, parallel.then_some(0)) };
+    unsafe {
+        gemm(
+            n,
+            oc,
+            c,
+            out.as_mut_ptr(),
+            oc,
+            bias.is_some(),
+            (inp.as_ptr(), c, 1),
+            (weight.as_ptr(), 1, c),
+            F::ONE,
+            parallel.then_some(0),
+        )
+    };
 }
 
 /// dinp (N, C) += dout (N, OC) @ weight (OC, C)   (`=` without `add_to_dinp`: no zeroing pass first)
@@ -117,7 +130,20 @@ pub fn matmul_backward<F: Real>(
     let (dinp_ptr, dw_ptr) = (SyncPtr(dinp.as_mut_ptr()), SyncPtr(dweight.as_mut_ptr()));
     rayon::join(
         // SAFETY: shapes checked above; dinp and dweight are distinct buffers.
-        || unsafe { gemm(n, c, oc, dinp_ptr.get(), c, add_to_dinp, (dout.as_ptr(), oc, 1), (weight.as_ptr(), c, 1), F::ONE, half) },
+        || unsafe {
+            gemm(
+                n,
+                c,
+                oc,
+                dinp_ptr.get(),
+                c,
+                add_to_dinp,
+                (dout.as_ptr(), oc, 1),
+                (weight.as_ptr(), c, 1),
+                F::ONE,
+                half,
+            )
+        },
         // SAFETY: as above; inp is a live slice of N×C.
         || unsafe { weight_grads(dw_ptr.get(), dbias, dout, inp.as_ptr(), n, c, oc, half) },
     );
@@ -128,7 +154,16 @@ pub fn matmul_backward<F: Real>(
 /// # Safety
 /// dweight must hold OC×C and inp N×C valid floats, and dweight must not alias dout or inp.
 #[allow(clippy::too_many_arguments)]
-unsafe fn weight_grads<F: Real>(dweight: *mut F, dbias: Option<&mut [F]>, dout: &[F], inp: *const F, n: usize, c: usize, oc: usize, threads: Option<usize>) {
+unsafe fn weight_grads<F: Real>(
+    dweight: *mut F,
+    dbias: Option<&mut [F]>,
+    dout: &[F],
+    inp: *const F,
+    n: usize,
+    c: usize,
+    oc: usize,
+    threads: Option<usize>,
+) {
     gemm(oc, c, n, dweight, c, true, (dout.as_ptr(), 1, oc), (inp, c, 1), F::ONE, threads);
     if let Some(db) = dbias {
         column_sum_into(&mut db[..oc], &dout[..n * oc], oc);

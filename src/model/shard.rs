@@ -47,7 +47,13 @@ pub fn first_seq(b: usize, s: usize, shards: usize) -> usize {
 
 /// Runs `f(part, shard)` for shards `range` of `shards` over a batch of `b` sequences, side by side on
 /// the pool (by halving, so nothing is allocated). `v` covers exactly the sequences of `range`.
-pub fn for_each_shard<V: Split + Send>(v: V, b: usize, range: Range<usize>, shards: usize, f: &(impl Fn(V, Shard) + Sync)) {
+pub fn for_each_shard<V: Split + Send>(
+    v: V,
+    b: usize,
+    range: Range<usize>,
+    shards: usize,
+    f: &(impl Fn(V, Shard) + Sync),
+) {
     let (s0, s1) = (range.start, range.end);
     if s1 - s0 == 1 {
         return f(v, Shard { index: s0, seqs: first_seq(b, s0, shards)..first_seq(b, s1, shards) });

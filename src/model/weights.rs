@@ -14,17 +14,22 @@ pub fn to_vec<F: Real>(view: &TensorView) -> Result<Vec<F>> {
     let d = view.data();
     let bad = || Error::Checkpoint(format!("tensor of dtype {:?} and {} bytes is malformed", view.dtype(), d.len()));
     Ok(match view.dtype() {
-        Dtype::F32 => d.chunks_exact(4).map(|b| F::from_f64(f32::from_le_bytes(b.try_into().unwrap()) as f64)).collect(),
+        Dtype::F32 => {
+            d.chunks_exact(4).map(|b| F::from_f64(f32::from_le_bytes(b.try_into().unwrap()) as f64)).collect()
+        }
         Dtype::F64 => d.chunks_exact(8).map(|b| F::from_f64(f64::from_le_bytes(b.try_into().unwrap()))).collect(),
-        Dtype::I64 => d.chunks_exact(8).map(|b| F::from_f64(i64::from_le_bytes(b.try_into().unwrap()) as f64)).collect(),
+        Dtype::I64 => {
+            d.chunks_exact(8).map(|b| F::from_f64(i64::from_le_bytes(b.try_into().unwrap()) as f64)).collect()
+        }
         _ => return Err(bad()),
     })
 }
 
 /// Parse safetensors bytes, naming `what` (usually the file) in the error.
 pub fn parse<'a>(bytes: &'a [u8], what: &str) -> Result<SafeTensors<'a>> {
-    SafeTensors::deserialize(bytes)
-        .map_err(|e| Error::Checkpoint(format!("{what} is not a valid safetensors file ({e}); is it truncated or corrupt?")))
+    SafeTensors::deserialize(bytes).map_err(|e| {
+        Error::Checkpoint(format!("{what} is not a valid safetensors file ({e}); is it truncated or corrupt?"))
+    })
 }
 
 /// Fill `dst` (laid out by `layout`) from the tensors `prefix + name`. Every tensor must be present with

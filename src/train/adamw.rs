@@ -74,20 +74,30 @@ impl AdamW {
         let layout = &model.layout;
         let (params, grads) = (&mut model.params, &model.grads);
         let (m, v) = (&mut self.m, &mut self.v);
-        crate::model::gpt::on_pool(|| for kind in KINDS {
-            let r = layout.range(kind);
-            if r.is_empty() {
-                continue;
+        crate::model::gpt::on_pool(|| {
+            for kind in KINDS {
+                let r = layout.range(kind);
+                if r.is_empty() {
+                    continue;
+                }
+                // Tensors of 2+ dimensions decay; a factor of exactly 1 leaves the others untouched.
+                let d = if layout.decays(kind) { decay } else { 1.0 };
+                let k = AdamWConsts {
+                    decay: d,
+                    b1_rest: 1.0 - hp.beta1,
+                    b2: hp.beta2,
+                    b2_rest: 1.0 - hp.beta2,
+                    bc2_sqrt,
+                    eps: hp.eps,
+                    step_size,
+                };
+                params[r.clone()]
+                    .par_chunks_mut(CHUNK)
+                    .zip(grads[r.clone()].par_chunks(CHUNK))
+                    .zip(m[r.clone()].par_chunks_mut(CHUNK))
+                    .zip(v[r.clone()].par_chunks_mut(CHUNK))
+                    .for_each(|(((p, g), m), v)| adamw_chunk::<f32>(p, g, m, v, &k));
             }
-            // Tensors of 2+ dimensions decay; a factor of exactly 1 leaves the others untouched.
-            let d = if layout.decays(kind) { decay } else { 1.0 };
-            let k = AdamWConsts { decay: d, b1_rest: 1.0 - hp.beta1, b2: hp.beta2, b2_rest: 1.0 - hp.beta2, bc2_sqrt, eps: hp.eps, step_size };
-            params[r.clone()]
-                .par_chunks_mut(CHUNK)
-                .zip(grads[r.clone()].par_chunks(CHUNK))
-                .zip(m[r.clone()].par_chunks_mut(CHUNK))
-                .zip(v[r.clone()].par_chunks_mut(CHUNK))
-                .for_each(|(((p, g), m), v)| adamw_chunk::<f32>(p, g, m, v, &k));
         });
     }
 }

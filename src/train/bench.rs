@@ -5,8 +5,8 @@
 use super::adamw::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::config::Config;
 use crate::model::flops::{flops_per_token, gemm_peak_gflops};
-use crate::model::profile::Op;
 use crate::model::gpt::on_pool;
+use crate::model::profile::Op;
 use crate::model::Gpt;
 use crate::rng::Rng;
 use crate::Result;
@@ -97,7 +97,12 @@ pub fn run(cfg: &Config, preset: &str, vocab_size: usize, iters: usize, warmup: 
         .iter()
         .map(|&op| {
             let (f, bk) = (model.profile.forward[op as usize], model.profile.backward[op as usize]);
-            KernelTime { kernel: op.name(), forward_ms: f / n * 1e3, backward_ms: bk / n * 1e3, share: (f + bk) / total }
+            KernelTime {
+                kernel: op.name(),
+                forward_ms: f / n * 1e3,
+                backward_ms: bk / n * 1e3,
+                share: (f + bk) / total,
+            }
         })
         .collect();
     let flop = flops_per_token(&mcfg, t) * (b * t) as f64;
@@ -130,13 +135,16 @@ pub fn run(cfg: &Config, preset: &str, vocab_size: usize, iters: usize, warmup: 
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
 impl BenchReport {
     pub fn table(&self) -> String {
-        let mut s = format!(
+        let mut s =
+            format!(
             "{} / {}: {:.2} ms/iter median ({:.2} min) over {} iters, {:.0} tokens/s, {} threads, peak RSS {:.0} MB\n\
              phases: forward {:.2} ms, backward {:.2} ms, optimizer {:.2} ms\n\
              {:.2} GFLOP/iter → {:.1} GFLOP/s; GEMM peak {:.1} GFLOP/s; MFU {:.1}%\n\
@@ -146,7 +154,8 @@ impl BenchReport {
             self.achieved_gflops, self.gemm_peak_gflops, self.mfu * 100.0, "kernel", "fwd ms", "bwd ms", "share"
         );
         for k in &self.kernels {
-            s += &format!("{:<14} {:>10.2} {:>10.2} {:>6.1}%\n", k.kernel, k.forward_ms, k.backward_ms, k.share * 100.0);
+            s +=
+                &format!("{:<14} {:>10.2} {:>10.2} {:>6.1}%\n", k.kernel, k.forward_ms, k.backward_ms, k.share * 100.0);
         }
         s
     }

@@ -42,7 +42,14 @@ pub struct Checkpoint {
     pub tokenizer: Tokenizer,
 }
 
-pub fn save(path: &Path, config: &Config, model: &Gpt<f32>, opt: &AdamW, state: &TrainState, tok: &Tokenizer) -> Result<()> {
+pub fn save(
+    path: &Path,
+    config: &Config,
+    model: &Gpt<f32>,
+    opt: &AdamW,
+    state: &TrainState,
+    tok: &Tokenizer,
+) -> Result<()> {
     let mut tensors = views(&model.params, &model.layout, "");
     tensors.extend(views(&opt.m, &model.layout, "optimizer.exp_avg."));
     tensors.extend(views(&opt.v, &model.layout, "optimizer.exp_avg_sq."));
@@ -86,15 +93,20 @@ pub fn load(path: &Path, max_batch: usize) -> Result<Checkpoint> {
         return Err(bad("model", "disagrees with the run config".into()));
     }
     if tokenizer.vocab_size() > model_config.vocab_size {
-        return Err(bad("vocab", format!("{} tokens do not fit vocab_size {}", tokenizer.vocab_size(), model_config.vocab_size)));
+        return Err(bad(
+            "vocab",
+            format!("{} tokens do not fit vocab_size {}", tokenizer.vocab_size(), model_config.vocab_size),
+        ));
     }
     let mut model = Gpt::<f32>::new(model_config, max_batch)?;
     model.load_params(&st).map_err(|e| Error::Checkpoint(format!("{what}: {e}")))?;
     let mut opt = AdamW::new(&model.layout);
     let has_opt = st.names().iter().any(|n| n.starts_with("optimizer."));
     if has_opt {
-        load_flat(&mut opt.m, &model.layout, &st, "optimizer.exp_avg.").map_err(|e| Error::Checkpoint(format!("{what}: {e}")))?;
-        load_flat(&mut opt.v, &model.layout, &st, "optimizer.exp_avg_sq.").map_err(|e| Error::Checkpoint(format!("{what}: {e}")))?;
+        load_flat(&mut opt.m, &model.layout, &st, "optimizer.exp_avg.")
+            .map_err(|e| Error::Checkpoint(format!("{what}: {e}")))?;
+        load_flat(&mut opt.v, &model.layout, &st, "optimizer.exp_avg_sq.")
+            .map_err(|e| Error::Checkpoint(format!("{what}: {e}")))?;
     }
     opt.step = state.adam_step;
     Ok(Checkpoint { config, model, opt, state, tokenizer })

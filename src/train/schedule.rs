@@ -23,7 +23,8 @@ mod tests {
 
     #[test]
     fn warmup_cosine_floor() {
-        let c = Config { learning_rate: 1e-3, min_lr: 1e-4, warmup_iters: 100, lr_decay_iters: 1000, ..Config::default() };
+        let c =
+            Config { learning_rate: 1e-3, min_lr: 1e-4, warmup_iters: 100, lr_decay_iters: 1000, ..Config::default() };
         assert!((learning_rate(&c, 0) - 1e-3 / 101.0).abs() < 1e-9);
         assert!((learning_rate(&c, 100) - 1e-3).abs() < 1e-9);
         assert!((learning_rate(&c, 550) - 5.5e-4).abs() < 1e-7);

@@ -61,7 +61,12 @@ impl Trainer {
         let mut model = Gpt::new(config.model_config(data_vocab), config.batch_size)?;
         model.init(&mut Rng::new(config.seed, STREAM_INIT));
         let opt = AdamW::new(&model.layout);
-        let state = TrainState { iter_num: 0, best_val_loss: f64::INFINITY, adam_step: 0, data_rng: Rng::new(config.seed, STREAM_DATA) };
+        let state = TrainState {
+            iter_num: 0,
+            best_val_loss: f64::INFINITY,
+            adam_step: 0,
+            data_rng: Rng::new(config.seed, STREAM_DATA),
+        };
         Ok(Trainer::assemble(config, model, opt, data, state))
     }
 
@@ -96,7 +101,17 @@ impl Trainer {
 
     fn assemble(config: Config, model: Gpt<f32>, opt: AdamW, data: Dataset, state: TrainState) -> Trainer {
         let n = config.batch_size * config.block_size;
-        Trainer { out_dir: PathBuf::from(&config.out_dir), config, model, opt, data, state, x: vec![0; n], y: vec![0; n], peak_flops: 0.0 }
+        Trainer {
+            out_dir: PathBuf::from(&config.out_dir),
+            config,
+            model,
+            opt,
+            data,
+            state,
+            x: vec![0; n],
+            y: vec![0; n],
+            peak_flops: 0.0,
+        }
     }
 
     pub fn checkpoint_path(&self) -> PathBuf {
@@ -121,7 +136,14 @@ impl Trainer {
     }
 
     fn save(&self) -> Result<()> {
-        checkpoint::save(&self.checkpoint_path(), &self.config, &self.model, &self.opt, &self.state, &self.data.tokenizer)
+        checkpoint::save(
+            &self.checkpoint_path(),
+            &self.config,
+            &self.model,
+            &self.opt,
+            &self.state,
+            &self.data.tokenizer,
+        )
     }
 
     /// Train until `max_iters`, calling `report` with every event.

@@ -79,4 +79,3 @@ pub fn model<F: Real>(case: &Case) -> Gpt<F> {
     m.load_params(&parse(&bytes, "model.safetensors").unwrap()).unwrap();
     m
 }
-

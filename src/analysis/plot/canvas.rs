@@ -27,8 +27,8 @@ pub(super) fn palette(i: usize) -> RGBColor {
 /// Registers the embedded font with plotters once.
 pub(super) fn ensure_font() -> Result<()> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
-    let ok = *REGISTERED
-        .get_or_init(|| plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, FONT_BYTES).is_ok());
+    let ok =
+        *REGISTERED.get_or_init(|| plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, FONT_BYTES).is_ok());
     if ok {
         Ok(())
     } else {

@@ -297,8 +297,7 @@ pub fn histograms_side_by_side(path: impl AsRef<Path>, title: &str, panels: &[Hi
         let row_strip = row_strip.margin(30, 10, 0, 0);
         for (r, area) in row_strip.split_evenly((rows.len(), 1)).iter().enumerate() {
             let (w, h) = area.dim_in_pixel();
-            let style =
-                font(17).transform(FontTransform::Rotate270).pos(Pos::new(HPos::Center, VPos::Center));
+            let style = font(17).transform(FontTransform::Rotate270).pos(Pos::new(HPos::Center, VPos::Center));
             area.draw_text(rows[r], &style, (w as i32 / 2, h as i32 / 2))?;
         }
         let cell_areas = cells.split_evenly((rows.len(), cols.len()));
@@ -338,9 +337,7 @@ pub fn histograms_side_by_side(path: impl AsRef<Path>, title: &str, panels: &[Hi
                     other => {
                         let msg = if other.is_some() { "no data (all counts zero)" } else { "no data" };
                         let (w, h) = area.dim_in_pixel();
-                        let style = font(14)
-                            .color(&RGBColor(120, 120, 120))
-                            .pos(Pos::new(HPos::Center, VPos::Center));
+                        let style = font(14).color(&RGBColor(120, 120, 120)).pos(Pos::new(HPos::Center, VPos::Center));
                         area.draw_text(msg, &style, (w as i32 / 2 + 20, h as i32 / 2))?;
                     }
                 }
@@ -442,10 +439,7 @@ pub fn heatmap(
                     .map(to_plot)
                     .fold(f64::NEG_INFINITY, f64::max);
                 let color = if v.is_finite() { viridis((v - vmin) / (vmax - vmin)) } else { MISSING };
-                cells.push(Rectangle::new(
-                    [(c0 as f64, r as f64), (c1 as f64, r as f64 + 1.0)],
-                    color.filled(),
-                ));
+                cells.push(Rectangle::new([(c0 as f64, r as f64), (c1 as f64, r as f64 + 1.0)], color.filled()));
             }
         }
         chart.draw_series(cells)?;
@@ -514,8 +508,7 @@ pub fn grouped_bars(
             )));
         }
     }
-    let ci =
-        |b: &BarSeries, g: usize| b.ci_half_widths.get(g).copied().filter(|c| c.is_finite() && *c >= 0.0);
+    let ci = |b: &BarSeries, g: usize| b.ci_half_widths.get(g).copied().filter(|c| c.is_finite() && *c >= 0.0);
     let extents = bars.iter().flat_map(|b| {
         b.values.iter().enumerate().filter(|(_, v)| v.is_finite()).flat_map(move |(g, &v)| {
             let c = ci(b, g).unwrap_or(0.0);
@@ -524,11 +517,7 @@ pub fn grouped_bars(
     });
     let (lo, hi) = bounds(extents.chain([0.0])).unwrap_or((0.0, 0.0));
     if groups.is_empty() || bars.is_empty() || !bars.iter().flat_map(|b| &b.values).any(|v| v.is_finite()) {
-        let why = if groups.is_empty() || bars.is_empty() {
-            "no groups or no bar series"
-        } else {
-            "no finite values"
-        };
+        let why = if groups.is_empty() || bars.is_empty() { "no groups or no bar series" } else { "no finite values" };
         return placeholder(path, DEFAULT_SIZE, title, why);
     }
     // Head room above the bars for the legend.
