@@ -7,6 +7,7 @@
 pub mod analysis;
 pub mod config;
 pub mod data;
+pub mod engine;
 pub mod error;
 pub mod model;
 pub mod rng;

@@ -4,11 +4,11 @@
 //! (`matmul::in_gemm`) and counts every other one.
 
 use quietgpt::config::{AttentionKind, ModelConfig};
+use quietgpt::engine::{AdamWConfig, Batch, Engine};
 use quietgpt::model::dropout::Dropout;
 use quietgpt::model::matmul::in_gemm;
-use quietgpt::model::Gpt;
+use quietgpt::model::CpuEngine;
 use quietgpt::rng::Rng;
-use quietgpt::train::adamw::{clip_grad_norm, AdamW, AdamWConfig};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
@@ -54,25 +54,23 @@ fn a_training_step_allocates_nothing_outside_the_gemm_crate() {
         for (bias, p) in [(true, 0.0), (false, 0.2)] {
             let cfg = ModelConfig::new(2, 2, 32, 16, 11, bias, p, kind);
             let (b, t) = (4, 16);
-            let mut m = Gpt::<f32>::new(cfg, b).unwrap();
-            m.init(&mut Rng::new(1, 1));
-            let mut opt = AdamW::new(&m.layout);
+            let mut e = CpuEngine::<f32>::new(cfg, b).unwrap();
+            e.model_mut().init(&mut Rng::new(1, 1));
             let mut rng = Rng::new(2, 2);
             let x: Vec<u32> = (0..b * t).map(|_| rng.below(11) as u32).collect();
             let y: Vec<u32> = (0..b * t).map(|_| rng.below(11) as u32).collect();
             let drop = Dropout::new(p, 5, 0, 0);
-            let step = |m: &mut Gpt<f32>, opt: &mut AdamW| {
-                m.zero_grad();
-                m.forward(&x, Some(&y), b, t, drop).unwrap();
-                m.backward(1.0).unwrap();
-                clip_grad_norm(&mut m.grads, 1.0);
-                opt.update(m, 1e-3, &hp);
+            let step = |e: &mut CpuEngine<f32>| {
+                e.zero_grad();
+                e.forward(Batch { idx: &x, targets: Some(&y), b, t }, drop).unwrap();
+                e.backward(1.0).unwrap();
+                e.step(1e-3, &hp, 1.0).unwrap();
             };
             pool.install(|| {
-                step(&mut m, &mut opt); // the first may grow scratch buffers
+                step(&mut e); // the first may grow scratch buffers
                 let before = OURS.load(Relaxed);
-                step(&mut m, &mut opt);
-                step(&mut m, &mut opt);
+                step(&mut e);
+                step(&mut e);
                 let n = OURS.load(Relaxed) - before;
                 assert_eq!(n, 0, "{kind} bias={bias} dropout={p}: {n} allocations in two steps outside the GEMM crate");
             });

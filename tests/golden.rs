@@ -7,7 +7,9 @@ mod common;
 use common::golden::{cases, model, read, tensor};
 use common::{max_abs, max_abs_diff};
 use quietgpt::config::AttentionKind;
-use quietgpt::train::adamw::{clip_grad_norm, AdamW, AdamWConfig};
+use quietgpt::engine::AdamWConfig;
+use quietgpt::model::adamw::{clip_grad_norm, AdamW};
+use quietgpt::model::Gpt;
 
 /// Collects every failed comparison of a case, so that one run reports them all.
 struct Checker {
@@ -55,7 +57,8 @@ fn forward_backward_and_adamw_match_pytorch_f32() {
         let ref_norm = case.stats["grad_clip"]["total_norm_preclip"].as_f64().unwrap();
         ck.check(n, "grad norm (rel)", (norm - ref_norm).abs() / ref_norm, 1e-5);
         let mut opt = AdamW::new(&m.layout);
-        opt.update(&mut m, 1e-3, &HP);
+        let Gpt { params, grads: g, layout, .. } = &mut m;
+        opt.update(params, g, layout, 1e-3, &HP);
         for t in m.layout.named().to_vec() {
             let p: Vec<f32> = tensor(&after, &t.name);
             ck.check(
@@ -74,7 +77,8 @@ fn forward_backward_and_adamw_match_pytorch_f32() {
         }
         clip_grad_norm(&mut m.grads, 1.0);
         let mut opt = AdamW::new(&m.layout);
-        opt.update(&mut m, 1e-3, &HP);
+        let Gpt { params, grads: g, layout, .. } = &mut m;
+        opt.update(params, g, layout, 1e-3, &HP);
         let state = read(&case, "adamw_state.safetensors");
         for t in m.layout.named().to_vec() {
             let p: Vec<f32> = tensor(&after, &t.name);

@@ -198,7 +198,7 @@ fn plain_val_loss(model: &mut quietgpt::model::Gpt, data: &Dataset, n: usize) ->
 #[test]
 fn quantized_model_losses() {
     let (ckpt, data_dir) = trained();
-    let mut model = checkpoint::load(ckpt, 16).unwrap().model;
+    let mut model = checkpoint::load(ckpt).unwrap().cpu_model(16).unwrap();
     let data = Dataset::open(data_dir).unwrap();
     let before = model.params.clone();
     let opts = QuantEvalOptions { max_windows: Some(600), calib_windows: 32, ..Default::default() };

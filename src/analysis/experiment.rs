@@ -562,7 +562,8 @@ impl Experiment {
 
     /// Analysis and quantize-eval of the trainer's current model (`only`: fp32 and that one setting).
     fn evaluate(&self, tr: &mut Trainer, only: Option<&str>) -> Result<(Analysis, QuantReport)> {
-        let a = analyze(&mut tr.model, &tr.data, &self.options.analyze)?;
+        let mut model = tr.cpu_model(tr.config.batch_size)?;
+        let a = analyze(&mut model, &tr.data, &self.options.analyze)?;
         let settings = Setting::standard(99.99).into_iter().filter(|s| only.is_none_or(|o| s.name == o)).collect();
         let o = &self.options;
         let qopts = QuantEvalOptions {
@@ -570,7 +571,7 @@ impl Experiment {
             calib_windows: o.calib_windows,
             settings,
         };
-        let q = quantize_eval(&mut tr.model, &tr.data, &qopts)?;
+        let q = quantize_eval(&mut model, &tr.data, &qopts)?;
         Ok((a, q))
     }
 }

@@ -558,9 +558,10 @@ fn sample_values(exp: &Experiment, r: &RunRecord, data: &Dataset) -> Result<[Vec
     }
     let path = exp.run_dir(r.variant, r.seed).join(CKPT_FILE);
     let batch = 8;
-    let mut ck = checkpoint::load(&path, batch)?;
-    let t = ck.model.config.block_size;
-    let l = ck.model.config.n_layer;
+    let ck = checkpoint::load(&path)?;
+    let mut model = ck.cpu_model(batch)?;
+    let t = model.config.block_size;
+    let l = model.config.n_layer;
     let mut probe = Collect([vec![vec![]; l], vec![vec![]; l]]);
     let (mut x, mut y) = (vec![0u32; batch * t], vec![0u32; batch * t]);
     let mut k = 0;
@@ -576,7 +577,7 @@ fn sample_values(exp: &Experiment, r: &RunRecord, data: &Dataset) -> Result<[Vec
         if n == 0 {
             break;
         }
-        ck.model.forward_probe(&x[..n * t], None, n, t, None, Some(&mut probe as &mut dyn Probe<f32>))?;
+        model.forward_probe(&x[..n * t], None, n, t, None, Some(&mut probe as &mut dyn Probe<f32>))?;
         if n < batch {
             break;
         }

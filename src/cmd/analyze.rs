@@ -33,8 +33,7 @@ pub fn run(args: &[String]) -> Result<()> {
     };
     set_threads(a.num("threads", 0)?)?;
 
-    let mut ck = checkpoint::load(&path, opts.batch.max(1))
-        .with_context(|| format!("cannot load the checkpoint {}", path.display()))?;
+    let ck = checkpoint::load(&path).with_context(|| format!("cannot load the checkpoint {}", path.display()))?;
     let data_dir = a.get("data_dir").map(String::from).unwrap_or_else(|| ck.config.data_dir.clone());
     let data = Dataset::open(Path::new(&data_dir)).with_context(|| {
         format!("cannot open the data directory {data_dir} (the checkpoint's data_dir; override with --data_dir)")
@@ -49,7 +48,8 @@ pub fn run(args: &[String]) -> Result<()> {
             ck.tokenizer.vocab_size()
         );
     }
-    let report = analyze(&mut ck.model, &data, &opts).with_context(|| format!("analysing {}", path.display()))?;
+    let mut model = ck.cpu_model(opts.batch.max(1))?;
+    let report = analyze(&mut model, &data, &opts).with_context(|| format!("analysing {}", path.display()))?;
     let json = serde_json::to_string_pretty(&report).context("serialising the report")?;
     match a.get("json") {
         Some("-") => {

@@ -15,7 +15,7 @@ pub fn run(a: Args) -> Result<()> {
     let cfg = Config::build(Some(&preset), None, &overrides)?;
     set_threads(a.num("threads", 0)?)?;
     let vocab = a.num("vocab_size", 65)?;
-    let r = quietgpt::train::bench::run(&cfg, &preset, vocab, a.num("iters", 30)?, a.num("warmup", 3)?)?;
+    let r = quietgpt::train::bench::run(&cfg, "cpu", &preset, vocab, a.num("iters", 30)?, a.num("warmup", 3)?)?;
     if a.flags.iter().any(|f| f == "json") {
         println!("{}", serde_json::to_string(&r)?);
     } else {

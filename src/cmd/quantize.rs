@@ -23,8 +23,7 @@ pub fn run(args: &[String]) -> Result<()> {
     if batch == 0 {
         bail!("--batch_size must be at least 1");
     }
-    let mut ckpt =
-        checkpoint::load(&path, batch).with_context(|| format!("cannot load the checkpoint {}", path.display()))?;
+    let ckpt = checkpoint::load(&path).with_context(|| format!("cannot load the checkpoint {}", path.display()))?;
     let data_dir = PathBuf::from(a.get("data_dir").unwrap_or(&ckpt.config.data_dir));
     let data = Dataset::open(&data_dir)
         .with_context(|| format!("cannot open the data directory {} (set --data_dir)", data_dir.display()))?;
@@ -50,7 +49,8 @@ pub fn run(args: &[String]) -> Result<()> {
     // With JSON on stdout, everything else goes to stderr.
     let say = |s: &str| if json == Some("-") { eprintln!("{s}") } else { println!("{s}") };
     say(&format!("{}: evaluating float32 and {} quantized settings", path.display(), opts.settings.len()));
-    let report = quantize_eval_with(&mut ckpt.model, &data, &opts, &mut |r| {
+    let mut model = ckpt.cpu_model(batch)?;
+    let report = quantize_eval_with(&mut model, &data, &opts, &mut |r| {
         eprintln!("  {:12} val loss {:.4} (gap {:+.5})", r.name, r.loss, r.gap);
     })
     .with_context(|| format!("quantized evaluation of {} failed", path.display()))?;

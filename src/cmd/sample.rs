@@ -13,8 +13,7 @@ pub fn run(a: Args) -> Result<()> {
         (None, d) => Path::new(d.unwrap_or("out")).join(CKPT_FILE),
     };
     set_threads(a.num("threads", 0)?)?;
-    let mut ckpt =
-        checkpoint::load(&path, 1).with_context(|| format!("cannot load the checkpoint {}", path.display()))?;
+    let ckpt = checkpoint::load(&path).with_context(|| format!("cannot load the checkpoint {}", path.display()))?;
     let d = SampleOptions::default();
     let mut start = a.get("start").map(String::from).unwrap_or(d.start);
     if let Some(f) = start.strip_prefix("FILE:") {
@@ -30,7 +29,8 @@ pub fn run(a: Args) -> Result<()> {
         seed: a.num("seed", d.seed)?,
     };
     let tok: Tokenizer = ckpt.tokenizer.clone();
-    generate(&mut ckpt.model, &tok, &opts, &mut |_, text| {
+    let mut model = ckpt.cpu_model(1)?;
+    generate(&mut model, &tok, &opts, &mut |_, text| {
         println!("{text}\n---------------");
     })
     .context("sampling failed")?;

@@ -71,9 +71,9 @@ pub fn run(args: &[String]) -> Result<()> {
         c.n_head,
         c.n_embd,
         c.block_size,
-        trainer.model.config.vocab_size,
+        trainer.engine.config().vocab_size,
         c.attention,
-        trainer.model.num_params() as f64 / 1e6,
+        trainer.engine.num_params() as f64 / 1e6,
         c.tokens_per_iter(),
         rayon::current_num_threads(),
         trainer.peak_flops / 1e9

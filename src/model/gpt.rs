@@ -19,10 +19,10 @@ use super::encoder::{encoder_backward, encoder_forward};
 use super::gelu::{gelu_backward_from_grad, gelu_forward, gelu_remake_with_grad};
 use super::layernorm::{layernorm_backward, layernorm_forward, layernorm_recompute, residual_layernorm_forward};
 use super::matmul::{matmul_backward, matmul_backward_over_input, matmul_forward};
-use super::params::{Kind, ParamLayout};
+use super::params::{init_params, Kind, ParamLayout};
 use super::profile::{Op, Profile};
 use super::real::Real;
-use super::shard::{for_each_shard, Shard};
+use super::shard::{for_each_shard, on_pool, Shard};
 use crate::config::{AttentionKind, ModelConfig};
 use crate::rng::Rng;
 use crate::timed;
@@ -256,33 +256,9 @@ impl<F: Real> Gpt<F> {
         })
     }
 
-    /// nanoGPT's initialisation: N(0, 0.02) for Linear and Embedding weights, N(0, 0.02/√(2L)) for the
-    /// residual projections (attn.c_proj, mlp.c_proj), zero biases, LayerNorm weights 1. The variants'
-    /// tensors (see `params`): sink logits 0 (the model starts as softmax1); gate weights N(0, 0.02);
-    /// the per-head gate's bias logit(gate_init), the output gate's bias 0 (σ = ½).
-    ///
-    /// The tensors every variant has are drawn first, in nanoGPT order, so that they get the same values
-    /// as softmax's for the same seed; the variant's own tensors follow from the same stream.
+    /// nanoGPT's initialisation (see `params::init_params`).
     pub fn init(&mut self, rng: &mut Rng) {
-        let proj_std = 0.02 / (2.0 * self.config.n_layer as f64).sqrt();
-        let gate_init = self.config.gate_init as f64;
-        let own = |k: Kind| matches!(k, Kind::Sink | Kind::GateW | Kind::GateB | Kind::OutGateW | Kind::OutGateB);
-        let named = self.layout.named();
-        let order: Vec<_> =
-            named.iter().filter(|t| !own(t.kind)).chain(named.iter().filter(|t| own(t.kind))).cloned().collect();
-        for t in order {
-            let p = &mut self.params[t.offset..t.offset + t.len];
-            match t.kind {
-                Kind::Ln1W | Kind::Ln2W | Kind::LnfW => p.fill(F::ONE),
-                Kind::Sink => p.fill(F::ZERO),
-                Kind::GateB => p.fill(F::from_f64((gate_init / (1.0 - gate_init)).ln())),
-                k if k.is_bias() => p.fill(F::ZERO),
-                k => {
-                    let std = if matches!(k, Kind::AttProjW | Kind::FcProjW) { proj_std } else { 0.02 };
-                    p.iter_mut().for_each(|x| *x = F::from_f64(rng.normal() * std));
-                }
-            }
-        }
+        init_params(&self.config, &self.layout, rng, &mut self.params);
     }
 
     pub fn num_params(&self) -> usize {
@@ -1099,13 +1075,6 @@ fn gate_params<'a, F>(cfg: &ModelConfig, pr: impl Fn(Kind) -> &'a [F]) -> (&'a [
     let (w, b) = gate_kinds(cfg.attention);
     let bias = pr(b);
     (pr(w), (!bias.is_empty()).then_some(bias))
-}
-
-/// Runs `f` on a worker of the rayon pool. Called from outside the pool, every parallel kernel would
-/// wake the pool and put the calling thread to sleep until it is done (two context switches per kernel,
-/// hundreds per step); from a worker, the kernels fork and join inside the pool.
-pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    rayon::scope(|_| f())
 }
 
 /// ∂L/∂(c_proj output) from ∂L/∂(residual): the same gradient, times the dropout mask if any

@@ -1,9 +1,11 @@
 //! The model: one file per kernel (forward and backward side by side), and the GPT that strings them.
 
+pub mod adamw;
 pub mod attention;
 pub mod attention_fused;
 pub mod attention_gate;
 pub mod attention_gemm;
+pub mod cpu;
 pub mod crossentropy;
 pub mod dropout;
 pub mod encoder;
@@ -19,5 +21,6 @@ pub mod shard;
 pub mod simd;
 pub mod weights;
 
+pub use cpu::CpuEngine;
 pub use gpt::{Gpt, Linear, Point, Probe};
 pub use real::Real;

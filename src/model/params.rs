@@ -18,7 +18,9 @@
 //! The per-head gate's bias exists whatever `bias` says: it is what sets the gate's initial opening
 //! (Bondarenko et al. always give the gate a bias). Decay follows nanoGPT's rule, 2+ dimensions.
 
+use super::real::Real;
 use crate::config::ModelConfig;
+use crate::rng::Rng;
 
 /// The kinds of tensor, in storage order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -271,5 +273,34 @@ impl ParamLayout {
         let (o, n) = self.groups[kind as usize];
         let one = n / cfg_layers;
         o + l * one..o + (l + 1) * one
+    }
+}
+
+/// nanoGPT's initialisation: N(0, 0.02) for Linear and Embedding weights, N(0, 0.02/√(2L)) for the
+/// residual projections (attn.c_proj, mlp.c_proj), zero biases, LayerNorm weights 1. The variants'
+/// tensors (see `params`): sink logits 0 (the model starts as softmax1); gate weights N(0, 0.02);
+/// the per-head gate's bias logit(gate_init), the output gate's bias 0 (σ = ½).
+///
+/// The tensors every variant has are drawn first, in nanoGPT order, so that they get the same values
+/// as softmax's for the same seed; the variant's own tensors follow from the same stream.
+pub fn init_params<F: Real>(config: &ModelConfig, layout: &ParamLayout, rng: &mut Rng, params: &mut [F]) {
+    let proj_std = 0.02 / (2.0 * config.n_layer as f64).sqrt();
+    let gate_init = config.gate_init as f64;
+    let own = |k: Kind| matches!(k, Kind::Sink | Kind::GateW | Kind::GateB | Kind::OutGateW | Kind::OutGateB);
+    let named = layout.named();
+    let order: Vec<_> =
+        named.iter().filter(|t| !own(t.kind)).chain(named.iter().filter(|t| own(t.kind))).cloned().collect();
+    for t in order {
+        let p = &mut params[t.offset..t.offset + t.len];
+        match t.kind {
+            Kind::Ln1W | Kind::Ln2W | Kind::LnfW => p.fill(F::ONE),
+            Kind::Sink => p.fill(F::ZERO),
+            Kind::GateB => p.fill(F::from_f64((gate_init / (1.0 - gate_init)).ln())),
+            k if k.is_bias() => p.fill(F::ZERO),
+            k => {
+                let std = if matches!(k, Kind::AttProjW | Kind::FcProjW) { proj_std } else { 0.02 };
+                p.iter_mut().for_each(|x| *x = F::from_f64(rng.normal() * std));
+            }
+        }
     }
 }

@@ -124,3 +124,10 @@ macro_rules! buffers {
         }
     };
 }
+
+/// Runs `f` on a worker of the rayon pool. Called from outside the pool, every parallel kernel would
+/// wake the pool and put the calling thread to sleep until it is done (two context switches per kernel,
+/// hundreds per step); from a worker, the kernels fork and join inside the pool.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}

@@ -2,12 +2,12 @@
 //! per phase and per kernel kind, with model FLOP utilisation against a GEMM peak measured on the spot.
 //! The JSON has the keys of shared/bench/torch_reference.py, so the two can be compared line by line.
 
-use super::adamw::{clip_grad_norm, AdamW, AdamWConfig};
+use super::trainer::{adamw_config, STREAM_DATA, STREAM_INIT};
 use crate::config::Config;
+use crate::engine::{self, Batch, Buffer, Engine};
 use crate::model::flops::{flops_per_token, gemm_peak_gflops};
-use crate::model::gpt::on_pool;
+use crate::model::params::init_params;
 use crate::model::profile::Op;
-use crate::model::Gpt;
 use crate::rng::Rng;
 use crate::Result;
 use serde::Serialize;
@@ -26,6 +26,7 @@ pub struct KernelTime {
 pub struct BenchReport {
     #[serde(rename = "impl")]
     pub implementation: &'static str,
+    pub device: &'static str,
     pub preset: String,
     pub attention: String,
     pub threads: usize,
@@ -45,41 +46,51 @@ pub struct BenchReport {
     pub mfu: f64,
 }
 
-pub fn run(cfg: &Config, preset: &str, vocab_size: usize, iters: usize, warmup: usize) -> Result<BenchReport> {
+pub fn run(
+    cfg: &Config,
+    device: &str,
+    preset: &str,
+    vocab_size: usize,
+    iters: usize,
+    warmup: usize,
+) -> Result<BenchReport> {
     let peak_before = gemm_peak_gflops();
     // Peak RSS should be the training step's, not the GEMM measurement's: reset the high-water mark
     // (Linux: writing 5 to clear_refs; elsewhere the value simply includes the measurement).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let mcfg = cfg.model_config(vocab_size);
     let (b, t) = (cfg.batch_size, cfg.block_size);
-    let mut model = Gpt::<f32>::new(mcfg.clone(), b)?;
-    model.init(&mut Rng::new(cfg.seed, 1));
-    let mut opt = AdamW::new(&model.layout);
-    let hp = AdamWConfig { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weight_decay: cfg.weight_decay };
-    let mut rng = Rng::new(cfg.seed, 2);
+    let mut engine = engine::create(device, mcfg.clone(), b)?;
+    let mut params = vec![0.0f32; engine.layout().total];
+    init_params(&mcfg, engine.layout(), &mut Rng::new(cfg.seed, STREAM_INIT), &mut params);
+    engine.write(Buffer::Params, &params)?;
+    let hp = adamw_config(cfg);
+    let mut rng = Rng::new(cfg.seed, STREAM_DATA);
     let mut x = vec![0u32; b * t];
     let mut y = vec![0u32; b * t];
     let (mut times, mut fwd, mut bwd, mut optim) = (vec![], 0.0, 0.0, 0.0);
     let mut loss = 0.0;
     for i in 0..warmup + iters {
         if i == warmup {
-            model.profile.reset();
+            engine.reset_profile();
         }
         for v in x.iter_mut().chain(y.iter_mut()) {
             *v = rng.below(vocab_size as u64) as u32;
         }
-        // the whole step on one pool worker, as the trainer runs it
-        let (t0, t1, t2, t3) = on_pool(|| -> Result<_> {
-            let t0 = Instant::now();
-            model.zero_grad();
-            loss = model.forward(&x, Some(&y), b, t, None)?.expect("targets given");
-            let t1 = Instant::now();
-            model.backward(1.0)?;
-            let t2 = Instant::now();
-            clip_grad_norm(&mut model.grads, cfg.grad_clip);
-            opt.update(&mut model, cfg.learning_rate, &hp);
-            Ok((t0, t1, t2, Instant::now()))
+        // the whole step in the engine's context, as the trainer runs it
+        let mut marks = [Instant::now(); 4];
+        engine.run(&mut |e: &mut dyn Engine| {
+            marks[0] = Instant::now();
+            e.zero_grad();
+            loss = e.forward(Batch { idx: &x, targets: Some(&y), b, t }, None)?.expect("targets given");
+            marks[1] = Instant::now();
+            e.backward(1.0)?;
+            marks[2] = Instant::now();
+            e.step(cfg.learning_rate as f64, &hp, cfg.grad_clip as f64)?;
+            marks[3] = Instant::now();
+            Ok(loss)
         })?;
+        let [t0, t1, t2, t3] = marks;
         if i >= warmup {
             times.push((t3 - t0).as_secs_f64());
             fwd += (t1 - t0).as_secs_f64();
@@ -93,10 +104,11 @@ pub fn run(cfg: &Config, preset: &str, vocab_size: usize, iters: usize, warmup: 
     sorted.sort_by(f64::total_cmp);
     let median = if sorted.is_empty() { 0.0 } else { sorted[sorted.len() / 2] };
     let total: f64 = times.iter().sum::<f64>().max(1e-12);
+    let profile = engine.profile().cloned().unwrap_or_default();
     let kernels = Op::ALL
         .iter()
         .map(|&op| {
-            let (f, bk) = (model.profile.forward[op as usize], model.profile.backward[op as usize]);
+            let (f, bk) = (profile.forward[op as usize], profile.backward[op as usize]);
             KernelTime {
                 kernel: op.name(),
                 forward_ms: f / n * 1e3,
@@ -111,6 +123,7 @@ pub fn run(cfg: &Config, preset: &str, vocab_size: usize, iters: usize, warmup: 
     let achieved = flop / median / 1e9;
     Ok(BenchReport {
         implementation: "quietgpt",
+        device: engine.device(),
         preset: preset.to_string(),
         attention: cfg.attention.to_string(),
         threads: rayon::current_num_threads(),

@@ -6,11 +6,12 @@
 //! Metadata (strings): `format`, `config` (the whole run config as TOML), `model` (ModelConfig JSON),
 //! `state` (TrainState JSON: step, best val loss, RNG state), `vocab` (the vocab.json text).
 
-use super::adamw::AdamW;
 use crate::config::{Config, ModelConfig};
 use crate::data::{write_atomic, Tokenizer};
+use crate::engine::{Buffer, Engine};
+use crate::model::params::ParamLayout;
 use crate::model::weights::{load_flat, parse, serialize, views};
-use crate::model::Gpt;
+use crate::model::{CpuEngine, Gpt};
 use crate::rng::Rng;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -34,29 +35,46 @@ pub struct TrainState {
     pub data_rng: Rng,
 }
 
+/// A checkpoint on the host: the run config, the model shape, the parameters and AdamW moments as
+/// flat f32 buffers laid out by `ParamLayout::new(&model)`, the training state and the vocabulary.
 pub struct Checkpoint {
     pub config: Config,
-    pub model: Gpt<f32>,
-    pub opt: AdamW,
+    pub model: ModelConfig,
+    pub params: Vec<f32>,
+    /// AdamW's moments (zero when the file has none, e.g. an exported model).
+    pub exp_avg: Vec<f32>,
+    pub exp_avg_sq: Vec<f32>,
     pub state: TrainState,
     pub tokenizer: Tokenizer,
 }
 
-pub fn save(
+/// Save an engine's parameters and AdamW moments with the run's config and state.
+pub fn save(path: &Path, config: &Config, engine: &dyn Engine, state: &TrainState, tok: &Tokenizer) -> Result<()> {
+    let (params, m, v) =
+        (engine.snapshot(Buffer::Params)?, engine.snapshot(Buffer::AdamM)?, engine.snapshot(Buffer::AdamV)?);
+    save_host(path, config, engine.config(), &params, &m, &v, state, tok)
+}
+
+/// Save host buffers (laid out by `ParamLayout::new(model)`).
+#[allow(clippy::too_many_arguments)]
+pub fn save_host(
     path: &Path,
     config: &Config,
-    model: &Gpt<f32>,
-    opt: &AdamW,
+    model: &ModelConfig,
+    params: &[f32],
+    exp_avg: &[f32],
+    exp_avg_sq: &[f32],
     state: &TrainState,
     tok: &Tokenizer,
 ) -> Result<()> {
-    let mut tensors = views(&model.params, &model.layout, "");
-    tensors.extend(views(&opt.m, &model.layout, "optimizer.exp_avg."));
-    tensors.extend(views(&opt.v, &model.layout, "optimizer.exp_avg_sq."));
+    let layout = ParamLayout::new(model);
+    let mut tensors = views(params, &layout, "");
+    tensors.extend(views(exp_avg, &layout, "optimizer.exp_avg."));
+    tensors.extend(views(exp_avg_sq, &layout, "optimizer.exp_avg_sq."));
     let meta = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("config".to_string(), config.to_toml()),
-        ("model".to_string(), to_json(&model.config)),
+        ("model".to_string(), to_json(model)),
         ("state".to_string(), to_json(state)),
         ("vocab".to_string(), tok.to_json()),
     ]);
@@ -67,8 +85,8 @@ pub fn save(
     write_atomic(path, &bytes)
 }
 
-/// Load a checkpoint for inference or resumption; the model can run batches of up to `max_batch`.
-pub fn load(path: &Path, max_batch: usize) -> Result<Checkpoint> {
+/// Read a checkpoint into host buffers.
+pub fn load(path: &Path) -> Result<Checkpoint> {
     let what = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let st = parse(&bytes, &what)?;
@@ -86,30 +104,55 @@ pub fn load(path: &Path, max_batch: usize) -> Result<Checkpoint> {
     let bad = |k: &str, e: String| Error::Checkpoint(format!("{what}: metadata '{k}' is invalid: {e}"));
     let config: Config = toml::from_str(field("config")?).map_err(|e| bad("config", e.to_string()))?;
     config.validate().map_err(|e| bad("config", e.to_string()))?;
-    let model_config: ModelConfig = serde_json::from_str(field("model")?).map_err(|e| bad("model", e.to_string()))?;
+    let model: ModelConfig = serde_json::from_str(field("model")?).map_err(|e| bad("model", e.to_string()))?;
     let state: TrainState = serde_json::from_str(field("state")?).map_err(|e| bad("state", e.to_string()))?;
     let tokenizer = Tokenizer::from_json(field("vocab")?).map_err(|e| bad("vocab", e.to_string()))?;
-    if model_config != config.model_config(model_config.vocab_size) {
+    if model != config.model_config(model.vocab_size) {
         return Err(bad("model", "disagrees with the run config".into()));
     }
-    if tokenizer.vocab_size() > model_config.vocab_size {
+    model.validate().map_err(|e| bad("model", e.to_string()))?;
+    if tokenizer.vocab_size() > model.vocab_size {
         return Err(bad(
             "vocab",
-            format!("{} tokens do not fit vocab_size {}", tokenizer.vocab_size(), model_config.vocab_size),
+            format!("{} tokens do not fit vocab_size {}", tokenizer.vocab_size(), model.vocab_size),
         ));
     }
-    let mut model = Gpt::<f32>::new(model_config, max_batch)?;
-    model.load_params(&st).map_err(|e| Error::Checkpoint(format!("{what}: {e}")))?;
-    let mut opt = AdamW::new(&model.layout);
-    let has_opt = st.names().iter().any(|n| n.starts_with("optimizer."));
-    if has_opt {
-        load_flat(&mut opt.m, &model.layout, &st, "optimizer.exp_avg.")
-            .map_err(|e| Error::Checkpoint(format!("{what}: {e}")))?;
-        load_flat(&mut opt.v, &model.layout, &st, "optimizer.exp_avg_sq.")
-            .map_err(|e| Error::Checkpoint(format!("{what}: {e}")))?;
+    let layout = ParamLayout::new(&model);
+    let in_file = |e: Error| Error::Checkpoint(format!("{what}: {e}"));
+    let mut params = vec![0.0f32; layout.total];
+    load_flat(&mut params, &layout, &st, "").map_err(in_file)?;
+    let (mut exp_avg, mut exp_avg_sq) = (vec![0.0f32; layout.total], vec![0.0f32; layout.total]);
+    if st.names().iter().any(|n| n.starts_with("optimizer.")) {
+        load_flat(&mut exp_avg, &layout, &st, "optimizer.exp_avg.").map_err(in_file)?;
+        load_flat(&mut exp_avg_sq, &layout, &st, "optimizer.exp_avg_sq.").map_err(in_file)?;
     }
-    opt.step = state.adam_step;
-    Ok(Checkpoint { config, model, opt, state, tokenizer })
+    Ok(Checkpoint { config, model, params, exp_avg, exp_avg_sq, state, tokenizer })
+}
+
+impl Checkpoint {
+    /// Load parameters, moments and AdamW's step count into an engine made for this model.
+    pub fn load_into(&self, engine: &mut dyn Engine) -> Result<()> {
+        if engine.config() != &self.model {
+            return Err(Error::Checkpoint(format!(
+                "the engine runs {:?}, the checkpoint holds {:?}",
+                engine.config(),
+                self.model
+            )));
+        }
+        engine.write(Buffer::Params, &self.params)?;
+        engine.write(Buffer::AdamM, &self.exp_avg)?;
+        engine.write(Buffer::AdamV, &self.exp_avg_sq)?;
+        engine.set_adam_step(self.state.adam_step);
+        Ok(())
+    }
+
+    /// The model on the CPU reference engine, for inference (sampling, analysis, quantization), able to
+    /// run batches of up to `max_batch` sequences.
+    pub fn cpu_model(&self, max_batch: usize) -> Result<Gpt<f32>> {
+        let mut engine = CpuEngine::<f32>::new(self.model.clone(), max_batch)?;
+        engine.write(Buffer::Params, &self.params)?;
+        Ok(engine.into_model())
+    }
 }
 
 fn to_json<T: Serialize>(v: &T) -> String {

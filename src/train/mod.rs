@@ -1,6 +1,5 @@
 //! Training: the optimizer, the learning-rate schedule, checkpoints and the loop.
 
-pub mod adamw;
 pub mod bench;
 pub mod checkpoint;
 pub mod schedule;

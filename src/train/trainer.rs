@@ -1,15 +1,15 @@
 //! The training loop of nanoGPT's `train.py`, in one visible function (`Trainer::run`):
 //! eval and checkpoint → accumulate gradients → clip → step → log.
 
-use super::adamw::{clip_grad_norm, AdamW, AdamWConfig};
 use super::checkpoint::{self, TrainState, CKPT_FILE};
 use super::schedule::learning_rate;
 use crate::config::Config;
 use crate::data::{Dataset, Split};
+use crate::engine::{self, AdamWConfig, Batch, Buffer, Engine};
 use crate::model::dropout::Dropout;
 use crate::model::flops::flops_per_token;
-use crate::model::gpt::on_pool;
-use crate::model::Gpt;
+use crate::model::params::init_params;
+use crate::model::{CpuEngine, Gpt};
 use crate::rng::Rng;
 use crate::{Error, Result};
 use serde::Serialize;
@@ -25,6 +25,9 @@ pub const STREAM_EVAL: u64 = 4;
 
 pub const METRICS_FILE: &str = "metrics.jsonl";
 
+/// The device trainer runs on (the config's `device` key chooses it once the GPU engine exists).
+const DEVICE: &str = "cpu";
+
 /// What the loop reports; the CLI prints it, the library also appends it to metrics.jsonl.
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "event", rename_all = "lowercase")]
@@ -35,8 +38,8 @@ pub enum Event {
 
 pub struct Trainer {
     pub config: Config,
-    pub model: Gpt<f32>,
-    pub opt: AdamW,
+    /// The engine that runs the steps (chosen by `engine::create` from the config's device).
+    pub engine: Box<dyn Engine>,
     pub data: Dataset,
     pub state: TrainState,
     out_dir: PathBuf,
@@ -58,32 +61,33 @@ impl Trainer {
                 data.dir.display()
             )));
         }
-        let mut model = Gpt::new(config.model_config(data_vocab), config.batch_size)?;
-        model.init(&mut Rng::new(config.seed, STREAM_INIT));
-        let opt = AdamW::new(&model.layout);
+        let mut engine = engine::create(DEVICE, config.model_config(data_vocab), config.batch_size)?;
+        // nanoGPT's initialisation, made on the host and written into the engine
+        let mut params = vec![0.0f32; engine.layout().total];
+        init_params(engine.config(), engine.layout(), &mut Rng::new(config.seed, STREAM_INIT), &mut params);
+        engine.write(Buffer::Params, &params)?;
         let state = TrainState {
             iter_num: 0,
             best_val_loss: f64::INFINITY,
             adam_step: 0,
             data_rng: Rng::new(config.seed, STREAM_DATA),
         };
-        Ok(Trainer::assemble(config, model, opt, data, state))
+        Ok(Trainer::assemble(config, engine, data, state))
     }
 
     /// Continue the run whose checkpoint is in `out_dir`, with its whole config; `overrides` may change
     /// anything but the model's shape (e.g. `max_iters` to train longer).
     pub fn resume(out_dir: &Path, overrides: &[String]) -> Result<Trainer> {
         let path = out_dir.join(CKPT_FILE);
-        let head = checkpoint::load(&path, 1)?;
-        let mut config = head.config.with_overrides(overrides)?;
+        let ckpt = checkpoint::load(&path)?;
+        let mut config = ckpt.config.with_overrides(overrides)?;
         config.out_dir = out_dir.display().to_string();
-        let ckpt_model = head.model.config.clone();
-        if config.model_config(ckpt_model.vocab_size) != ckpt_model {
+        if config.model_config(ckpt.model.vocab_size) != ckpt.model {
             return Err(Error::Config(format!(
-                "overrides change the model's shape, which a resume cannot: the checkpoint has {ckpt_model:?}"
+                "overrides change the model's shape, which a resume cannot: the checkpoint has {:?}",
+                ckpt.model
             )));
         }
-        let ckpt = checkpoint::load(&path, config.batch_size)?;
         let data = open_data(&config)?;
         if data.tokenizer != ckpt.tokenizer {
             return Err(Error::Data(format!(
@@ -96,22 +100,23 @@ impl Trainer {
                 ckpt.tokenizer.vocab_size()
             )));
         }
-        Ok(Trainer::assemble(config, ckpt.model, ckpt.opt, data, ckpt.state))
+        let mut engine = engine::create(DEVICE, ckpt.model.clone(), config.batch_size)?;
+        ckpt.load_into(engine.as_mut())?;
+        Ok(Trainer::assemble(config, engine, data, ckpt.state))
     }
 
-    fn assemble(config: Config, model: Gpt<f32>, opt: AdamW, data: Dataset, state: TrainState) -> Trainer {
+    fn assemble(config: Config, engine: Box<dyn Engine>, data: Dataset, state: TrainState) -> Trainer {
         let n = config.batch_size * config.block_size;
-        Trainer {
-            out_dir: PathBuf::from(&config.out_dir),
-            config,
-            model,
-            opt,
-            data,
-            state,
-            x: vec![0; n],
-            y: vec![0; n],
-            peak_flops: 0.0,
-        }
+        let out_dir = PathBuf::from(&config.out_dir);
+        Trainer { out_dir, config, engine, data, state, x: vec![0; n], y: vec![0; n], peak_flops: 0.0 }
+    }
+
+    /// The model as it stands, on the CPU reference engine (analysis and fake quantization run there),
+    /// able to run batches of up to `max_batch` sequences.
+    pub fn cpu_model(&self, max_batch: usize) -> Result<Gpt<f32>> {
+        let mut cpu = CpuEngine::<f32>::new(self.engine.config().clone(), max_batch)?;
+        cpu.write(Buffer::Params, &self.engine.snapshot(Buffer::Params)?)?;
+        Ok(cpu.into_model())
     }
 
     pub fn checkpoint_path(&self) -> PathBuf {
@@ -128,7 +133,8 @@ impl Trainer {
             let mut sum = 0.0;
             for _ in 0..self.config.eval_iters {
                 self.data.get_batch(split, b, t, &mut rng, &mut self.x, &mut self.y);
-                sum += self.model.forward(&self.x, Some(&self.y), b, t, None)?.expect("targets given");
+                let batch = Batch { idx: &self.x, targets: Some(&self.y), b, t };
+                sum += self.engine.forward(batch, None)?.expect("targets given");
             }
             out[k] = sum / self.config.eval_iters as f64;
         }
@@ -136,14 +142,7 @@ impl Trainer {
     }
 
     fn save(&self) -> Result<()> {
-        checkpoint::save(
-            &self.checkpoint_path(),
-            &self.config,
-            &self.model,
-            &self.opt,
-            &self.state,
-            &self.data.tokenizer,
-        )
+        checkpoint::save(&self.checkpoint_path(), &self.config, self.engine.as_ref(), &self.state, &self.data.tokenizer)
     }
 
     /// Train until `max_iters`, calling `report` with every event.
@@ -163,8 +162,8 @@ impl Trainer {
         };
         let cfg = self.config.clone();
         let (b, t, accum) = (cfg.batch_size, cfg.block_size, cfg.gradient_accumulation_steps);
-        let hp = AdamWConfig { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weight_decay: cfg.weight_decay };
-        let flops_per_iter = flops_per_token(&self.model.config, t) * cfg.tokens_per_iter() as f64;
+        let hp = adamw_config(&cfg);
+        let flops_per_iter = flops_per_token(self.engine.config(), t) * cfg.tokens_per_iter() as f64;
         let dropout_seed = Rng::new(cfg.seed, STREAM_DROPOUT).next_u64();
         loop {
             let iter = self.state.iter_num;
@@ -191,21 +190,21 @@ impl Trainer {
             // accumulate gradients over micro-batches (mean loss: each is scaled by 1/accum)
             // (the whole step on one pool worker, so that its kernels never wait for the pool to wake)
             let t0 = Instant::now();
-            let loss = on_pool(|| -> Result<f64> {
-                self.model.zero_grad();
+            let Trainer { engine, data, state, x, y, .. } = self;
+            let loss = engine.run(&mut |e: &mut dyn Engine| {
+                e.zero_grad();
                 let mut loss = 0.0;
                 for micro in 0..accum {
-                    self.data.get_batch(Split::Train, b, t, &mut self.state.data_rng, &mut self.x, &mut self.y);
+                    data.get_batch(Split::Train, b, t, &mut state.data_rng, x, y);
                     let dropout = Dropout::new(cfg.dropout, dropout_seed, iter as u64, micro as u64);
-                    loss = self.model.forward(&self.x, Some(&self.y), b, t, dropout)?.expect("targets given");
-                    self.model.backward(1.0 / accum as f64)?;
+                    loss = e.forward(Batch { idx: x, targets: Some(y), b, t }, dropout)?.expect("targets given");
+                    e.backward(1.0 / accum as f64)?;
                 }
                 // clip → step
-                clip_grad_norm(&mut self.model.grads, cfg.grad_clip);
-                self.opt.update(&mut self.model, lr, &hp);
+                e.step(lr as f64, &hp, cfg.grad_clip as f64)?;
                 Ok(loss)
             })?;
-            self.state.adam_step = self.opt.step;
+            self.state.adam_step = self.engine.adam_step();
             self.state.iter_num += 1;
 
             // log (the loss of the last micro-batch, as nanoGPT)
@@ -216,6 +215,16 @@ impl Trainer {
                 emit(Event::Step { iter, loss, lr, ms: secs * 1e3, tokens_per_s, mfu })?;
             }
         }
+    }
+}
+
+/// AdamW's hyper-parameters from the run config.
+pub fn adamw_config(cfg: &Config) -> AdamWConfig {
+    AdamWConfig {
+        beta1: cfg.beta1 as f64,
+        beta2: cfg.beta2 as f64,
+        eps: cfg.eps as f64,
+        weight_decay: cfg.weight_decay as f64,
     }
 }
 

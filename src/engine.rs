@@ -1,0 +1,143 @@
+//! The seam between the trainer and an engine: the whole training step, as llm.c has `train_gpt2.c`
+//! beside `train_gpt2.cu`. The trainer, bench, checkpoints and the golden tests talk to an engine only
+//! through this trait; what is inside (kernels, buffers, threads, a GPU) is the engine's own business.
+//!
+//! An engine owns the parameters, their gradients and the AdamW moments, in its own memory and
+//! precision. The host sees them as f32 snapshots laid out by `ParamLayout` (nanoGPT's names), through
+//! `read` and `write`: that is how checkpoints are saved and loaded and how initial weights get in.
+//!
+//! Determinism contract. The CPU engine (`model::CpuEngine`, the reference) is bitwise deterministic for
+//! a given seed and thread count: every reduction has a fixed order. Across thread counts only the
+//! last bits move (the order of the per-shard gradient sum, and GEMM blocking). Any other engine is held
+//! to the CPU engine within a stated tolerance (the golden files' tolerances for f32; see tests/engines.rs),
+//! not bitwise.
+
+use crate::config::ModelConfig;
+use crate::model::dropout::Dropout;
+use crate::model::params::ParamLayout;
+use crate::model::profile::Profile;
+use crate::{Error, Result};
+
+/// The named host-visible buffers of an engine, each laid out by the engine's `ParamLayout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Buffer {
+    /// The parameters.
+    Params,
+    /// ∂loss/∂params, accumulated by `backward` since the last `zero_grad`.
+    Grads,
+    /// AdamW's first moment (`exp_avg`).
+    AdamM,
+    /// AdamW's second moment (`exp_avg_sq`).
+    AdamV,
+}
+
+/// One batch of token ids: `idx` (B, T) and, for a loss, `targets` (B, T).
+#[derive(Clone, Copy, Debug)]
+pub struct Batch<'a> {
+    pub idx: &'a [u32],
+    pub targets: Option<&'a [u32]>,
+    pub b: usize,
+    pub t: usize,
+}
+
+/// AdamW's hyper-parameters (the learning rate comes with each step).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+/// A training engine: forward, backward, the optimizer step, and host access to its buffers.
+pub trait Engine: Send {
+    /// "cpu", "cuda", … (what `--device` names).
+    fn device(&self) -> &'static str;
+
+    /// The model the engine runs.
+    fn config(&self) -> &ModelConfig;
+
+    /// Where each named tensor sits in the flat buffers.
+    fn layout(&self) -> &ParamLayout;
+
+    /// The largest batch (B) a forward may take; T is at most `config().block_size`.
+    fn max_batch(&self) -> usize;
+
+    /// Runs the model on a batch; with targets, returns the mean cross-entropy loss (in f64). `dropout`
+    /// is `None` in evaluation. Keeps what the following `backward` needs.
+    fn forward(&mut self, batch: Batch<'_>, dropout: Option<Dropout>) -> Result<Option<f64>>;
+
+    /// Adds ∂(loss_scale · loss)/∂params of the last forward (which must have had targets) to the
+    /// gradients. One backward per forward: it uses up that forward's activations.
+    fn backward(&mut self, loss_scale: f64) -> Result<()>;
+
+    /// Sets the gradients to zero.
+    fn zero_grad(&mut self);
+
+    /// Clips the gradients to a global L2 norm of `grad_clip` (0: no clipping), then takes one AdamW
+    /// step at learning rate `lr` (nanoGPT's groups: decay on tensors of 2+ dimensions). Returns the
+    /// gradient norm before clipping.
+    fn step(&mut self, lr: f64, hp: &AdamWConfig, grad_clip: f64) -> Result<f64>;
+
+    /// AdamW's step count (for its bias correction).
+    fn adam_step(&self) -> u64;
+
+    /// Sets AdamW's step count (a resumed run continues it).
+    fn set_adam_step(&mut self, step: u64);
+
+    /// Copies a buffer to the host; `out` has `layout().total` elements.
+    fn read(&self, buffer: Buffer, out: &mut [f32]) -> Result<()>;
+
+    /// Overwrites a buffer from the host; `data` has `layout().total` elements.
+    fn write(&mut self, buffer: Buffer, data: &[f32]) -> Result<()>;
+
+    /// Copies the logits (B, T, V) of the last forward to the host (before a backward, which may
+    /// overwrite them); `out` is resized to fit.
+    fn read_logits(&self, out: &mut Vec<f32>) -> Result<()>;
+
+    /// Kernel times accumulated since the last `reset_profile`, where the engine measures them.
+    fn profile(&self) -> Option<&Profile> {
+        None
+    }
+
+    fn reset_profile(&mut self) {}
+
+    /// Runs `f` in the engine's execution context: the CPU engine runs it on a worker of its thread
+    /// pool, so that every kernel of a whole step forks and joins inside the pool instead of waking it.
+    fn run(&mut self, f: &mut (dyn FnMut(&mut dyn Engine) -> Result<f64> + Send)) -> Result<f64>;
+
+    /// A buffer as a new host vector.
+    fn snapshot(&self, buffer: Buffer) -> Result<Vec<f32>> {
+        let mut v = vec![0.0; self.layout().total];
+        self.read(buffer, &mut v)?;
+        Ok(v)
+    }
+
+    fn num_params(&self) -> usize {
+        self.layout().total
+    }
+}
+
+/// The devices an engine can be made for, by `create`.
+pub const DEVICES: [&str; 2] = ["cpu", "cuda"];
+
+/// The one place that chooses an engine: a zero-initialised engine for `config` on `device`, able to
+/// run batches of up to `max_batch` sequences.
+pub fn create(device: &str, config: ModelConfig, max_batch: usize) -> Result<Box<dyn Engine>> {
+    match device {
+        "cpu" => Ok(Box::new(crate::model::CpuEngine::<f32>::new(config, max_batch)?)),
+        "cuda" => Err(Error::Config(
+            "device 'cuda': this build has no CUDA engine yet; use --device=cpu (the GPU engine is being built)".into(),
+        )),
+        other => Err(Error::Config(format!("unknown device '{other}': expected one of {}", DEVICES.join(", ")))),
+    }
+}
+
+/// Checks a host buffer's length against the layout (for `read`/`write` implementations).
+pub fn check_len(buffer: Buffer, len: usize, layout: &ParamLayout) -> Result<()> {
+    if len == layout.total {
+        Ok(())
+    } else {
+        Err(Error::Config(format!("{buffer:?}: a host buffer of {len} elements, but the model has {}", layout.total)))
+    }
+}
