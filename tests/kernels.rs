@@ -19,7 +19,7 @@ use quietgpt::model::gelu::{gelu_backward, gelu_backward_from_grad, gelu_forward
 use quietgpt::model::layernorm::{
     layernorm_backward, layernorm_forward, layernorm_recompute, residual_layernorm_forward,
 };
-use quietgpt::model::matmul::{matmul_backward, matmul_forward};
+use quietgpt::model::matmul::{matmul_backward, matmul_forward, Dinp};
 use quietgpt::rng::Rng;
 
 // Small shapes for the kernels.
@@ -51,7 +51,19 @@ fn matmul_case(n: usize, c: usize, oc: usize, bias: bool, seed: u64) {
     let bo = bias.then_some(&b[..]);
     let (pi, pw, pb) = (randn(&mut rng, n * c, 1.0), randn(&mut rng, oc * c, 1.0), randn(&mut rng, oc, 1.0));
     let (mut di, mut dw, mut db) = (pi.clone(), pw.clone(), pb.clone());
-    matmul_backward(&mut di, true, &mut dw, if bias { Some(&mut db[..]) } else { None }, &g, &inp, &w, n, c, oc, true);
+    matmul_backward(
+        &mut di,
+        Dinp::Add,
+        &mut dw,
+        if bias { Some(&mut db[..]) } else { None },
+        &g,
+        &inp,
+        &w,
+        n,
+        c,
+        oc,
+        true,
+    );
     let tag = format!("matmul {n}x{c}->{oc} bias={bias}");
     check(&format!("{tag} dinp"), &added(&di, &pi), &numeric(&inp, &all(n * c), &g, |x| fwd(x, &w, bo)), &all(n * c));
     check(
@@ -118,7 +130,7 @@ fn matmul_matches_naive_on_larger_shapes() {
     matmul_forward(&mut out, &inp, &w, Some(&b), n, c, oc, true);
     assert!(max_abs_diff(&out, &want) < 1e-12, "forward f64: {}", max_abs_diff(&out, &want));
     let (mut di, mut dw, mut db) = (vec![0.0; n * c], vec![0.0; oc * c], vec![0.0; oc]);
-    matmul_backward(&mut di, true, &mut dw, Some(&mut db), &dout, &inp, &w, n, c, oc, true);
+    matmul_backward(&mut di, Dinp::Add, &mut dw, Some(&mut db), &dout, &inp, &w, n, c, oc, true);
     for (what, got, want) in [("dinp", &di, &want_di), ("dweight", &dw, &want_dw), ("dbias", &db, &want_db)] {
         assert!(max_abs_diff(got, want) < 1e-12, "backward f64 {what}: {}", max_abs_diff(got, want));
     }
@@ -129,7 +141,7 @@ fn matmul_matches_naive_on_larger_shapes() {
     matmul_forward(&mut out32, &f(&inp), &f(&w), Some(&f(&b)), n, c, oc, true);
     assert!(max_abs_diff(&back(&out32), &want) < 2e-5, "forward f32: {}", max_abs_diff(&back(&out32), &want));
     let (mut di32, mut dw32, mut db32) = (vec![0.0f32; n * c], vec![0.0f32; oc * c], vec![0.0f32; oc]);
-    matmul_backward(&mut di32, true, &mut dw32, Some(&mut db32), &f(&dout), &f(&inp), &f(&w), n, c, oc, true);
+    matmul_backward(&mut di32, Dinp::Add, &mut dw32, Some(&mut db32), &f(&dout), &f(&inp), &f(&w), n, c, oc, true);
     for (what, got, want) in
         [("dinp", back(&di32), &want_di), ("dweight", back(&dw32), &want_dw), ("dbias", back(&db32), &want_db)]
     {
@@ -919,7 +931,7 @@ fn checker_rejects_wrong_gradients() {
         out
     };
     let (mut di, mut dw) = (vec![0.0; n * c], vec![0.0; oc * c]);
-    matmul_backward(&mut di, true, &mut dw, None, &g, &inp, &w, n, c, oc, true);
+    matmul_backward(&mut di, Dinp::Add, &mut dw, None, &g, &inp, &w, n, c, oc, true);
     let num = numeric(&w, &all(oc * c), &g, fwd);
     assert!(errors(&dw, &num, &all(oc * c)).bad.is_empty());
     let off: Vec<f64> = dw.iter().map(|x| x * (1.0 + 1e-4)).collect();

@@ -340,3 +340,13 @@ pub fn attention_backward<F: Real>(
         }
     });
 }
+
+/// The sink logits' part of the backward: ∂L/∂σ_h += Σ over the b sequences, in order, of the kernels'
+/// per-sequence parts `dnull` (B, NH).
+pub fn sink_backward<F: Real>(dsink: &mut [F], dnull: &[F], b: usize, nh: usize) {
+    for bi in 0..b {
+        for (d, &x) in dsink.iter_mut().zip(&dnull[bi * nh..(bi + 1) * nh]) {
+            *d += x;
+        }
+    }
+}

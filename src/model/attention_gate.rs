@@ -11,9 +11,13 @@
 //! attention, and the pre-norm hidden state X of Qiu et al.).
 //!
 //! Backward, with g = ∂L/∂y':  ∂L/∂y = g ⊙ σ(z) (broadcast),  ∂L/∂z[n, k] = σ'(z) Σ_{c in group k} g·y,
-//! σ' = σ(1 − σ). The matmuls of z (forward and backward) are the model's ordinary `matmul` kernels.
+//! σ' = σ(1 − σ). The linear map z (forward and backward, `gate_linear_*`) runs on the model's ordinary
+//! `matmul` kernels.
 
+use super::matmul::{matmul_backward, matmul_forward, Dinp};
+use super::params::Kind;
 use super::real::{Real, ROW_CHUNK};
+use crate::config::AttentionKind;
 use rayon::prelude::*;
 
 #[inline(always)]
@@ -74,4 +78,45 @@ pub fn gate_backward<F: Real>(
                 *dz = acc * s * (F::ONE - s);
             }
         });
+}
+
+/// The weight and bias kinds of the gate's linear map: `attn.c_outgate` for `outgate`, else `attn.c_gate`.
+pub fn gate_kinds(kind: AttentionKind) -> (Kind, Kind) {
+    match kind {
+        AttentionKind::Outgate => (Kind::OutGateW, Kind::OutGateB),
+        _ => (Kind::GateW, Kind::GateB),
+    }
+}
+
+/// z (N, G) = x W_gᵀ (+ b_g), x = ln_1 output (N, C).
+#[allow(clippy::too_many_arguments)]
+pub fn gate_linear_forward<F: Real>(
+    z: &mut [F],
+    x: &[F],
+    w: &[F],
+    b: Option<&[F]>,
+    n: usize,
+    c: usize,
+    g: usize,
+    parallel: bool,
+) {
+    matmul_forward(z, x, w, b, n, c, g, parallel)
+}
+
+/// Backward of `gate_linear_forward`: dx (N, C) += dz W_g (the gate reads ln_1 too, so its input
+/// gradient adds to c_attn's), dw += dzᵀ x, db += Σ dz.
+#[allow(clippy::too_many_arguments)]
+pub fn gate_linear_backward<F: Real>(
+    dx: &mut [F],
+    dw: &mut [F],
+    db: Option<&mut [F]>,
+    dz: &[F],
+    x: &[F],
+    w: &[F],
+    n: usize,
+    c: usize,
+    g: usize,
+    parallel: bool,
+) {
+    matmul_backward(dx, Dinp::Add, dw, db, dz, x, w, n, c, g, parallel)
 }

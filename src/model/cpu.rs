@@ -4,8 +4,9 @@
 
 use super::adamw::{clip_grad_norm, AdamW};
 use super::dropout::Dropout;
-use super::gpt::{Gpt, Probe};
+use super::gpt::Gpt;
 use super::params::ParamLayout;
+use super::probe::Probe;
 use super::profile::Profile;
 use super::real::Real;
 use super::shard::on_pool;

@@ -53,6 +53,39 @@ impl Dropout {
     }
 }
 
+/// x ← drop(x) for the part of site `s` that starts at element `first` (a shard of the batch); nothing
+/// without dropout.
+pub fn dropout_forward<F: Real>(d: Option<&Dropout>, s: u64, first: usize, x: &mut [F]) {
+    if let Some(d) = d {
+        d.apply_from(s, first, x);
+    }
+}
+
+/// Backward of `dropout_forward` in place: g ← g ⊙ mask·scale (the mask is its own adjoint).
+pub fn dropout_backward_in_place<F: Real>(d: Option<&Dropout>, s: u64, first: usize, g: &mut [F]) {
+    dropout_forward(d, s, first, g)
+}
+
+/// Backward of `dropout_forward` where the incoming gradient `g` must stay as it is (∂L/∂residual feeds
+/// the residual path too): the dropped gradient goes to `buf` and is returned; without dropout, `g`.
+pub fn dropout_backward<'a, F: Real>(
+    buf: &'a mut [F],
+    g: &'a [F],
+    d: Option<&Dropout>,
+    s: u64,
+    first: usize,
+) -> &'a [F] {
+    match d {
+        None => g,
+        Some(d) => {
+            let n = g.len();
+            buf[..n].copy_from_slice(g);
+            d.apply_from(s, first, &mut buf[..n]);
+            &buf[..n]
+        }
+    }
+}
+
 /// The places where nanoGPT applies dropout; combined with the layer index into a site number.
 pub enum Site {
     Embedding,

@@ -105,13 +105,22 @@ pub fn matmul_forward<F: Real>(
     };
 }
 
-/// dinp (N, C) += dout (N, OC) @ weight (OC, C)   (`=` without `add_to_dinp`: no zeroing pass first)
+/// How a backward GEMM treats the input gradient already in its buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dinp {
+    /// dinp = dout @ weight: the buffer's old contents are ignored (no zeroing pass first).
+    Write,
+    /// dinp += dout @ weight: the input also feeds another layer whose gradient is already there.
+    Add,
+}
+
+/// dinp (N, C) = or += dout (N, OC) @ weight (OC, C)   (see `Dinp`)
 /// dweight (OC, C) += dout^T (OC, N) @ inp (N, C)
 /// dbias (OC) += Σ_n dout (N, OC)
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_backward<F: Real>(
     dinp: &mut [F],
-    add_to_dinp: bool,
+    dinp_mode: Dinp,
     dweight: &mut [F],
     dbias: Option<&mut [F]>,
     dout: &[F],
@@ -137,7 +146,7 @@ pub fn matmul_backward<F: Real>(
                 oc,
                 dinp_ptr.get(),
                 c,
-                add_to_dinp,
+                dinp_mode == Dinp::Add,
                 (dout.as_ptr(), oc, 1),
                 (weight.as_ptr(), c, 1),
                 F::ONE,

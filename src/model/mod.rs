@@ -1,5 +1,6 @@
 //! The model: one file per kernel (forward and backward side by side), and the GPT that strings them.
 
+pub mod acts;
 pub mod adamw;
 pub mod attention;
 pub mod attention_fused;
@@ -15,6 +16,8 @@ pub mod gpt;
 pub mod layernorm;
 pub mod matmul;
 pub mod params;
+mod pass;
+pub mod probe;
 pub mod profile;
 pub mod real;
 pub mod shard;
@@ -22,5 +25,6 @@ pub mod simd;
 pub mod weights;
 
 pub use cpu::CpuEngine;
-pub use gpt::{Gpt, Linear, Point, Probe};
+pub use gpt::Gpt;
+pub use probe::{Linear, Point, Probe};
 pub use real::Real;

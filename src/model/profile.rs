@@ -42,14 +42,22 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// Runs a forward kernel, adding its wall time to `op`.
     #[inline]
-    pub fn add(&mut self, backward: bool, op: Op, since: Instant) {
-        let s = since.elapsed().as_secs_f64();
-        if backward {
-            self.backward[op as usize] += s;
-        } else {
-            self.forward[op as usize] += s;
-        }
+    pub fn fwd<R>(&mut self, op: Op, kernel: impl FnOnce() -> R) -> R {
+        let t0 = Instant::now();
+        let r = kernel();
+        self.forward[op as usize] += t0.elapsed().as_secs_f64();
+        r
+    }
+
+    /// Runs a backward kernel, adding its wall time to `op`.
+    #[inline]
+    pub fn bwd<R>(&mut self, op: Op, kernel: impl FnOnce() -> R) -> R {
+        let t0 = Instant::now();
+        let r = kernel();
+        self.backward[op as usize] += t0.elapsed().as_secs_f64();
+        r
     }
 
     /// Adds another profile's times to this one.
@@ -62,15 +70,4 @@ impl Profile {
     pub fn reset(&mut self) {
         *self = Profile::default();
     }
-}
-
-/// `timed!(profile, backward?, Op, expr)`: evaluate `expr`, adding its wall time to the profile.
-#[macro_export]
-macro_rules! timed {
-    ($prof:expr, $bwd:expr, $op:expr, $e:expr) => {{
-        let t0 = std::time::Instant::now();
-        let r = $e;
-        $prof.add($bwd, $op, t0);
-        r
-    }};
 }

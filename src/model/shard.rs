@@ -93,12 +93,12 @@ macro_rules! buffers {
     ($(#[$m:meta])* $vis:vis struct $name:ident { $($(#[$fm:meta])* $f:ident: $unit:ident,)* }) => {
         $(#[$m])*
         $vis struct $name<B> {
-            $($(#[$fm])* $f: B,)*
+            $($(#[$fm])* $vis $f: B,)*
         }
 
         impl<F> $name<Vec<F>> {
             /// The region of b sequences of length t, in buffers made for `cap` = (sequences, length).
-            fn view(&mut self, b: usize, t: usize, cap: (usize, usize)) -> $name<&mut [F]> {
+            $vis fn view(&mut self, b: usize, t: usize, cap: (usize, usize)) -> $name<&mut [F]> {
                 use $crate::model::shard::Unit;
                 $name { $($f: {
                     let per = Unit::$unit.per_seq(self.$f.len(), cap.0, cap.1, t);
