@@ -84,7 +84,7 @@ fn residual_statistics_match_golden_stats_json() {
 
 /// Trains a tiny model for a few dozen steps in `dir`, returns its checkpoint path.
 fn train(dir: &Path, attention: &str) -> PathBuf {
-    let text = std::fs::read_to_string(shakespeare()).expect("../shared/data/tinyshakespeare.txt");
+    let text = std::fs::read_to_string(shakespeare()).expect("assets/tinyshakespeare.txt");
     prepare(&text, &dir.join("data"), TokenizerKind::Char).unwrap();
     let o: Vec<String> = [
         "n_layer=2",

@@ -6,7 +6,7 @@ use quietgpt::data::{prepare, read_input, Dataset, Split, Tokenizer, TokenizerKi
 use quietgpt::rng::Rng;
 use quietgpt::Error;
 
-const SHAKESPEARE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/tinyshakespeare.txt");
+const SHAKESPEARE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/tinyshakespeare.txt");
 
 /// A fresh directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -30,7 +30,7 @@ impl Drop for TempDir {
 }
 
 fn shakespeare() -> String {
-    std::fs::read_to_string(SHAKESPEARE).expect("../shared/data/tinyshakespeare.txt")
+    std::fs::read_to_string(SHAKESPEARE).expect("assets/tinyshakespeare.txt")
 }
 
 fn read_u16_le(path: &Path) -> Vec<u16> {

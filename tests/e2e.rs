@@ -14,7 +14,7 @@ use std::path::Path;
 
 fn prepared(name: &str) -> std::path::PathBuf {
     let dir = temp_dir(name);
-    let text = std::fs::read_to_string(shakespeare()).expect("../shared/data/tinyshakespeare.txt");
+    let text = std::fs::read_to_string(shakespeare()).expect("assets/tinyshakespeare.txt");
     prepare(&text, &dir.join("data"), TokenizerKind::Char).unwrap();
     dir
 }

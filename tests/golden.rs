@@ -27,12 +27,23 @@ impl Checker {
 const HP: AdamWConfig = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
 
 #[test]
+fn every_variant_has_a_case() {
+    // the walkers below run whatever folders they find; this keeps the set from shrinking unnoticed
+    let cs = cases();
+    for kind in AttentionKind::ALL {
+        assert!(cs.iter().any(|c| c.config.attention == kind), "no golden case for attention '{kind}'");
+    }
+}
+
+#[test]
 fn forward_backward_and_adamw_match_pytorch_f32() {
     let mut ck = Checker { failures: vec![] };
+    let mut ran = 0;
     // Both attention kernels: the fused one used in training and the reference one that keeps probabilities.
     for (case, reference) in cases().into_iter().flat_map(|c| [(c.clone(), false), (c, true)]) {
         let name = format!("{}{}", case.name, if reference { " (reference attention)" } else { "" });
         let n = &name;
+        ran += 1;
         let mut m = model::<f32>(&case);
         m.set_store_attention(reference);
         let loss = m.forward(&case.idx, Some(&case.targets), case.b, case.t, None).unwrap().unwrap();
@@ -99,19 +110,24 @@ fn forward_backward_and_adamw_match_pytorch_f32() {
             }
         }
     }
+    assert!(ran >= 2, "no golden case ran");
     assert!(ck.failures.is_empty(), "golden mismatches:\n{}", ck.failures.join("\n"));
 }
 
 #[test]
 fn f64_model_matches_pytorch_float64_reference() {
     let mut ck = Checker { failures: vec![] };
-    for case in cases() {
-        let n = &case.name;
+    let mut ran = 0;
+    // Both attention kernels, as in f32.
+    for (case, reference) in cases().into_iter().flat_map(|c| [(c.clone(), false), (c, true)]) {
         if !case.dir.join("reference_f64.safetensors").exists() {
             continue;
         }
+        let name = format!("{}{}", case.name, if reference { " (reference attention)" } else { "" });
+        let n = &name;
+        ran += 1;
         let mut m = model::<f64>(&case);
-        m.set_store_attention(case.name.contains("quiet"));
+        m.set_store_attention(reference);
         let loss = m.forward(&case.idx, Some(&case.targets), case.b, case.t, None).unwrap().unwrap();
         let r = read(&case, "reference_f64.safetensors");
         ck.check(n, "f64 logits", max_abs_diff(m.logits(), &tensor::<f64>(&r, "logits")), 1e-10);
@@ -122,30 +138,44 @@ fn f64_model_matches_pytorch_float64_reference() {
             ck.check(n, &format!("f64 grad {}", t.name), max_abs_diff(m.grad(&t.name).unwrap(), &g), 1e-10);
         }
     }
+    assert!(ran > 0, "no golden case has a reference_f64.safetensors");
     assert!(ck.failures.is_empty(), "f64 mismatches:\n{}", ck.failures.join("\n"));
 }
 
+/// 1 − Σ_j p_ij per layer (mean/min/max over all rows) against `stats.json`: `quiet_null_attention_mass`
+/// of the quiet cases, and `null_attention_mass` of every variant whose rows need not sum to 1 (quiet, sink,
+/// clipped; for clipped it can be negative, a row's clipped weights may sum to more than 1).
 #[test]
 fn quiet_null_attention_mass_matches() {
     let mut ck = Checker { failures: vec![] };
-    for case in cases().into_iter().filter(|c| c.config.attention == AttentionKind::Quiet) {
+    let mut quiet = 0;
+    for case in cases().into_iter().filter(|c| c.config.attention.has_null_mass()) {
+        let want = match (case.stats.get("quiet_null_attention_mass"), case.stats.get("null_attention_mass")) {
+            (Some(q), _) if !q.is_null() => q.clone(),
+            (_, Some(n)) if !n.is_null() => n.clone(),
+            _ => panic!("{}: {} case without null attention mass in stats.json", case.name, case.config.attention),
+        };
+        quiet += (case.config.attention == AttentionKind::Quiet) as usize;
         let mut m = model::<f32>(&case);
         m.set_store_attention(true);
         m.forward(&case.idx, None, case.b, case.t, None).unwrap();
         let (t, nh) = (case.t, case.config.n_head);
-        for (l, want) in case.stats["quiet_null_attention_mass"].as_array().unwrap().iter().enumerate() {
+        let want = want.as_array().unwrap();
+        assert_eq!(want.len(), case.config.n_layer, "{}: null mass layers", case.name);
+        for (l, want) in want.iter().enumerate() {
             let att = m.attention_probs(l);
             let null: Vec<f64> =
                 att.chunks_exact(t).map(|row| 1.0 - row.iter().map(|&p| p as f64).sum::<f64>()).collect();
             assert_eq!(null.len(), case.b * nh * t);
             let mean = null.iter().sum::<f64>() / null.len() as f64;
             let min = null.iter().cloned().fold(f64::INFINITY, f64::min);
-            let max = null.iter().cloned().fold(0.0, f64::max);
+            let max = null.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             for (what, ours) in [("mean", mean), ("min", min), ("max", max)] {
                 let r = want[what].as_f64().unwrap();
                 ck.check(&case.name, &format!("null mass layer {l} {what}"), (ours - r).abs(), 1e-5);
             }
         }
     }
+    assert!(quiet > 0, "no quiet golden case: the quiet null attention mass was not checked");
     assert!(ck.failures.is_empty(), "{}", ck.failures.join("\n"));
 }

@@ -146,7 +146,7 @@ fn trained() -> &'static (PathBuf, PathBuf) {
     static CKPT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     CKPT.get_or_init(|| {
         let dir = temp_dir("quant");
-        let text = std::fs::read_to_string(shakespeare()).expect("../shared/data/tinyshakespeare.txt");
+        let text = std::fs::read_to_string(shakespeare()).expect("assets/tinyshakespeare.txt");
         prepare(&text, &dir.join("data"), TokenizerKind::Char).unwrap();
         let o: Vec<String> = [
             "n_layer=2",

@@ -2,8 +2,9 @@
 //! (`softmax1_unit/`: float64 reference of the stable formula m = max(0, max_j x_j)), in f32 and f64.
 //! Masked keys are given as −∞, as the API says; no row may give NaN (the seed's `surftmex` did).
 
-use std::path::PathBuf;
+mod common;
 
+use common::golden_dir;
 use quietgpt::config::AttentionKind;
 use quietgpt::model::attention::{normalize, normalize_backward, Variant};
 use quietgpt::model::weights::{parse, to_vec};
@@ -27,13 +28,6 @@ const TOL64: f64 = 1e-12;
 
 fn labels_of(v: &serde_json::Value) -> Vec<String> {
     v.as_array().expect("rows: a list").iter().map(|l| l.as_str().expect("row label").to_string()).collect()
-}
-
-fn golden_dir() -> PathBuf {
-    match std::env::var_os("QUIETGPT_GOLDEN") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/golden")),
-    }
 }
 
 struct Unit {

@@ -801,7 +801,7 @@ fn quantization_covers_the_gate_weights() {
 #[test]
 fn short_runs_learn_and_round_trip() {
     let dir = temp_dir("variants-e2e");
-    let text = std::fs::read_to_string(shakespeare()).expect("../shared/data/tinyshakespeare.txt");
+    let text = std::fs::read_to_string(shakespeare()).expect("assets/tinyshakespeare.txt");
     prepare(&text, &dir.join("data"), TokenizerKind::Char).unwrap();
     let data = Dataset::open(&dir.join("data")).unwrap();
     for kind in NEW {

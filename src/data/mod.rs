@@ -9,6 +9,8 @@ mod vocab;
 
 pub use dataset::{Dataset, Split};
 pub use prepare::write_atomic;
-pub use prepare::{prepare, read_input, PrepareReport, INPUT_TXT, TINY_SHAKESPEARE_URL, TRAIN_BIN, VAL_BIN};
+pub use prepare::{
+    prepare, read_input, PrepareReport, INPUT_TXT, TINY_SHAKESPEARE, TINY_SHAKESPEARE_URL, TRAIN_BIN, VAL_BIN,
+};
 pub use tokenizer::{Tokenizer, TokenizerKind, GPT2_VOCAB_SIZE};
 pub use vocab::{META_PKL, VOCAB_FILE};

@@ -80,19 +80,40 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// The training text: `path` if given, else `cache_dir/input.txt`, downloading Tiny Shakespeare
-/// there first if it is not cached.
+/// Tiny Shakespeare (Karpathy's char-rnn `input.txt`, public domain), built into the binary from
+/// `assets/tinyshakespeare.txt` so that `prepare` works offline and from an installed binary.
+pub const TINY_SHAKESPEARE: &str = include_str!("../../assets/tinyshakespeare.txt");
+
+/// The training text: `path` if given, else `cache_dir/input.txt`. When that is not cached yet,
+/// Tiny Shakespeare is downloaded there; if the download fails (offline), the copy built into the
+/// binary (`TINY_SHAKESPEARE`, the same file) is written there instead. Says on stderr which it used.
 pub fn read_input(path: Option<&Path>, cache_dir: &Path) -> Result<String> {
-    match path {
-        Some(p) => read_text(p),
-        None => {
-            let cached = cache_dir.join(INPUT_TXT);
-            if !cached.exists() {
-                download(TINY_SHAKESPEARE_URL, &cached)?;
+    read_input_from(path, cache_dir, TINY_SHAKESPEARE_URL)
+}
+
+fn read_input_from(path: Option<&Path>, cache_dir: &Path, url: &str) -> Result<String> {
+    let Some(p) = path else {
+        let cached = cache_dir.join(INPUT_TXT);
+        if cached.exists() {
+            eprintln!("using the cached input text {}", cached.display());
+        } else {
+            match download(url, &cached) {
+                Ok(()) => eprintln!("downloaded Tiny Shakespeare from {url} to {}", cached.display()),
+                Err(e) => {
+                    eprintln!(
+                        "{e}\nusing the copy of Tiny Shakespeare built into quietgpt instead (written to {})",
+                        cached.display()
+                    );
+                    if let Some(dir) = cached.parent() {
+                        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                    }
+                    write_atomic(&cached, TINY_SHAKESPEARE.as_bytes())?;
+                }
             }
-            read_text(&cached)
         }
-    }
+        return read_text(&cached);
+    };
+    read_text(p)
 }
 
 fn read_text(path: &Path) -> Result<String> {
@@ -156,6 +177,20 @@ mod tests {
         let e = download("http://127.0.0.1:9/input.txt", &dest).unwrap_err().to_string();
         assert!(e.contains("--input") && e.contains("offline"), "{e}");
         assert!(!dest.exists() && !tmp_path(&dest).exists());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn offline_falls_back_to_the_built_in_copy() {
+        let dir = std::env::temp_dir().join(format!("quietgpt-offline-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        // Port 9 on loopback refuses at once: the download fails as it would offline.
+        let text = read_input_from(None, &dir, "http://127.0.0.1:9/input.txt").unwrap();
+        assert_eq!(text, TINY_SHAKESPEARE);
+        assert_eq!(text.len(), 1_115_394);
+        assert!(text.starts_with("First Citizen:"));
+        // It was cached: the next call reads the file.
+        assert_eq!(fs::read_to_string(dir.join(INPUT_TXT)).unwrap(), TINY_SHAKESPEARE);
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -1,5 +1,6 @@
-//! The golden cases of `$QUIETGPT_GOLDEN` (PyTorch nanoGPT reference tensors): every folder with a
-//! `stats.json` and a `model.safetensors`, so that new cases are picked up automatically.
+//! The golden cases (PyTorch nanoGPT reference tensors, `tests/golden` or `$QUIETGPT_GOLDEN`): every
+//! folder with a `stats.json` and a `model.safetensors` is a one-step case, every folder with a
+//! `trajectory.json` a multi-step one, so that new cases are picked up automatically.
 
 use super::golden_dir;
 use quietgpt::config::{AttentionKind, ModelConfig};
@@ -32,11 +33,18 @@ pub fn cases() -> Vec<Case> {
     dirs.into_iter().map(|d| load_case(&d)).collect()
 }
 
-fn load_case(dir: &Path) -> Case {
-    let stats: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("stats.json")).unwrap()).unwrap();
-    let c = &stats["config"];
+/// The model config of a case's `config` object: the attention kind from `attention` (the first cases
+/// have only `quiet`: true/false), the variant hyper-parameters where given, else quietgpt's defaults.
+pub fn model_config(c: &Value) -> ModelConfig {
     let u = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("config.{k}")) as usize;
-    let config = ModelConfig {
+    let f =
+        |k: &str, default: f32| c.get(k).map_or(default, |v| v.as_f64().unwrap_or_else(|| panic!("config.{k}")) as f32);
+    let attention = match c.get("attention") {
+        Some(a) => a.as_str().expect("config.attention").parse().unwrap(),
+        None if c["quiet"].as_bool().unwrap_or(false) => AttentionKind::Quiet,
+        None => AttentionKind::Softmax,
+    };
+    ModelConfig {
         n_layer: u("n_layer"),
         n_head: u("n_head"),
         n_embd: u("n_embd"),
@@ -44,11 +52,39 @@ fn load_case(dir: &Path) -> Case {
         vocab_size: u("vocab_size"),
         bias: c["bias"].as_bool().unwrap(),
         dropout: c["dropout"].as_f64().unwrap() as f32,
-        attention: if c["quiet"].as_bool().unwrap_or(false) { AttentionKind::Quiet } else { AttentionKind::Softmax },
-        clip_zeta: quietgpt::config::DEFAULT_CLIP_ZETA,
-        clip_alpha: quietgpt::config::DEFAULT_CLIP_ALPHA,
-        gate_init: quietgpt::config::DEFAULT_GATE_INIT,
-    };
+        attention,
+        clip_zeta: f("clip_zeta", quietgpt::config::DEFAULT_CLIP_ZETA),
+        clip_alpha: f("clip_alpha", quietgpt::config::DEFAULT_CLIP_ALPHA),
+        gate_init: f("gate_init", quietgpt::config::DEFAULT_GATE_INIT),
+    }
+}
+
+/// The multi-step cases: every folder with a `trajectory.json` (at least one).
+pub fn traj_dirs() -> Vec<PathBuf> {
+    let root = golden_dir();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("golden directory {}: {e} (set QUIETGPT_GOLDEN)", root.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("trajectory.json").exists() && p.join("model.safetensors").exists())
+        .collect();
+    dirs.sort();
+    assert!(!dirs.is_empty(), "no trajectory (traj_*) folders under {}", root.display());
+    dirs
+}
+
+fn load_case(dir: &Path) -> Case {
+    let stats: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("stats.json")).unwrap()).unwrap();
+    let config = model_config(&stats["config"]);
+    let c = &stats["config"];
+    // a config that says one thing in two places must say it consistently
+    if let (Some(a), Some(q)) = (c.get("attention"), c.get("quiet")) {
+        assert_eq!(
+            a.as_str() == Some("quiet"),
+            q.as_bool().unwrap(),
+            "{}: config.attention vs config.quiet",
+            dir.display()
+        );
+    }
     let bytes = std::fs::read(dir.join("batch.safetensors")).unwrap();
     let st = parse(&bytes, "batch").unwrap();
     let shape = st.tensor("idx").unwrap().shape().to_vec();

@@ -6,16 +6,20 @@ pub mod golden;
 
 use std::path::PathBuf;
 
-/// `$QUIETGPT_GOLDEN`, else `../shared/golden` beside the crate.
+/// `$QUIETGPT_GOLDEN` if set, else the golden cases kept in the repository, `tests/golden`
+/// (made by `scripts/make_golden.py`; see `tests/golden/README.md`).
 pub fn golden_dir() -> PathBuf {
     match std::env::var_os("QUIETGPT_GOLDEN") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/golden")),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden")),
     }
 }
 
+/// Tiny Shakespeare, kept in the repository (`assets/tinyshakespeare.txt`, public domain).
+pub const SHAKESPEARE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/tinyshakespeare.txt");
+
 pub fn shakespeare() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/tinyshakespeare.txt"))
+    PathBuf::from(SHAKESPEARE)
 }
 
 /// A fresh, empty directory under the system temp dir.

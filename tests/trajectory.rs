@@ -1,0 +1,273 @@
+//! Several steps of nanoGPT's training loop against PyTorch (the golden `traj_*` folders): from the same
+//! initial weights and micro-batches, S iterations of warmup+cosine lr, gradient accumulation over A
+//! micro-batches (loss scale 1/A), clip(1.0) and AdamW with nanoGPT's groups; every step's loss and grad
+//! norm, and the parameters and AdamW moments after the last step. A one-step check cannot see a slow
+//! drift (a schedule off by one step, a bias correction with the wrong step count, accumulation scaled
+//! wrongly); this does. In f32 (the library's clip + AdamW) and f64 (the same optimizer maths written below,
+//! as torch does it in float64).
+//!
+//! Tolerances. From tests/golden/README.md: f64 losses within 1e-9 of `losses_f64` at every step; f32 losses
+//! within 1e-4 + 3·`f32_vs_f64.loss_abs_per_step[it]` of `losses`; lrs as f64 maths (quietgpt's schedule is
+//! f32 maths: checked within f32 rounding, 2⁻²² relative; the f64 engine runs on the f64 lrs, see `check`).
+//! Chosen here: grad norm of iteration 0 relative 1e-5 (the one-step test's); later grad norms relative 1e-2
+//! (Adam's sign-like update amplifies rounding: PyTorch's own f32 and f64 runs of traj_small_bias_softmax
+//! differ by 3.6e-4 at iteration 15). Parameters after S steps: abs 1e-4, the README's end-to-end one-step
+//! guidance (PyTorch's own f32-vs-f64 spread, `params_after_max_abs`, is up to 2.4e-5). AdamW moments after
+//! S steps: max abs difference relative to the tensor's largest moment ≤ 2e-2 (element-wise relative
+//! errors of tiny moments are rounding-dominated after 20 steps; the float64 engine, which matches PyTorch's
+//! float64 losses to 1e-14, is 6e-3 from PyTorch's float32 moments on traj_small_bias_outgate). The key part of
+//! c_attn.bias is not compared for the shift-invariant normalisers (see `check`).
+
+mod common;
+
+use common::golden::{model_config, traj_dirs};
+use common::max_abs_diff;
+use quietgpt::config::{AttentionKind, Config};
+use quietgpt::model::weights::{parse, to_vec};
+use quietgpt::model::{Gpt, Real};
+use quietgpt::train::adamw::{clip_grad_norm, AdamW, AdamWConfig};
+use quietgpt::train::schedule::learning_rate;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+const HP: AdamWConfig = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
+const CLIP: f64 = 1.0;
+/// Grad norms after the first step: relative, drift-tolerant (see the module doc).
+const NORM_REL_LATER: f64 = 1e-2;
+/// AdamW moments after S steps: max |ours − theirs| relative to the tensor's largest moment.
+const MOMENT_REL: f64 = 2e-2;
+
+/// clip(1.0) + AdamW for a model of one precision: the library's in f32, the same maths here in f64.
+trait Optimizer<F: Real> {
+    fn clip(&mut self, grads: &mut [F]) -> f64;
+    fn step(&mut self, model: &mut Gpt<F>, lr: f64);
+    fn moments(&self) -> (Vec<f64>, Vec<f64>);
+}
+
+impl Optimizer<f32> for AdamW {
+    fn clip(&mut self, grads: &mut [f32]) -> f64 {
+        clip_grad_norm(grads, CLIP as f32)
+    }
+    fn step(&mut self, model: &mut Gpt<f32>, lr: f64) {
+        self.update(model, lr as f32, &HP)
+    }
+    fn moments(&self) -> (Vec<f64>, Vec<f64>) {
+        (self.m.iter().map(|&x| x as f64).collect(), self.v.iter().map(|&x| x as f64).collect())
+    }
+}
+
+/// torch.optim.AdamW (single tensor) and clip_grad_norm_ in float64, with torch's Python-float constants.
+struct AdamW64 {
+    m: Vec<f64>,
+    v: Vec<f64>,
+    t: i32,
+}
+
+impl Optimizer<f64> for AdamW64 {
+    fn clip(&mut self, g: &mut [f64]) -> f64 {
+        let total = g.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let coef = (CLIP / (total + 1e-6)).min(1.0);
+        g.iter_mut().for_each(|x| *x *= coef);
+        total
+    }
+    fn step(&mut self, model: &mut Gpt<f64>, lr: f64) {
+        let (b1, b2, eps, wd) = (0.9f64, 0.95f64, 1e-8f64, 0.1f64);
+        self.t += 1;
+        let step_size = lr / (1.0 - b1.powi(self.t));
+        let bc2_sqrt = (1.0 - b2.powi(self.t)).sqrt();
+        for t in model.layout.named().to_vec() {
+            let decay = if t.decays() { 1.0 - lr * wd } else { 1.0 };
+            for i in t.offset..t.offset + t.len {
+                let (p, g) = (&mut model.params[i], model.grads[i]);
+                *p *= decay;
+                self.m[i] += (g - self.m[i]) * (1.0 - b1);
+                self.v[i] = self.v[i] * b2 + (1.0 - b2) * g * g;
+                *p += -step_size * (self.m[i] / (self.v[i].sqrt() / bc2_sqrt + eps));
+            }
+        }
+    }
+    fn moments(&self) -> (Vec<f64>, Vec<f64>) {
+        (self.m.clone(), self.v.clone())
+    }
+}
+
+/// The whole training loop, nanoGPT's `train.py` without evaluation: for every iteration, zero the grads,
+/// accumulate A micro-batches at loss scale 1/A, clip, AdamW at that iteration's lr. Returns per
+/// iteration (mean micro-batch loss, grad norm before clipping).
+fn run_steps<F: Real>(
+    model: &mut Gpt<F>,
+    opt: &mut impl Optimizer<F>,
+    batches: &[Vec<(Vec<u32>, Vec<u32>)>],
+    lrs: &[f64],
+    b: usize,
+    t: usize,
+) -> Vec<(f64, f64)> {
+    let mut out = vec![];
+    for (micro, &lr) in batches.iter().zip(lrs) {
+        model.zero_grad();
+        let mut loss = 0.0;
+        for (idx, targets) in micro {
+            loss += model.forward(idx, Some(targets), b, t, None).unwrap().unwrap();
+            model.backward(1.0 / micro.len() as f64).unwrap();
+        }
+        let norm = opt.clip(&mut model.grads);
+        opt.step(model, lr);
+        out.push((loss / micro.len() as f64, norm));
+    }
+    out
+}
+
+struct Traj {
+    name: String,
+    dir: PathBuf,
+    j: Value,
+    b: usize,
+    t: usize,
+    /// [it][a] = (idx, targets), B·T each
+    batches: Vec<Vec<(Vec<u32>, Vec<u32>)>>,
+}
+
+fn load(dir: &Path) -> Traj {
+    let j: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("trajectory.json")).unwrap()).unwrap();
+    let bytes = std::fs::read(dir.join("batches.safetensors")).unwrap();
+    let st = parse(&bytes, "batches").unwrap();
+    let shape = st.tensor("idx").unwrap().shape().to_vec();
+    let (s, a, b, t) = (shape[0], shape[1], shape[2], shape[3]);
+    let ids = |k: &str| -> Vec<u32> {
+        to_vec::<f64>(&st.tensor(k).unwrap()).unwrap().into_iter().map(|x| x as u32).collect()
+    };
+    let (idx, tg) = (ids("idx"), ids("targets"));
+    let u = |k: &str| j[k].as_u64().unwrap() as usize;
+    assert_eq!((s, a, b, t), (u("steps"), u("gradient_accumulation_steps"), u("micro_batch"), u("seq_len")));
+    let n = b * t;
+    let batches = (0..s)
+        .map(|it| {
+            (0..a).map(|k| (idx[(it * a + k) * n..][..n].to_vec(), tg[(it * a + k) * n..][..n].to_vec())).collect()
+        })
+        .collect();
+    Traj { name: dir.file_name().unwrap().to_string_lossy().into(), dir: dir.to_path_buf(), j, b, t, batches }
+}
+
+fn f64s(v: &Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+/// quietgpt's schedule with the trajectory's settings.
+fn schedule(tr: &Traj) -> Vec<f64> {
+    let s = &tr.j["schedule"];
+    let cfg = Config {
+        learning_rate: s["learning_rate"].as_f64().unwrap() as f32,
+        min_lr: s["min_lr"].as_f64().unwrap() as f32,
+        warmup_iters: s["warmup_iters"].as_u64().unwrap() as usize,
+        lr_decay_iters: s["lr_decay_iters"].as_u64().unwrap() as usize,
+        decay_lr: s["decay_lr"].as_bool().unwrap(),
+        ..Config::default()
+    };
+    (0..tr.batches.len()).map(|it| learning_rate(&cfg, it) as f64).collect()
+}
+
+fn model<F: Real>(tr: &Traj) -> Gpt<F> {
+    let mut m = Gpt::<F>::new(model_config(&tr.j["config"]), tr.b).unwrap();
+    let bytes = std::fs::read(tr.dir.join("model.safetensors")).unwrap();
+    m.load_params(&parse(&bytes, "model.safetensors").unwrap()).unwrap();
+    m
+}
+
+fn tensor(bytes: &[u8], key: &str) -> Vec<f64> {
+    to_vec(&parse(bytes, key).unwrap().tensor(key).unwrap_or_else(|_| panic!("key {key}"))).unwrap()
+}
+
+/// Runs every trajectory in precision F and checks it; returns the failures.
+fn check<F: Real, O: Optimizer<F>>(f64_engine: bool, new_opt: impl Fn(&Gpt<F>) -> O) -> Vec<String> {
+    let mut fails = vec![];
+    let mut fail = |tr: &Traj, what: String, err: f64, tol: f64| {
+        if !(err <= tol) {
+            fails.push(format!("{}: {what}: error {err:.3e} > tolerance {tol:.1e}", tr.name));
+        }
+    };
+    for dir in traj_dirs() {
+        let tr = load(&dir);
+        let want_lrs = f64s(&tr.j["lrs"]);
+        let lrs = schedule(&tr);
+        for (it, (&a, &b)) in lrs.iter().zip(&want_lrs).enumerate() {
+            fail(&tr, format!("lr of iteration {it} (rel)"), (a - b).abs() / b, 2f64.powi(-22));
+        }
+        // The f32 engine runs on quietgpt's schedule. quietgpt's schedule is f32 maths (its config holds f32),
+        // which moves an f64 trajectory by more than 1e-9 (iteration 1 already by 3e-9): the f64 engine runs
+        // on the f64 lrs that the schedule was just checked against.
+        let run_lrs = if f64_engine { &want_lrs } else { &lrs };
+        let mut m = model::<F>(&tr);
+        let mut opt = new_opt(&m);
+        let got = run_steps(&mut m, &mut opt, &tr.batches, run_lrs, tr.b, tr.t);
+        assert_eq!(got.len(), want_lrs.len());
+        let (losses, losses64, norms) =
+            (f64s(&tr.j["losses"]), f64s(&tr.j["losses_f64"]), f64s(&tr.j["grad_norms_before_clip"]));
+        let spread = f64s(&tr.j["f32_vs_f64"]["loss_abs_per_step"]);
+        let mut worst = (0.0f64, 0);
+        let mut worst_norm = 0.0f64;
+        for (it, &(loss, norm)) in got.iter().enumerate() {
+            let (err, tol) = if f64_engine {
+                ((loss - losses64[it]).abs(), 1e-9)
+            } else {
+                ((loss - losses[it]).abs(), 1e-4 + 3.0 * spread[it])
+            };
+            if err > worst.0 {
+                worst = (err, it);
+            }
+            fail(&tr, format!("loss of iteration {it}"), err, tol);
+            let rel = (norm - norms[it]).abs() / norms[it];
+            worst_norm = worst_norm.max(rel);
+            fail(&tr, format!("grad norm of iteration {it} (rel)"), rel, if it == 0 { 1e-5 } else { NORM_REL_LATER });
+        }
+        eprintln!(
+            "{} ({}): max loss deviation {:.2e} at iteration {}; grad norms max rel deviation {:.2e}",
+            tr.name,
+            if f64_engine { "f64 vs losses_f64" } else { "f32 vs losses" },
+            worst.0,
+            worst.1,
+            worst_norm
+        );
+        let after = std::fs::read(tr.dir.join("after_steps.safetensors")).unwrap();
+        let state = std::fs::read(tr.dir.join("adamw_state.safetensors")).unwrap();
+        let (mm, vv) = opt.moments();
+        // The key bias (c_attn.bias [C, 2C)) adds the same amount to every score of a row; a normaliser that is
+        // softmax over the scores (all but quiet and sink, whose null key breaks the invariance) cannot see it,
+        // so its gradient is pure rounding noise, which Adam turns into ±lr steps: compare it nowhere.
+        let c = m.config.n_embd;
+        let key_bias_blind = !matches!(m.config.attention, AttentionKind::Quiet | AttentionKind::Sink);
+        let keep = |t: &quietgpt::model::params::Tensor, i: usize| {
+            !(key_bias_blind && t.name.ends_with("attn.c_attn.bias") && (c..2 * c).contains(&i))
+        };
+        let (mut worst_p, mut worst_m) = (0.0f64, 0.0f64);
+        for t in m.layout.named().to_vec() {
+            let sel = |v: &[f64]| -> Vec<f64> {
+                v.iter().enumerate().filter(|(i, _)| keep(&t, *i)).map(|(_, &x)| x).collect()
+            };
+            let p: Vec<f64> = m.params[t.offset..t.offset + t.len].iter().map(|x| x.to_f64()).collect();
+            let e = max_abs_diff(&sel(&p), &sel(&tensor(&after, &t.name)));
+            worst_p = worst_p.max(e);
+            fail(&tr, format!("parameter {} after the steps", t.name), e, 1e-4);
+            for (key, ours) in [("exp_avg", &mm), ("exp_avg_sq", &vv)] {
+                let r = sel(&tensor(&state, &format!("{key}.{}", t.name)));
+                let big = r.iter().fold(0.0f64, |a, &b| a.max(b.abs()));
+                let err = max_abs_diff(&sel(&ours[t.offset..t.offset + t.len]), &r) / big.max(1e-300);
+                worst_m = worst_m.max(err);
+                fail(&tr, format!("{key} {} (rel to the tensor's max)", t.name), err, MOMENT_REL);
+            }
+        }
+        eprintln!("{}: parameters max abs diff {worst_p:.2e}, AdamW moments max rel diff {worst_m:.2e}", tr.name);
+    }
+    fails
+}
+
+#[test]
+fn trajectory_f32_matches_pytorch() {
+    let fails = check::<f32, _>(false, |m| AdamW::new(&m.layout));
+    assert!(fails.is_empty(), "trajectory mismatches (f32):\n{}", fails.join("\n"));
+}
+
+#[test]
+fn trajectory_f64_matches_pytorch_float64() {
+    let fails = check::<f64, _>(true, |m| AdamW64 { m: vec![0.0; m.layout.total], v: vec![0.0; m.layout.total], t: 0 });
+    assert!(fails.is_empty(), "trajectory mismatches (f64):\n{}", fails.join("\n"));
+}
