@@ -4,12 +4,11 @@
 
 mod common;
 
-use common::golden::{cases, model, read, tensor};
+use common::engines::MakeEngine;
+use common::golden::{cases, engine, host, model, read, tensor};
 use common::{max_abs, max_abs_diff};
 use quietgpt::config::AttentionKind;
-use quietgpt::engine::AdamWConfig;
-use quietgpt::model::adamw::{clip_grad_norm, AdamW};
-use quietgpt::model::Gpt;
+use quietgpt::engine::{AdamWConfig, Batch, Buffer};
 
 /// Collects every failed comparison of a case, so that one run reports them all.
 struct Checker {
@@ -35,84 +34,75 @@ fn every_variant_has_a_case() {
     }
 }
 
-#[test]
-fn forward_backward_and_adamw_match_pytorch_f32() {
+/// Every case through an engine (f32): logits, loss, every gradient, the grad norm, clip + AdamW from its
+/// own gradients (end to end, within 0.1·lr) and from PyTorch's exact gradients (the optimizer alone,
+/// within 1e-6), and the AdamW moments.
+fn one_step_matches_pytorch(make: MakeEngine) {
     let mut ck = Checker { failures: vec![] };
-    let mut ran = 0;
-    // Both attention kernels: the fused one used in training and the reference one that keeps probabilities.
-    for (case, reference) in cases().into_iter().flat_map(|c| [(c.clone(), false), (c, true)]) {
-        let name = format!("{}{}", case.name, if reference { " (reference attention)" } else { "" });
-        let n = &name;
-        ran += 1;
-        let mut m = model::<f32>(&case);
-        m.set_store_attention(reference);
-        let loss = m.forward(&case.idx, Some(&case.targets), case.b, case.t, None).unwrap().unwrap();
-        let batch = read(&case, "batch.safetensors");
-        let ref_logits: Vec<f32> = tensor(&batch, "logits");
-        let ref_loss: Vec<f64> = tensor(&batch, "loss");
-        ck.check(n, "logits", max_abs_diff(m.logits(), &ref_logits), 1e-5);
-        ck.check(n, "loss", (loss - ref_loss[0]).abs(), 1e-5);
+    let cs = cases();
+    for case in &cs {
+        let n = &case.name;
+        let mut e = engine(make, case);
+        let batch = Batch { idx: &case.idx, targets: Some(&case.targets), b: case.b, t: case.t };
+        let loss = e.forward(batch, None).unwrap().unwrap();
+        let mut logits = vec![];
+        e.read_logits(&mut logits).unwrap();
+        let reference = read(case, "batch.safetensors");
+        ck.check(n, "logits", max_abs_diff(&logits, &tensor::<f32>(&reference, "logits")), 1e-5);
+        ck.check(n, "loss", (loss - tensor::<f64>(&reference, "loss")[0]).abs(), 1e-5);
 
-        m.zero_grad();
-        m.backward(1.0).unwrap();
-        let grads = read(&case, "grads.safetensors");
-        for t in m.layout.named().to_vec() {
-            let g: Vec<f32> = tensor(&grads, &t.name);
-            let tol = f64::max(1e-5, 1e-4 * max_abs(&g));
-            ck.check(n, &format!("grad {}", t.name), max_abs_diff(m.grad(&t.name).unwrap(), &g), tol);
+        e.zero_grad();
+        e.backward(1.0).unwrap();
+        let layout = e.layout().clone();
+        let grads = e.snapshot(Buffer::Grads).unwrap();
+        let ref_grads = host(&case.dir, "grads.safetensors", &layout, "");
+        for t in layout.named() {
+            let (ours, theirs) = (&grads[t.offset..t.offset + t.len], &ref_grads[t.offset..t.offset + t.len]);
+            let tol = f64::max(1e-5, 1e-4 * max_abs(theirs));
+            ck.check(n, &format!("grad {}", t.name), max_abs_diff(ours, theirs), tol);
         }
 
         // End to end: our own gradients → clip(1.0) → AdamW, within 0.1·lr.
-        let after = read(&case, "after_adamw.safetensors");
-        let norm = clip_grad_norm(&mut m.grads, 1.0);
+        let after = host(&case.dir, "after_adamw.safetensors", &layout, "");
+        let norm = e.step(1e-3, &HP, 1.0).unwrap();
         let ref_norm = case.stats["grad_clip"]["total_norm_preclip"].as_f64().unwrap();
         ck.check(n, "grad norm (rel)", (norm - ref_norm).abs() / ref_norm, 1e-5);
-        let mut opt = AdamW::new(&m.layout);
-        let Gpt { params, grads: g, layout, .. } = &mut m;
-        opt.update(params, g, layout, 1e-3, &HP);
-        for t in m.layout.named().to_vec() {
-            let p: Vec<f32> = tensor(&after, &t.name);
-            ck.check(
-                n,
-                &format!("after_adamw (own grads) {}", t.name),
-                max_abs_diff(m.tensor(&t.name).unwrap(), &p),
-                1e-4,
-            );
+        let params = e.snapshot(Buffer::Params).unwrap();
+        for t in layout.named() {
+            let r = t.offset..t.offset + t.len;
+            let err = max_abs_diff(&params[r.clone()], &after[r]);
+            ck.check(n, &format!("after_adamw (own grads) {}", t.name), err, 1e-4);
         }
 
-        // Optimizer unit test: PyTorch's exact gradients through our clip + AdamW.
-        let mut m = model::<f32>(&case);
-        for t in m.layout.named().to_vec() {
-            let g: Vec<f32> = tensor(&grads, &t.name);
-            m.grads[t.offset..t.offset + t.len].copy_from_slice(&g);
-        }
-        clip_grad_norm(&mut m.grads, 1.0);
-        let mut opt = AdamW::new(&m.layout);
-        let Gpt { params, grads: g, layout, .. } = &mut m;
-        opt.update(params, g, layout, 1e-3, &HP);
-        let state = read(&case, "adamw_state.safetensors");
-        for t in m.layout.named().to_vec() {
-            let p: Vec<f32> = tensor(&after, &t.name);
-            ck.check(
-                n,
-                &format!("after_adamw (exact grads) {}", t.name),
-                max_abs_diff(m.tensor(&t.name).unwrap(), &p),
-                1e-6,
-            );
-            for (key, ours) in [("exp_avg", &opt.m), ("exp_avg_sq", &opt.v)] {
-                let r: Vec<f32> = tensor(&state, &format!("{key}.{}", t.name));
-                let rel = ours[t.offset..t.offset + t.len]
+        // Optimizer alone: PyTorch's exact gradients through our clip + AdamW.
+        let mut e = engine(make, case);
+        e.write(Buffer::Grads, &ref_grads).unwrap();
+        e.step(1e-3, &HP, 1.0).unwrap();
+        let params = e.snapshot(Buffer::Params).unwrap();
+        let (m, v) = (e.snapshot(Buffer::AdamM).unwrap(), e.snapshot(Buffer::AdamV).unwrap());
+        let (ref_m, ref_v) = (
+            host(&case.dir, "adamw_state.safetensors", &layout, "exp_avg."),
+            host(&case.dir, "adamw_state.safetensors", &layout, "exp_avg_sq."),
+        );
+        for t in layout.named() {
+            let r = t.offset..t.offset + t.len;
+            let err = max_abs_diff(&params[r.clone()], &after[r.clone()]);
+            ck.check(n, &format!("after_adamw (exact grads) {}", t.name), err, 1e-6);
+            for (key, ours, theirs) in [("exp_avg", &m, &ref_m), ("exp_avg_sq", &v, &ref_v)] {
+                let rel = ours[r.clone()]
                     .iter()
-                    .zip(&r)
+                    .zip(&theirs[r.clone()])
                     .map(|(&a, &b)| ((a - b).abs() as f64) / (b.abs() as f64).max(1e-30))
                     .fold(0.0, f64::max);
                 ck.check(n, &format!("{key} (rel) {}", t.name), rel, 1e-4);
             }
         }
     }
-    assert!(ran >= 2, "no golden case ran");
+    assert!(!cs.is_empty(), "no golden case ran");
     assert!(ck.failures.is_empty(), "golden mismatches:\n{}", ck.failures.join("\n"));
 }
+
+test_engine!(one_step_matches_pytorch, forward_backward_and_adamw_match_pytorch_f32);
 
 #[test]
 fn f64_model_matches_pytorch_float64_reference() {

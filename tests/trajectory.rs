@@ -3,8 +3,7 @@
 //! micro-batches (loss scale 1/A), clip(1.0) and AdamW with nanoGPT's groups; every step's loss and grad
 //! norm, and the parameters and AdamW moments after the last step. A one-step check cannot see a slow
 //! drift (a schedule off by one step, a bias correction with the wrong step count, accumulation scaled
-//! wrongly); this does. In f32 (the library's clip + AdamW) and f64 (the same optimizer maths written below,
-//! as torch does it in float64).
+//! wrongly); this does. Through the engine seam: every engine in f32, and the f64 CPU engine.
 //!
 //! Tolerances. From tests/golden/README.md: f64 losses within 1e-9 of `losses_f64` at every step; f32 losses
 //! within 1e-4 + 3·`f32_vs_f64.loss_abs_per_step[it]` of `losses`; lrs as f64 maths (quietgpt's schedule is
@@ -20,12 +19,12 @@
 
 mod common;
 
-use common::golden::{model_config, traj_dirs};
+use common::engines::{cpu_f64, MakeEngine};
+use common::golden::{host, model_config, traj_dirs};
 use common::max_abs_diff;
 use quietgpt::config::{AttentionKind, Config};
+use quietgpt::engine::{AdamWConfig, Batch, Buffer, Engine};
 use quietgpt::model::weights::{parse, to_vec};
-use quietgpt::model::{Gpt, Real};
-use quietgpt::train::adamw::{clip_grad_norm, AdamW, AdamWConfig};
 use quietgpt::train::schedule::learning_rate;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -37,66 +36,11 @@ const NORM_REL_LATER: f64 = 1e-2;
 /// AdamW moments after S steps: max |ours − theirs| relative to the tensor's largest moment.
 const MOMENT_REL: f64 = 2e-2;
 
-/// clip(1.0) + AdamW for a model of one precision: the library's in f32, the same maths here in f64.
-trait Optimizer<F: Real> {
-    fn clip(&mut self, grads: &mut [F]) -> f64;
-    fn step(&mut self, model: &mut Gpt<F>, lr: f64);
-    fn moments(&self) -> (Vec<f64>, Vec<f64>);
-}
-
-impl Optimizer<f32> for AdamW {
-    fn clip(&mut self, grads: &mut [f32]) -> f64 {
-        clip_grad_norm(grads, CLIP as f32)
-    }
-    fn step(&mut self, model: &mut Gpt<f32>, lr: f64) {
-        self.update(model, lr as f32, &HP)
-    }
-    fn moments(&self) -> (Vec<f64>, Vec<f64>) {
-        (self.m.iter().map(|&x| x as f64).collect(), self.v.iter().map(|&x| x as f64).collect())
-    }
-}
-
-/// torch.optim.AdamW (single tensor) and clip_grad_norm_ in float64, with torch's Python-float constants.
-struct AdamW64 {
-    m: Vec<f64>,
-    v: Vec<f64>,
-    t: i32,
-}
-
-impl Optimizer<f64> for AdamW64 {
-    fn clip(&mut self, g: &mut [f64]) -> f64 {
-        let total = g.iter().map(|x| x * x).sum::<f64>().sqrt();
-        let coef = (CLIP / (total + 1e-6)).min(1.0);
-        g.iter_mut().for_each(|x| *x *= coef);
-        total
-    }
-    fn step(&mut self, model: &mut Gpt<f64>, lr: f64) {
-        let (b1, b2, eps, wd) = (0.9f64, 0.95f64, 1e-8f64, 0.1f64);
-        self.t += 1;
-        let step_size = lr / (1.0 - b1.powi(self.t));
-        let bc2_sqrt = (1.0 - b2.powi(self.t)).sqrt();
-        for t in model.layout.named().to_vec() {
-            let decay = if t.decays() { 1.0 - lr * wd } else { 1.0 };
-            for i in t.offset..t.offset + t.len {
-                let (p, g) = (&mut model.params[i], model.grads[i]);
-                *p *= decay;
-                self.m[i] += (g - self.m[i]) * (1.0 - b1);
-                self.v[i] = self.v[i] * b2 + (1.0 - b2) * g * g;
-                *p += -step_size * (self.m[i] / (self.v[i].sqrt() / bc2_sqrt + eps));
-            }
-        }
-    }
-    fn moments(&self) -> (Vec<f64>, Vec<f64>) {
-        (self.m.clone(), self.v.clone())
-    }
-}
-
-/// The whole training loop, nanoGPT's `train.py` without evaluation: for every iteration, zero the grads,
-/// accumulate A micro-batches at loss scale 1/A, clip, AdamW at that iteration's lr. Returns per
-/// iteration (mean micro-batch loss, grad norm before clipping).
-fn run_steps<F: Real>(
-    model: &mut Gpt<F>,
-    opt: &mut impl Optimizer<F>,
+/// The whole training loop through the engine seam, nanoGPT's `train.py` without evaluation: for every
+/// iteration, zero the grads, accumulate A micro-batches at loss scale 1/A, clip + AdamW at that
+/// iteration's lr. Returns per iteration (mean micro-batch loss, grad norm before clipping).
+fn run_steps(
+    e: &mut dyn Engine,
     batches: &[Vec<(Vec<u32>, Vec<u32>)>],
     lrs: &[f64],
     b: usize,
@@ -104,14 +48,13 @@ fn run_steps<F: Real>(
 ) -> Vec<(f64, f64)> {
     let mut out = vec![];
     for (micro, &lr) in batches.iter().zip(lrs) {
-        model.zero_grad();
+        e.zero_grad();
         let mut loss = 0.0;
         for (idx, targets) in micro {
-            loss += model.forward(idx, Some(targets), b, t, None).unwrap().unwrap();
-            model.backward(1.0 / micro.len() as f64).unwrap();
+            loss += e.forward(Batch { idx, targets: Some(targets), b, t }, None).unwrap().unwrap();
+            e.backward(1.0 / micro.len() as f64).unwrap();
         }
-        let norm = opt.clip(&mut model.grads);
-        opt.step(model, lr);
+        let norm = e.step(lr, &HP, CLIP).unwrap();
         out.push((loss / micro.len() as f64, norm));
     }
     out
@@ -166,11 +109,11 @@ fn schedule(tr: &Traj) -> Vec<f64> {
     (0..tr.batches.len()).map(|it| learning_rate(&cfg, it) as f64).collect()
 }
 
-fn model<F: Real>(tr: &Traj) -> Gpt<F> {
-    let mut m = Gpt::<F>::new(model_config(&tr.j["config"]), tr.b).unwrap();
-    let bytes = std::fs::read(tr.dir.join("model.safetensors")).unwrap();
-    m.load_params(&parse(&bytes, "model.safetensors").unwrap()).unwrap();
-    m
+fn engine(make: MakeEngine, tr: &Traj) -> Box<dyn Engine> {
+    let mut e = make(model_config(&tr.j["config"]), tr.b);
+    let params = host(&tr.dir, "model.safetensors", e.layout(), "");
+    e.write(Buffer::Params, &params).unwrap();
+    e
 }
 
 fn tensor(bytes: &[u8], key: &str) -> Vec<f64> {
@@ -178,7 +121,7 @@ fn tensor(bytes: &[u8], key: &str) -> Vec<f64> {
 }
 
 /// Runs every trajectory in precision F and checks it; returns the failures.
-fn check<F: Real, O: Optimizer<F>>(f64_engine: bool, new_opt: impl Fn(&Gpt<F>) -> O) -> Vec<String> {
+fn check(make: MakeEngine, f64_engine: bool) -> Vec<String> {
     let mut fails = vec![];
     let mut fail = |tr: &Traj, what: String, err: f64, tol: f64| {
         if !(err <= tol) {
@@ -196,9 +139,8 @@ fn check<F: Real, O: Optimizer<F>>(f64_engine: bool, new_opt: impl Fn(&Gpt<F>) -
         // which moves an f64 trajectory by more than 1e-9 (iteration 1 already by 3e-9): the f64 engine runs
         // on the f64 lrs that the schedule was just checked against.
         let run_lrs = if f64_engine { &want_lrs } else { &lrs };
-        let mut m = model::<F>(&tr);
-        let mut opt = new_opt(&m);
-        let got = run_steps(&mut m, &mut opt, &tr.batches, run_lrs, tr.b, tr.t);
+        let mut e = engine(make, &tr);
+        let got = run_steps(e.as_mut(), &tr.batches, run_lrs, tr.b, tr.t);
         assert_eq!(got.len(), want_lrs.len());
         let (losses, losses64, norms) =
             (f64s(&tr.j["losses"]), f64s(&tr.j["losses_f64"]), f64s(&tr.j["grad_norms_before_clip"]));
@@ -229,28 +171,33 @@ fn check<F: Real, O: Optimizer<F>>(f64_engine: bool, new_opt: impl Fn(&Gpt<F>) -
         );
         let after = std::fs::read(tr.dir.join("after_steps.safetensors")).unwrap();
         let state = std::fs::read(tr.dir.join("adamw_state.safetensors")).unwrap();
-        let (mm, vv) = opt.moments();
+        let (params, mm, vv) = (
+            e.snapshot(Buffer::Params).unwrap(),
+            e.snapshot(Buffer::AdamM).unwrap(),
+            e.snapshot(Buffer::AdamV).unwrap(),
+        );
         // The key bias (c_attn.bias [C, 2C)) adds the same amount to every score of a row; a normaliser that is
         // softmax over the scores (all but quiet and sink, whose null key breaks the invariance) cannot see it,
         // so its gradient is pure rounding noise, which Adam turns into ±lr steps: compare it nowhere.
-        let c = m.config.n_embd;
-        let key_bias_blind = !matches!(m.config.attention, AttentionKind::Quiet | AttentionKind::Sink);
+        let c = e.config().n_embd;
+        let key_bias_blind = !matches!(e.config().attention, AttentionKind::Quiet | AttentionKind::Sink);
         let keep = |t: &quietgpt::model::params::Tensor, i: usize| {
             !(key_bias_blind && t.name.ends_with("attn.c_attn.bias") && (c..2 * c).contains(&i))
         };
         let (mut worst_p, mut worst_m) = (0.0f64, 0.0f64);
-        for t in m.layout.named().to_vec() {
+        for t in e.layout().named().to_vec() {
             let sel = |v: &[f64]| -> Vec<f64> {
                 v.iter().enumerate().filter(|(i, _)| keep(&t, *i)).map(|(_, &x)| x).collect()
             };
-            let p: Vec<f64> = m.params[t.offset..t.offset + t.len].iter().map(|x| x.to_f64()).collect();
+            let wide = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| x as f64).collect() };
+            let p = wide(&params[t.offset..t.offset + t.len]);
             let e = max_abs_diff(&sel(&p), &sel(&tensor(&after, &t.name)));
             worst_p = worst_p.max(e);
             fail(&tr, format!("parameter {} after the steps", t.name), e, 1e-4);
             for (key, ours) in [("exp_avg", &mm), ("exp_avg_sq", &vv)] {
                 let r = sel(&tensor(&state, &format!("{key}.{}", t.name)));
                 let big = r.iter().fold(0.0f64, |a, &b| a.max(b.abs()));
-                let err = max_abs_diff(&sel(&ours[t.offset..t.offset + t.len]), &r) / big.max(1e-300);
+                let err = max_abs_diff(&sel(&wide(&ours[t.offset..t.offset + t.len])), &r) / big.max(1e-300);
                 worst_m = worst_m.max(err);
                 fail(&tr, format!("{key} {} (rel to the tensor's max)", t.name), err, MOMENT_REL);
             }
@@ -260,14 +207,16 @@ fn check<F: Real, O: Optimizer<F>>(f64_engine: bool, new_opt: impl Fn(&Gpt<F>) -
     fails
 }
 
-#[test]
-fn trajectory_f32_matches_pytorch() {
-    let fails = check::<f32, _>(false, |m| AdamW::new(&m.layout));
+fn trajectory_matches_pytorch(make: MakeEngine) {
+    let fails = check(make, false);
     assert!(fails.is_empty(), "trajectory mismatches (f32):\n{}", fails.join("\n"));
 }
 
+test_engine!(trajectory_matches_pytorch, trajectory_f32_matches_pytorch);
+
+/// The f64 CPU engine, through the same seam, against PyTorch's float64 trajectory.
 #[test]
 fn trajectory_f64_matches_pytorch_float64() {
-    let fails = check::<f64, _>(true, |m| AdamW64 { m: vec![0.0; m.layout.total], v: vec![0.0; m.layout.total], t: 0 });
+    let fails = check(cpu_f64, true);
     assert!(fails.is_empty(), "trajectory mismatches (f64):\n{}", fails.join("\n"));
 }

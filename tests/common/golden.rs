@@ -2,9 +2,12 @@
 //! folder with a `stats.json` and a `model.safetensors` is a one-step case, every folder with a
 //! `trajectory.json` a multi-step one, so that new cases are picked up automatically.
 
+use super::engines::MakeEngine;
 use super::golden_dir;
 use quietgpt::config::{AttentionKind, ModelConfig};
-use quietgpt::model::weights::{parse, to_vec};
+use quietgpt::engine::{Buffer, Engine};
+use quietgpt::model::params::ParamLayout;
+use quietgpt::model::weights::{load_flat, parse, to_vec};
 use quietgpt::model::{Gpt, Real};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -107,6 +110,22 @@ pub fn read(case: &Case, file: &str) -> Vec<u8> {
 
 pub fn tensor<F: Real>(bytes: &[u8], key: &str) -> Vec<F> {
     to_vec(&parse(bytes, key).unwrap().tensor(key).unwrap_or_else(|_| panic!("key {key}"))).unwrap()
+}
+
+/// A folder's tensors (`file`, nanoGPT names, with `prefix`) as a host buffer laid out by `layout`.
+pub fn host(dir: &Path, file: &str, layout: &ParamLayout, prefix: &str) -> Vec<f32> {
+    let bytes = std::fs::read(dir.join(file)).unwrap_or_else(|e| panic!("{}/{file}: {e}", dir.display()));
+    let mut out = vec![0.0f32; layout.total];
+    load_flat(&mut out, layout, &parse(&bytes, file).unwrap(), prefix).unwrap();
+    out
+}
+
+/// An engine made by `make` for the case's model, with the case's parameters written in.
+pub fn engine(make: MakeEngine, case: &Case) -> Box<dyn Engine> {
+    let mut e = make(case.config.clone(), case.b);
+    let params = host(&case.dir, "model.safetensors", e.layout(), "");
+    e.write(Buffer::Params, &params).unwrap();
+    e
 }
 
 pub fn model<F: Real>(case: &Case) -> Gpt<F> {
