@@ -8,6 +8,7 @@ pub mod analysis;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod fs;
 pub mod model;
 pub mod rng;
 pub mod sample;

@@ -12,9 +12,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::pickle::{self, Value};
-use super::prepare::write_atomic;
 use super::tokenizer::{Tokenizer, GPT2_VOCAB_SIZE};
 use crate::error::{Error, Result};
+use crate::fs::write_atomic;
 
 pub const VOCAB_FILE: &str = "vocab.json";
 pub const META_PKL: &str = "meta.pkl";
