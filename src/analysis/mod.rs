@@ -2,8 +2,10 @@
 
 pub mod analyze;
 pub mod experiment;
+pub mod params;
 pub mod plot;
 pub mod quant;
 pub mod quantize_eval;
 pub mod report;
 pub mod stats;
+pub mod windows;
