@@ -12,4 +12,4 @@ pub use crate::fs::write_atomic;
 pub use dataset::{Dataset, Split};
 pub use prepare::{prepare, read_input, PrepareReport, INPUT_TXT, TINY_SHAKESPEARE_URL, TRAIN_BIN, VAL_BIN};
 pub use tokenizer::{Tokenizer, TokenizerKind, GPT2_VOCAB_SIZE};
-pub use vocab::{META_PKL, VOCAB_FILE};
+pub use vocab::{check_same_vocab, META_PKL, VOCAB_FILE};
