@@ -9,6 +9,7 @@ pub mod config;
 pub mod data;
 pub mod engine;
 pub mod error;
+pub mod fs;
 pub mod model;
 pub mod rng;
 pub mod sample;

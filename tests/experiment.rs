@@ -5,7 +5,7 @@
 mod common;
 
 use common::{shakespeare, temp_dir};
-use quietgpt::analysis::report::{mean_ci, paired, t975};
+use quietgpt::analysis::ttest::{mean_ci, paired, t975};
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;

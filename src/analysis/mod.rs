@@ -2,8 +2,12 @@
 
 pub mod analyze;
 pub mod experiment;
+pub mod params;
 pub mod plot;
 pub mod quant;
 pub mod quantize_eval;
+pub mod record;
 pub mod report;
 pub mod stats;
+pub mod ttest;
+pub mod windows;

@@ -178,15 +178,6 @@ impl Moments {
         self.max_abs
     }
 
-    /// Smallest and largest element, `None` when empty.
-    pub fn min_max(&self) -> Option<(f64, f64)> {
-        (self.n > 0).then_some((self.min, self.max))
-    }
-
-    pub fn threshold(&self) -> f64 {
-        self.threshold
-    }
-
     /// Count of |x| > threshold.
     pub fn outliers(&self) -> u64 {
         self.above

@@ -7,10 +7,11 @@ mod prepare;
 mod tokenizer;
 mod vocab;
 
+/// Moved to `crate::fs`; re-exported here for the callers that still name it `data::write_atomic`.
+pub use crate::fs::write_atomic;
 pub use dataset::{Dataset, Split};
-pub use prepare::write_atomic;
 pub use prepare::{
     prepare, read_input, PrepareReport, INPUT_TXT, TINY_SHAKESPEARE, TINY_SHAKESPEARE_URL, TRAIN_BIN, VAL_BIN,
 };
 pub use tokenizer::{Tokenizer, TokenizerKind, GPT2_VOCAB_SIZE};
-pub use vocab::{META_PKL, VOCAB_FILE};
+pub use vocab::{check_same_vocab, META_PKL, VOCAB_FILE};

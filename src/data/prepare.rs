@@ -2,12 +2,12 @@
 //! the first 90% of the characters train, the rest validate; ids are little-endian u16.
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use super::tokenizer::{Tokenizer, TokenizerKind};
 use crate::error::{Error, Result};
+use crate::fs::{tmp_path, write_atomic};
 
 pub const TRAIN_BIN: &str = "train.bin";
 pub const VAL_BIN: &str = "val.bin";
@@ -54,30 +54,6 @@ fn split_90_10(text: &str) -> (&str, &str) {
 
 fn to_le_bytes(ids: &[u16]) -> Vec<u8> {
     ids.iter().flat_map(|id| id.to_le_bytes()).collect()
-}
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
-
-/// Write `path` via `<path>.tmp` + rename, so a reader never sees a half-written file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_path(path);
-    let res = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    if let Err(e) = res {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io(&tmp, e));
-    }
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
 }
 
 /// Tiny Shakespeare (Karpathy's char-rnn `input.txt`, public domain), built into the binary from

@@ -11,13 +11,31 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::dataset::Dataset;
 use super::pickle::{self, Value};
-use super::prepare::write_atomic;
 use super::tokenizer::{Tokenizer, GPT2_VOCAB_SIZE};
 use crate::error::{Error, Result};
+use crate::fs::write_atomic;
 
 pub const VOCAB_FILE: &str = "vocab.json";
 pub const META_PKL: &str = "meta.pkl";
+
+/// The data's vocabulary must be the one the checkpoint at `ckpt_path` was trained on (token ids of
+/// one vocabulary mean nothing to a model of another).
+pub fn check_same_vocab(data: &Dataset, ckpt_path: &Path, ckpt_tokenizer: &Tokenizer) -> Result<()> {
+    if data.tokenizer == *ckpt_tokenizer {
+        return Ok(());
+    }
+    Err(Error::Data(format!(
+        "vocabulary mismatch: {} holds a {} vocabulary of {} tokens, but {} was trained on a {} vocabulary of {}",
+        data.dir.display(),
+        data.tokenizer.name(),
+        data.tokenizer.vocab_size(),
+        ckpt_path.display(),
+        ckpt_tokenizer.name(),
+        ckpt_tokenizer.vocab_size()
+    )))
+}
 
 #[derive(Serialize, Deserialize)]
 struct VocabFile {

@@ -36,25 +36,27 @@ pub(super) fn ensure_font() -> Result<()> {
     }
 }
 
-/// Draws a `size` PNG at `path` with `draw`, turning every failure into a crate error.
+/// Draws a `size` PNG at `path` with `draw` (atomically: via a temporary file), turning every failure
+/// into a crate error.
 pub(super) fn render(path: &Path, size: (u32, u32), draw: impl FnOnce(&Area) -> DrawResult) -> Result<()> {
     let ext_ok = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("png"));
     if !ext_ok {
         return Err(Error::Data(format!("figure path {} must end in .png", path.display())));
     }
     ensure_font()?;
-    // Open the file first: a missing directory or a permission problem becomes a proper I/O error.
-    std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let outcome = (|| -> DrawResult {
-        let root = BitMapBackend::new(path, size).into_drawing_area();
-        root.fill(&WHITE)?;
-        draw(&root)?;
-        root.present()?;
-        Ok(())
-    })();
-    outcome.map_err(|e| {
-        let _ = std::fs::remove_file(path);
-        Error::io(path, std::io::Error::other(format!("cannot draw figure: {e}")))
+    // The encoder picks the format from the extension, so the temporary file ends in .png too.
+    let tmp = path.with_extension("tmp.png");
+    crate::fs::create_atomic(path, &tmp, |tmp| {
+        // Open the file first: a missing directory or a permission problem becomes a proper I/O error.
+        std::fs::File::create(tmp).map_err(|e| Error::io(path, e))?;
+        let outcome = (|| -> DrawResult {
+            let root = BitMapBackend::new(tmp, size).into_drawing_area();
+            root.fill(&WHITE)?;
+            draw(&root)?;
+            root.present()?;
+            Ok(())
+        })();
+        outcome.map_err(|e| Error::io(path, std::io::Error::other(format!("cannot draw figure: {e}"))))
     })
 }
 

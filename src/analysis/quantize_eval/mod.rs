@@ -27,12 +27,24 @@
 //! block_size windows of the val split, batched by `model.max_batch`; each batch's mean is weighted by
 //! its token count.
 
-use super::quant::{QuantParams, QuantScheme};
+//!
+//! Layout: this file holds the settings, the report and the evaluation loop; `calibrate` the probes
+//! (min-max, histogram, fake quantizer) and the percentile histogram.
+
+mod calibrate;
+
+pub use super::windows::count_windows;
+pub use calibrate::Histogram;
+
+use super::params::{update_tensors, ParamSnapshot};
+use super::quant::QuantScheme;
+use super::windows::Windows;
 use crate::config::AttentionKind;
 use crate::data::{Dataset, Split};
 use crate::model::params::Kind;
 use crate::model::{Gpt, Linear, Probe};
 use crate::{Error, Result};
+use calibrate::{FakeQuantProbe, HistogramProbe, MinMaxProbe};
 use serde::{Deserialize, Serialize};
 
 /// The Linear layers of a block, in forward order; a (layer, Linear) input is site `4·layer + index`.
@@ -186,9 +198,9 @@ pub fn quantize_eval_with(
             }
         }
     }
-    let original = model.params.clone();
+    let original = ParamSnapshot::take(model);
     let out = evaluate_all(model, data, opts, &original, on_result);
-    model.params.copy_from_slice(&original);
+    original.restore(model);
     out
 }
 
@@ -196,7 +208,7 @@ fn evaluate_all(
     model: &mut Gpt,
     data: &Dataset,
     opts: &QuantEvalOptions,
-    original: &[f32],
+    original: &ParamSnapshot,
     on_result: &mut dyn FnMut(&SettingResult),
 ) -> Result<QuantReport> {
     let block = model.config.block_size;
@@ -248,7 +260,7 @@ fn evaluate_all(
     let mut results = vec![result("fp32", None, None, fp32)];
     on_result(&results[0]);
     for s in &opts.settings {
-        model.params.copy_from_slice(original);
+        original.restore(model);
         if let Some(w) = &s.weights {
             quantize_weights(model, w)?;
         }
@@ -283,18 +295,7 @@ fn evaluate_all(
 /// Fake-quantize the Linear weights of every block (`WEIGHT_KINDS`) in `model.params`, each (OC, C)
 /// matrix with its own range (or one per row when per-channel).
 pub fn quantize_weights(model: &mut Gpt, scheme: &QuantScheme) -> Result<()> {
-    for t in model.layout.named().iter().filter(|t| WEIGHT_KINDS.contains(&t.kind)) {
-        scheme.fake_quantize_minmax(&mut model.params[t.offset..t.offset + t.len], t.shape[0])?;
-    }
-    Ok(())
-}
-
-/// Non-overlapping windows of `block` inputs (+1 target) in a split: window i covers [i·block, (i+1)·block].
-pub fn count_windows(data: &Dataset, split: Split, block: usize) -> usize {
-    if block == 0 {
-        return 0;
-    }
-    data.tokens(split).len().saturating_sub(1) / block
+    update_tensors(model, |t| WEIGHT_KINDS.contains(&t.kind), |t, w| scheme.fake_quantize_minmax(w, t.shape[0]))
 }
 
 /// Mean loss over windows 0..n of `split`, batched by `model.max_batch`, each batch weighted by its
@@ -307,140 +308,20 @@ pub fn window_loss(
     mut probe: Option<&mut dyn Probe>,
 ) -> Result<f64> {
     let (t, b) = (model.config.block_size, model.max_batch);
-    let (mut x, mut y) = (vec![0u32; b * t], vec![0u32; b * t]);
+    let mut windows = Windows::new(data, split, t, b, n);
+    if windows.count() < n {
+        return Err(Error::Data(format!("the {split} split has no window {} of {t} tokens", windows.count())));
+    }
     let (mut sum, mut tokens) = (0.0, 0usize);
-    let mut k = 0;
-    while k < n {
-        let nb = b.min(n - k);
-        for (i, (xr, yr)) in x.chunks_exact_mut(t).zip(y.chunks_exact_mut(t)).take(nb).enumerate() {
-            if !data.window(split, k + i, t, xr, yr) {
-                return Err(Error::Data(format!("the {split} split has no window {} of {t} tokens", k + i)));
-            }
-        }
-        let loss = model.forward_probe(
-            &x[..nb * t],
-            Some(&y[..nb * t]),
-            nb,
-            t,
-            None,
-            probe.as_deref_mut().map(|p| p as &mut dyn Probe),
-        )?;
+    while let Some(w) = windows.next_batch() {
+        let nb = w.n;
+        let loss =
+            model.forward_probe(w.x, Some(w.y), nb, t, None, probe.as_deref_mut().map(|p| p as &mut dyn Probe))?;
         sum += loss.unwrap_or(f64::NAN) * (nb * t) as f64;
         tokens += nb * t;
-        k += nb;
     }
     if tokens == 0 {
         return Err(Error::Data(format!("no {split} windows to evaluate")));
     }
     Ok(sum / tokens as f64)
-}
-
-/// Records the min and max of every Linear input (leaves them unchanged).
-struct MinMaxProbe {
-    ranges: Vec<(f32, f32)>,
-}
-
-impl Probe for MinMaxProbe {
-    fn linear_input(&mut self, layer: usize, linear: Linear, x: &mut [f32]) {
-        if let Some(r) = self.ranges.get_mut(site(layer, linear)) {
-            *r = x.iter().filter(|v| v.is_finite()).fold(*r, |(lo, hi), &v| (lo.min(v), hi.max(v)));
-        }
-    }
-}
-
-/// Fixed-size histograms of every Linear input over its calibrated [min, max].
-struct HistogramProbe {
-    hists: Vec<Histogram>,
-}
-
-impl Probe for HistogramProbe {
-    fn linear_input(&mut self, layer: usize, linear: Linear, x: &mut [f32]) {
-        if let Some(h) = self.hists.get_mut(site(layer, linear)) {
-            h.add(x);
-        }
-    }
-}
-
-/// Fake-quantizes every Linear input with its calibrated parameters.
-struct FakeQuantProbe {
-    params: Vec<QuantParams>,
-}
-
-impl Probe for FakeQuantProbe {
-    fn linear_input(&mut self, layer: usize, linear: Linear, x: &mut [f32]) {
-        if let Some(p) = self.params.get(site(layer, linear)) {
-            x.iter_mut().for_each(|v| *v = p.apply(*v));
-        }
-    }
-}
-
-/// 2^15 equal bins over [lo, hi]: 256 KiB per site whatever the calibration size. A percentile is
-/// located to within one bin, (hi − lo)/32768, far below the 8-bit step (hi − lo)/255 of even the
-/// unclipped range.
-#[derive(Clone, Debug)]
-pub struct Histogram {
-    lo: f32,
-    hi: f32,
-    counts: Vec<u64>,
-}
-
-const BINS: usize = 1 << 15;
-
-impl Histogram {
-    pub fn new(lo: f32, hi: f32) -> Self {
-        Histogram { lo, hi, counts: vec![0; BINS] }
-    }
-
-    /// Count the finite values of x; values outside [lo, hi] go to the end bins.
-    pub fn add(&mut self, x: &[f32]) {
-        let (lo, span) = (self.lo as f64, self.hi as f64 - self.lo as f64);
-        let per = if span > 0.0 { BINS as f64 / span } else { 0.0 };
-        for &v in x.iter().filter(|v| v.is_finite()) {
-            let i = ((v as f64 - lo) * per).max(0.0) as usize;
-            self.counts[i.min(BINS - 1)] += 1;
-        }
-    }
-
-    /// [lo_p, hi_p] with at most ⌊(1 − p/100)·n⌋ of the n values below lo_p and as many above hi_p:
-    /// hi_p is the upper edge of the bin where the top tail first exceeds that count (lo_p the lower
-    /// edge, from below), so the range errs on the wide side by under one bin. p = 100 gives [lo, hi].
-    pub fn percentile_range(&self, p: f64) -> (f32, f32) {
-        let n: u64 = self.counts.iter().sum();
-        let tail = ((1.0 - p / 100.0).max(0.0) * n as f64).floor() as u64;
-        let width = (self.hi as f64 - self.lo as f64) / BINS as f64;
-        let edge = |i: usize| (self.lo as f64 + i as f64 * width) as f32;
-        let first = |mut it: Box<dyn Iterator<Item = usize> + '_>| {
-            let mut cum = 0;
-            it.find(|&i| {
-                cum += self.counts[i];
-                cum > tail
-            })
-        };
-        match (first(Box::new(0..BINS)), first(Box::new((0..BINS).rev()))) {
-            (Some(a), Some(b)) if n > 0 => (edge(a).max(self.lo), edge(b + 1).min(self.hi)),
-            _ => (self.lo, self.hi),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn histogram_percentiles() {
-        // 0..9999 and one outlier at 1e6: p99.99 clips only the outlier, p100 keeps it.
-        let mut x: Vec<f32> = (0..10_000).map(|i| i as f32).collect();
-        x.push(1e6);
-        let mut h = Histogram::new(0.0, 1e6);
-        h.add(&x);
-        let (lo, hi) = h.percentile_range(99.99);
-        assert_eq!(lo, 0.0);
-        assert!((9_999.0..9_999.0 + 1e6 / BINS as f32 + 1.0).contains(&hi), "{hi}");
-        assert_eq!(h.percentile_range(100.0), (0.0, 1e6));
-        // a constant input: the range collapses to the point and stays finite
-        let mut h = Histogram::new(2.0, 2.0);
-        h.add(&[2.0; 10]);
-        assert_eq!(h.percentile_range(99.0), (2.0, 2.0));
-    }
 }

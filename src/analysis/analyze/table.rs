@@ -1,0 +1,127 @@
+//! `Analysis::table`: the readable summary `quietgpt analyze` prints.
+
+use super::types::{ActivationStats, Analysis};
+use std::fmt::Write;
+
+/// How many top channels the table shows per row (the JSON has `top_k_channels`).
+const TABLE_CHANNELS: usize = 3;
+
+impl Analysis {
+    /// A readable summary: activations, attention heads, weights.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let m = &self.model;
+        let loss = self.loss.map_or("-".into(), |l| format!("{l:.4}"));
+        let _ = writeln!(
+            s,
+            "model: {} layers, {} heads, n_embd {}, {} attention | eval: {} {} windows of {} tokens, loss {loss}",
+            m.n_layer, m.n_head, m.n_embd, m.attention, self.windows, self.split, self.block
+        );
+        let th = self.thresholds.activation_abs;
+        let _ = writeln!(
+            s,
+            "\nactivations (moments over all elements; exkurt = E[(x-mu)^4]/sigma^4 - 3, kurt = raw; out = |x| > {th})"
+        );
+        let _ = writeln!(
+            s,
+            "{:<16} {:>10} {:>10} {:>10} {:>9} {:>9}  top channels c:max|x|",
+            "point", "max|x|", "exkurt", "kurt", "out", "out%"
+        );
+        let mut row = |name: String, a: &ActivationStats| {
+            let top: Vec<String> =
+                a.top_channels.iter().take(TABLE_CHANNELS).map(|c| format!("{}:{:.3}", c.channel, c.max_abs)).collect();
+            let _ = writeln!(
+                s,
+                "{name:<16} {:>10.4} {:>10} {:>10} {:>9} {:>8.4}%  {}{}",
+                a.max_abs,
+                opt(a.excess_kurtosis),
+                opt(a.kurtosis),
+                a.outliers,
+                100.0 * a.outlier_fraction,
+                top.join(" "),
+                if a.nonfinite > 0 { format!("  ({} non-finite)", a.nonfinite) } else { String::new() }
+            );
+        };
+        row("embedding".into(), &self.embedding);
+        for l in &self.layers {
+            let i = l.layer;
+            row(format!("L{i} ln_1"), &l.ln_1);
+            row(format!("L{i} attn_out"), &l.attn_out);
+            row(format!("L{i} ln_2"), &l.ln_2);
+            row(format!("L{i} mlp_hidden"), &l.mlp_hidden);
+            row(format!("L{i} mlp_out"), &l.mlp_out);
+            row(format!("L{i} residual"), &l.residual);
+        }
+        row("ln_f".into(), &self.ln_f);
+
+        let a = &self.attention;
+        let _ = writeln!(
+            s,
+            "\nattention (null = 1 - sum_j p_ij over rows; sink = mean p_i0 over queries i >= 1; * = sink > {})",
+            self.thresholds.sink
+        );
+        let gated = a.gate_mean.is_some();
+        let gate_head = if gated { format!(" {:>9}", "gate") } else { String::new() };
+        let _ = writeln!(
+            s,
+            "{:<6} {:>5} {:>11} {:>11} {:>11} {:>9}{gate_head}",
+            "layer", "head", "null mean", "null min", "null max", "sink"
+        );
+        for l in &self.layers {
+            for h in &l.heads {
+                let sink = h.sink.map_or("-".into(), |v| format!("{v:.4}"));
+                let gate = if gated {
+                    format!(" {:>9}", h.gate_mean.map_or("-".into(), |v| format!("{v:.4}")))
+                } else {
+                    String::new()
+                };
+                let star = if h.is_sink { " *" } else { "" };
+                let _ = writeln!(
+                    s,
+                    "{:<6} {:>5} {:>11.3e} {:>11.3e} {:>11.3e} {sink:>9}{gate}{star}",
+                    l.layer, h.head, h.null_mass_mean, h.null_mass_min, h.null_mass_max
+                );
+            }
+        }
+        if let Some(g) = a.gate_mean {
+            let _ = writeln!(s, "mean gate {g:.4}");
+        }
+        let _ = writeln!(
+            s,
+            "sink heads: {} of {} ({:.1}%); mean null mass {:.4e}",
+            a.sink_heads,
+            a.heads,
+            100.0 * a.sink_head_fraction,
+            a.null_mass_mean
+        );
+
+        let _ = writeln!(
+            s,
+            "\nweights (per tensor; >{}sd = count of |w - mean| > {} std)",
+            self.thresholds.weight_sigmas, self.thresholds.weight_sigmas
+        );
+        let _ = writeln!(
+            s,
+            "{:<36} {:>12} {:>10} {:>10} {:>10} {:>7}",
+            "tensor", "shape", "max|w|", "std", "exkurt", ">6sd"
+        );
+        for w in &self.weights {
+            let shape = w.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+            let _ = writeln!(
+                s,
+                "{:<36} {:>12} {:>10.4} {:>10.4} {:>10} {:>7}",
+                w.name,
+                shape,
+                w.max_abs,
+                w.std_pop,
+                opt(w.excess_kurtosis),
+                w.beyond_6_sigma
+            );
+        }
+        s
+    }
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.3}"))
+}

@@ -1,0 +1,177 @@
+//! `quietgpt experiment`: train every attention variant for every seed, analyse and fake-quantize each
+//! final model, and write a report comparing the variants over seeds (`report`).
+//!
+//! Pairing. Run (variant, seed) uses `config.seed = seed`; the trainer draws the initial weights, the
+//! data order and dropout from separate streams of that seed, so runs with the same seed start from the
+//! same weights and see the same batches: only the attention differs, and the report compares
+//! variants seed by seed (a paired t-test).
+//!
+//! Layout of the output directory `out`:
+//!   runs/<variant>-seed<seed>/  ckpt.safetensors (final), metrics.jsonl (trainer events),
+//!                               analysis.json and quant.json (final, in full), analysis-iter<N>.json
+//!                               (with `analyze_every`), done.json (the run's record, written last)
+//!   report.md, metrics.json, *.png
+//!
+//! Resuming. `done.json` is written atomically after the run's analysis and quantization, so its
+//! presence means the run is complete. A re-run loads it instead of training. It also holds what the
+//! run was made from (`RunSpec`: the config, the data's fingerprint and the analysis options); if that
+//! differs from what the new arguments ask for, the experiment stops before training anything and names
+//! the keys that changed: silently mixing runs of two configs in one report would be worse than an
+//! error, and a new `--out` keeps both. A run without `done.json` was interrupted and starts again from
+//! scratch (its directory is cleared).
+//!
+//! Intermediate analyses (`analyze_every = N`): training runs in segments, the trainer's
+//! `config.max_iters` raised to N, 2N, .. and finally to the real max_iters on the same in-memory
+//! `Trainer`. Nothing else in the loop depends on max_iters (the learning rate follows
+//! `lr_decay_iters`), so the trained weights are exactly those of one uninterrupted run; each segment
+//! end adds one evaluation (from its own RNG stream, which moves no training state). At each segment
+//! end the model is analysed and evaluated in float32 and W8A8 only (the full quantization table is
+//! for the final model).
+
+//!
+//! Layout: `presets` (the quick and default presets), `runner` (training, evaluation, histogram samples,
+//! the report), `resume` (finished runs and what changed); the records themselves are plain data in
+//! `analysis::record`, re-exported here.
+
+mod presets;
+mod resume;
+mod runner;
+
+pub use super::record::*;
+pub use presets::{Preset, DEFAULT, QUICK};
+
+use super::analyze::AnalyzeOptions;
+use super::report::ReportMeta;
+use crate::config::{AttentionKind, Config};
+use crate::data::{prepare, read_input, TokenizerKind, TRAIN_BIN, VAL_BIN};
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// Make sure `data_dir` holds prepared data: with `input`, prepare it from that text (always, so the
+/// data is what the file says); without, prepare Tiny Shakespeare (downloaded into `data_dir`) if
+/// `train.bin` or `val.bin` is missing. Returns whether it prepared.
+pub fn ensure_data(input: Option<&Path>, data_dir: &Path, kind: TokenizerKind) -> Result<bool> {
+    if input.is_none() && data_dir.join(TRAIN_BIN).exists() && data_dir.join(VAL_BIN).exists() {
+        return Ok(false);
+    }
+    let text = read_input(input, data_dir)?;
+    prepare(&text, data_dir, kind)?;
+    Ok(true)
+}
+
+/// The whole experiment; `run` does it.
+pub struct Experiment {
+    /// Config of every run (data_dir set); `attention`, `seed` and `out_dir` are set per run.
+    pub base: Config,
+    pub variants: Vec<AttentionKind>,
+    pub seeds: Vec<u64>,
+    pub out: PathBuf,
+    pub options: RunOptions,
+    /// Val windows whose values the report's histograms show.
+    pub hist_windows: usize,
+}
+
+impl Experiment {
+    /// `preset`'s defaults with `overrides` (`key=value`, as `train`) on top. The presets decay the
+    /// learning rate over the whole run, so an override of `max_iters` alone moves `lr_decay_iters` with it.
+    pub fn new(
+        preset: &Preset,
+        overrides: &[String],
+        variants: Vec<AttentionKind>,
+        seeds: Vec<u64>,
+        out: PathBuf,
+    ) -> Result<Self> {
+        let key = |o: &String| crate::config::parse_override(o).map(|(k, _)| k).unwrap_or_default();
+        let mut all: Vec<String> =
+            preset.config.iter().map(|s| s.to_string()).chain(overrides.iter().cloned()).collect();
+        if let Some(m) = overrides.iter().rev().find(|o| key(o) == "max_iters") {
+            if !overrides.iter().any(|o| key(o) == "lr_decay_iters") {
+                let v = m.split_once('=').map_or("", |(_, v)| v);
+                all.push(format!("lr_decay_iters={v}"));
+            }
+        }
+        let base = Config::build(None, None, &all)?;
+        let options = RunOptions {
+            analyze: AnalyzeOptions { windows: preset.analyze_windows, ..AnalyzeOptions::default() },
+            quant_windows: preset.quant_windows,
+            calib_windows: preset.calib_windows,
+            analyze_every: 0,
+        };
+        Ok(Experiment { base, variants, seeds, out, options, hist_windows: preset.hist_windows })
+    }
+
+    /// The variant the others are compared with: softmax if requested, else the first one.
+    pub fn baseline(&self) -> AttentionKind {
+        match self.variants.first() {
+            Some(&first) if !self.variants.contains(&AttentionKind::Softmax) => first,
+            _ => AttentionKind::Softmax,
+        }
+    }
+
+    pub fn run_dir(&self, v: AttentionKind, seed: u64) -> PathBuf {
+        self.out.join("runs").join(format!("{v}-seed{seed}"))
+    }
+
+    /// The config of one run.
+    pub fn config(&self, v: AttentionKind, seed: u64) -> Config {
+        let mut c = self.base.clone();
+        c.attention = v;
+        c.seed = seed;
+        c.out_dir = self.run_dir(v, seed).display().to_string();
+        // The final model is analysed from memory, but the report's histograms load the checkpoint,
+        // which must be the final one, not the best.
+        c.always_save_checkpoint = true;
+        c.eval_only = false;
+        c
+    }
+
+    pub(super) fn spec(&self, v: AttentionKind, seed: u64, data: &DataFingerprint) -> RunSpec {
+        let mut config = self.config(v, seed);
+        (config.out_dir, config.data_dir, config.threads) = (String::new(), String::new(), 0);
+        RunSpec { config, data: data.clone(), options: self.options.clone() }
+    }
+
+    /// For metrics.json.
+    pub fn describe(&self) -> serde_json::Value {
+        self.report_meta().describe()
+    }
+
+    pub(super) fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.variants.is_empty() || self.seeds.is_empty() {
+            return bad("an experiment needs at least one variant and one seed".into());
+        }
+        for (i, v) in self.variants.iter().enumerate() {
+            if self.variants[..i].contains(v) {
+                return bad(format!("variant '{v}' is listed twice"));
+            }
+        }
+        for (i, s) in self.seeds.iter().enumerate() {
+            if self.seeds[..i].contains(s) {
+                return bad(format!("seed {s} is listed twice"));
+            }
+        }
+        if self.base.max_iters == 0 {
+            return bad("max_iters must be at least 1 for an experiment".into());
+        }
+        if self.options.analyze.windows == 0 || self.hist_windows == 0 || self.options.calib_windows == 0 {
+            return bad("the analysis, histogram and calibration window counts must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// What the report needs to know about the experiment.
+    pub fn report_meta(&self) -> ReportMeta {
+        ReportMeta {
+            base: self.base.clone(),
+            variants: self.variants.clone(),
+            seeds: self.seeds.clone(),
+            baseline: self.baseline(),
+            options: self.options.clone(),
+            hist_windows: self.hist_windows,
+            out: self.out.clone(),
+        }
+    }
+}
+
+pub const DONE_FILE: &str = "done.json";

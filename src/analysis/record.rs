@@ -1,0 +1,208 @@
+//! The experiment's records: what each run was made from (`RunSpec`), what it measured (`RunRecord`,
+//! stored as its `done.json`), and the values sampled for the report's histograms. Plain data: the
+//! runner (`experiment`) fills it, the report (`report`) reads it, and this module depends on neither.
+
+use super::analyze::{Analysis, AnalyzeOptions};
+use super::quantize_eval::QuantReport;
+use crate::config::{AttentionKind, Config};
+use crate::data::Dataset;
+use serde::{Deserialize, Serialize};
+
+/// The options that change a run's results besides its config (part of `RunSpec`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunOptions {
+    pub analyze: AnalyzeOptions,
+    /// Val windows for quantize-eval, 0 = all.
+    pub quant_windows: usize,
+    pub calib_windows: usize,
+    /// Analyse every this many iterations as well (0 = the final model only).
+    pub analyze_every: usize,
+}
+
+/// What a finished run was made from; a re-run reuses it only if this is unchanged.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// The run's config with `out_dir`, `data_dir` and `threads` blanked (where the files are and how
+    /// many threads ran do not change what is trained; `data` checks the data itself).
+    pub config: Config,
+    pub data: DataFingerprint,
+    pub options: RunOptions,
+}
+
+/// Identifies the prepared data: sizes and an FNV-1a hash of both splits' token ids.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataFingerprint {
+    pub vocab_size: usize,
+    pub train_tokens: usize,
+    pub val_tokens: usize,
+    pub fnv1a: String,
+}
+
+impl DataFingerprint {
+    pub fn of(data: &Dataset) -> Self {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &t in data.train.iter().chain(&data.val) {
+            for b in t.to_le_bytes() {
+                h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        DataFingerprint {
+            vocab_size: data.tokenizer.vocab_size(),
+            train_tokens: data.train.len(),
+            val_tokens: data.val.len(),
+            fnv1a: format!("{h:016x}"),
+        }
+    }
+}
+
+/// One evaluation of the trainer (from metrics.jsonl).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalPoint {
+    pub iter: usize,
+    pub train_loss: Option<f64>,
+    pub val_loss: Option<f64>,
+}
+
+/// One quantization setting's val loss and gap to float32 (null when not finite).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuantResult {
+    pub name: String,
+    pub loss: Option<f64>,
+    pub gap: Option<f64>,
+}
+
+/// Per-layer numbers of an analysis.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerSummary {
+    pub max_abs_residual: Option<f64>,
+    pub max_abs_attn_out: Option<f64>,
+    pub kurtosis_attn_out: Option<f64>,
+    pub kurtosis_residual: Option<f64>,
+    pub outlier_fraction_residual: Option<f64>,
+}
+
+/// The numbers of an `Analysis` that the report uses. Kurtosis is the excess kurtosis
+/// E[(x−μ)⁴]/σ⁴ − 3 of all elements of a layer's tensor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Mean loss over the analysed windows.
+    pub loss: Option<f64>,
+    /// max over layers of max |x| of the residual stream after the block.
+    pub max_abs_residual: Option<f64>,
+    /// Mean over layers of the attention output's excess kurtosis (after c_proj, before the residual
+    /// add): Bondarenko et al.'s "average kurtosis" of the attention layers' output.
+    pub kurtosis_attn_out: Option<f64>,
+    /// Mean over layers of the residual stream's excess kurtosis.
+    pub kurtosis_residual: Option<f64>,
+    /// Σ_l count(|x| > 6) / Σ_l numel over the residual stream of every layer.
+    pub outlier_fraction: Option<f64>,
+    /// Mean over all heads of the mean attention of queries 1..T−1 on token 0.
+    pub sink_mass: Option<f64>,
+    /// Mean over all heads of 1 − Σ_j p_ij.
+    pub null_mass: Option<f64>,
+    pub sink_heads: usize,
+    pub layers: Vec<LayerSummary>,
+    /// max |x| of the residual stream per layer and channel (L × C).
+    pub residual_channel_max: Vec<Vec<f32>>,
+}
+
+fn fin(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+fn mean(xs: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
+    let v: Vec<f64> = xs.into_iter().flatten().filter(|x| x.is_finite()).collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+impl Summary {
+    pub fn of(a: &Analysis) -> Self {
+        let layers: Vec<LayerSummary> = a
+            .layers
+            .iter()
+            .map(|l| LayerSummary {
+                max_abs_residual: fin(l.residual.max_abs),
+                max_abs_attn_out: fin(l.attn_out.max_abs),
+                kurtosis_attn_out: l.attn_out.excess_kurtosis.and_then(fin),
+                kurtosis_residual: l.residual.excess_kurtosis.and_then(fin),
+                outlier_fraction_residual: fin(l.residual.outlier_fraction),
+            })
+            .collect();
+        let (outliers, numel) =
+            a.layers.iter().fold((0u64, 0u64), |(o, n), l| (o + l.residual.outliers, n + l.residual.numel));
+        let heads = a.layers.iter().flat_map(|l| &l.heads);
+        Summary {
+            loss: a.loss.and_then(fin),
+            max_abs_residual: layers.iter().filter_map(|l| l.max_abs_residual).reduce(f64::max),
+            kurtosis_attn_out: mean(layers.iter().map(|l| l.kurtosis_attn_out)),
+            kurtosis_residual: mean(layers.iter().map(|l| l.kurtosis_residual)),
+            outlier_fraction: (numel > 0).then(|| outliers as f64 / numel as f64),
+            sink_mass: mean(heads.clone().map(|h| h.sink)),
+            null_mass: mean(heads.map(|h| Some(h.null_mass_mean))),
+            sink_heads: a.attention.sink_heads,
+            layers,
+            residual_channel_max: a
+                .layers
+                .iter()
+                .map(|l| l.residual.channel_inf_norm.iter().map(|&x| if x.is_finite() { x } else { 0.0 }).collect())
+                .collect(),
+        }
+    }
+}
+
+/// An analysis during training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub iter: usize,
+    pub summary: Summary,
+    /// fp32 and W8A8.
+    pub quant: Vec<QuantResult>,
+}
+
+/// A finished run: `done.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub variant: AttentionKind,
+    pub seed: u64,
+    pub spec: RunSpec,
+    /// Wall time of training, analysis and quantization.
+    pub seconds: f64,
+    /// The final iteration (max_iters).
+    pub iter: usize,
+    /// The trainer's last evaluation (at max_iters).
+    pub train_loss: Option<f64>,
+    pub val_loss: Option<f64>,
+    /// Every evaluation of the trainer, one per iteration.
+    pub curve: Vec<EvalPoint>,
+    /// The final model's analysis and quantization results ("fp32" first).
+    pub summary: Summary,
+    pub quant: Vec<QuantResult>,
+    /// Intermediate analyses (`analyze_every`), in iteration order.
+    pub snapshots: Vec<Snapshot>,
+}
+
+impl RunRecord {
+    pub fn quant_loss(&self, name: &str) -> Option<f64> {
+        self.quant.iter().find(|q| q.name == name).and_then(|q| q.loss)
+    }
+    pub fn quant_gap(&self, name: &str) -> Option<f64> {
+        self.quant.iter().find(|q| q.name == name).and_then(|q| q.gap)
+    }
+}
+
+impl QuantResult {
+    /// The results of a quantize-eval, in its order ("fp32" first).
+    pub fn list(q: &QuantReport) -> Vec<QuantResult> {
+        q.results.iter().map(|r| QuantResult { name: r.name.clone(), loss: fin(r.loss), gap: fin(r.gap) }).collect()
+    }
+}
+
+/// Values of one run's final model on the first val windows, for the report's histograms: per layer,
+/// the residual stream after the block and the attention output (after c_proj, before the residual add).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistSamples {
+    pub variant: AttentionKind,
+    pub seed: u64,
+    pub residual: Vec<Vec<f32>>,
+    pub attn_out: Vec<Vec<f32>>,
+}

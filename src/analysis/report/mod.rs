@@ -1,0 +1,162 @@
+//! The experiment's report: statistics over seeds, `report.md`, `metrics.json` and the figures.
+//!
+//! Statistics (no stats crate; the Student t quantiles come from a table):
+//! * per variant and metric, over the n seeds whose value is finite: the mean x̄, the sample standard
+//!   deviation s (n − 1 in the denominator) and the 95% confidence interval x̄ ± t_{0.975, n−1}·s/√n;
+//! * each variant against the baseline (softmax) by a paired comparison: runs with the same seed share
+//!   the initial weights and the data order, so d_i = variant_i − baseline_i removes the seed-to-seed
+//!   variation both share. The mean difference d̄ gets the interval d̄ ± t_{0.975, n−1}·s_d/√n and the
+//!   paired t statistic t = d̄ / (s_d/√n) with n − 1 degrees of freedom; the difference is "significant
+//!   at 5%" iff the interval excludes 0 (equivalently |t| > t_{0.975, n−1}, a two-sided test). With
+//!   fewer than 2 pairs there is no s_d and nothing can be said.
+//!
+//! `write` takes plain data (the experiment's `ReportMeta`, the run records and the histogram samples)
+//! and runs no model. Layout: this file aggregates; `markdown` writes report.md, `figures` the PNGs;
+//! the t statistics are in `analysis::ttest`.
+
+mod figures;
+mod markdown;
+
+pub use super::ttest::{mean_ci, paired, t975, Paired, Stat};
+
+use super::record::{HistSamples, RunOptions, RunRecord};
+use crate::config::{AttentionKind, Config};
+use crate::fs::{write_atomic, write_json_atomic};
+use crate::Result;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// What the report needs to know about the experiment besides its runs.
+#[derive(Clone, Debug)]
+pub struct ReportMeta {
+    /// The config every run shares (attention, seed and out_dir are per run).
+    pub base: Config,
+    pub variants: Vec<AttentionKind>,
+    /// In the experiment's order; `by_seed` lists runs in it.
+    pub seeds: Vec<u64>,
+    /// The variant the others are compared with.
+    pub baseline: AttentionKind,
+    pub options: RunOptions,
+    /// Val windows of the histogram samples.
+    pub hist_windows: usize,
+    /// The output directory: report.md, metrics.json and the figures go there.
+    pub out: PathBuf,
+}
+
+impl ReportMeta {
+    /// The "experiment" entry of metrics.json.
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "variants": self.variants, "seeds": self.seeds, "baseline": self.baseline, "out": self.out,
+            "base_config": self.base, "options": self.options, "hist_windows": self.hist_windows,
+        })
+    }
+}
+
+/// One number of a run that the report aggregates.
+pub struct Metric {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub get: fn(&RunRecord) -> Option<f64>,
+}
+
+/// The metrics of the summary table, in order (definitions in `Experiment`'s `Summary`).
+pub const METRICS: &[Metric] = &[
+    Metric { key: "val_loss", label: "val loss (final eval, eval_iters random batches)", get: |r| r.val_loss },
+    Metric { key: "fp32_loss", label: "val loss (float32, fixed val windows)", get: |r| r.quant_loss("fp32") },
+    Metric {
+        key: "max_abs_residual",
+        label: "max \\|x\\| of the residual stream (max over layers)",
+        get: |r| r.summary.max_abs_residual,
+    },
+    Metric {
+        key: "kurtosis_attn_out",
+        label: "excess kurtosis of the attention output (mean over layers)",
+        get: |r| r.summary.kurtosis_attn_out,
+    },
+    Metric {
+        key: "kurtosis_residual",
+        label: "excess kurtosis of the residual stream (mean over layers)",
+        get: |r| r.summary.kurtosis_residual,
+    },
+    Metric {
+        key: "outlier_fraction",
+        label: "outlier fraction, \\|x\\| > 6 in the residual stream (all layers)",
+        get: |r| r.summary.outlier_fraction,
+    },
+    Metric {
+        key: "sink_mass",
+        label: "sink mass: mean attention on token 0 (all heads)",
+        get: |r| r.summary.sink_mass,
+    },
+    Metric { key: "null_mass", label: "null mass: mean 1 − Σ_j p_ij (all heads)", get: |r| r.summary.null_mass },
+    Metric { key: "w8a8_gap", label: "W8A8 loss gap (per-tensor, min-max)", get: |r| r.quant_gap("W8A8") },
+];
+
+/// Everything `metrics.json` holds besides the runs.
+#[derive(Clone, Debug, Serialize)]
+pub struct Aggregate {
+    pub baseline: AttentionKind,
+    /// variant → metric key → statistic over seeds.
+    pub metrics: BTreeMap<String, BTreeMap<String, Option<Stat>>>,
+    /// variant → quantization setting → statistic of its loss gap over seeds.
+    pub quant_gaps: BTreeMap<String, BTreeMap<String, Option<Stat>>>,
+    pub comparisons: Vec<Comparison>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    pub variant: AttentionKind,
+    pub baseline: AttentionKind,
+    pub metric: String,
+    pub paired: Paired,
+}
+
+/// The runs of one variant, in the experiment's seed order (None where a seed is missing).
+fn by_seed<'a>(exp: &ReportMeta, runs: &'a [RunRecord], v: AttentionKind) -> Vec<Option<&'a RunRecord>> {
+    exp.seeds.iter().map(|&s| runs.iter().find(|r| r.variant == v && r.seed == s)).collect()
+}
+
+fn values(runs: &[Option<&RunRecord>], get: impl Fn(&RunRecord) -> Option<f64>) -> Vec<Option<f64>> {
+    runs.iter().map(|r| r.and_then(&get)).collect()
+}
+
+/// Quantization settings in the order of the first run (fp32 left out: its gap is 0).
+fn settings(runs: &[RunRecord]) -> Vec<String> {
+    runs.first().map_or(vec![], |r| r.quant.iter().filter(|q| q.name != "fp32").map(|q| q.name.clone()).collect())
+}
+
+pub fn aggregate(exp: &ReportMeta, runs: &[RunRecord]) -> Aggregate {
+    let baseline = exp.baseline;
+    let stat = |vals: Vec<Option<f64>>| mean_ci(&vals.into_iter().flatten().collect::<Vec<_>>());
+    let (mut metrics, mut quant_gaps, mut comparisons) = (BTreeMap::new(), BTreeMap::new(), vec![]);
+    let base = by_seed(exp, runs, baseline);
+    for &v in &exp.variants {
+        let rs = by_seed(exp, runs, v);
+        let m = METRICS.iter().map(|m| (m.key.to_string(), stat(values(&rs, m.get)))).collect();
+        metrics.insert(v.to_string(), m);
+        let q = settings(runs).into_iter().map(|s| (s.clone(), stat(values(&rs, |r| r.quant_gap(&s))))).collect();
+        quant_gaps.insert(v.to_string(), q);
+        if v != baseline {
+            for m in METRICS {
+                let paired = paired(&values(&rs, m.get), &values(&base, m.get));
+                comparisons.push(Comparison { variant: v, baseline, metric: m.key.into(), paired });
+            }
+        }
+    }
+    Aggregate { baseline, metrics, quant_gaps, comparisons }
+}
+
+/// Write report.md, metrics.json and the figures into `meta.out`; returns the report's path. `samples`
+/// are the histogram values of the first seed's run of each variant.
+pub fn write(meta: &ReportMeta, runs: &[RunRecord], samples: &[HistSamples]) -> Result<PathBuf> {
+    let agg = aggregate(meta, runs);
+    let figures = figures::draw(meta, runs, &agg, samples)?;
+    let json = serde_json::json!({ "experiment": meta.describe(), "runs": runs, "aggregate": &agg });
+    write_json_atomic(&meta.out.join("metrics.json"), &json)?;
+    let md = markdown::markdown(meta, runs, &agg, &figures);
+    let path = meta.out.join("report.md");
+    write_atomic(&path, md.as_bytes())?;
+    Ok(path)
+}
