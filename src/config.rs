@@ -309,76 +309,35 @@ impl Default for Config {
     }
 }
 
-/// Named presets, as `(name, description, TOML overrides of the defaults)`.
-pub const PRESETS: &[(&str, &str, &str)] = &[
-    ("default", "nanoGPT train.py defaults (GPT-2 124M shape)", ""),
-    (
-        "shakespeare-char",
-        "nanoGPT config/train_shakespeare_char.py: 6/6/384, block 256, batch 64, dropout 0.2",
-        r#"out_dir = "out-shakespeare-char"
-eval_interval = 250
-eval_iters = 200
-log_interval = 10
-always_save_checkpoint = false
-data_dir = "data/shakespeare_char"
-gradient_accumulation_steps = 1
-batch_size = 64
-block_size = 256
-n_layer = 6
-n_head = 6
-n_embd = 384
-dropout = 0.2
-learning_rate = 1e-3
-max_iters = 5000
-lr_decay_iters = 5000
-min_lr = 1e-4
-beta2 = 0.99
-warmup_iters = 100"#,
-    ),
-    (
-        "shakespeare-char-cpu",
-        "nanoGPT README's CPU recipe: shakespeare-char with 4/4/128, block 64, batch 12, 2000 iters, dropout 0",
-        r#"out_dir = "out-shakespeare-char"
-eval_interval = 250
-eval_iters = 20
-log_interval = 1
-always_save_checkpoint = false
-data_dir = "data/shakespeare_char"
-batch_size = 12
-block_size = 64
-n_layer = 4
-n_head = 4
-n_embd = 128
-dropout = 0.0
-learning_rate = 1e-3
-max_iters = 2000
-lr_decay_iters = 2000
-min_lr = 1e-4
-beta2 = 0.99
-warmup_iters = 100"#,
-    ),
-    (
-        "tiny",
-        "bench shape of shared/bench/torch_reference.py: 4/4/128, block 64, batch 12, bias",
-        r#"batch_size = 12
-block_size = 64
-n_layer = 4
-n_head = 4
-n_embd = 128
-bias = true
-learning_rate = 1e-3"#,
-    ),
-    (
-        "medium",
-        "bench shape of shared/bench/torch_reference.py: 6/6/384, block 256, batch 64, bias",
-        r#"batch_size = 64
-block_size = 256
-n_layer = 6
-n_head = 6
-n_embd = 384
-bias = true
-learning_rate = 1e-3"#,
-    ),
+/// A named preset: a TOML file of `configs/`, overrides of the defaults, built into the binary. Its first
+/// line is a `# ` comment that describes it (`quietgpt presets` lists it).
+pub struct Preset {
+    pub name: &'static str,
+    pub toml: &'static str,
+}
+
+impl Preset {
+    /// The description: the file's first line, without its `# `.
+    pub fn about(&self) -> &'static str {
+        self.toml.lines().next().and_then(|l| l.strip_prefix('#')).map_or("", str::trim)
+    }
+}
+
+macro_rules! presets {
+    ($($name:literal),* $(,)?) => {
+        &[$(Preset { name: $name, toml: include_str!(concat!("../configs/", $name, ".toml")) }),*]
+    };
+}
+
+/// Every preset, one file each in `configs/`.
+pub const PRESETS: &[Preset] = presets![
+    "default",
+    "shakespeare-char",
+    "shakespeare-char-cpu",
+    "tiny",
+    "medium",
+    "experiment",
+    "experiment-quick",
 ];
 
 impl Config {
@@ -486,11 +445,11 @@ impl Config {
 }
 
 fn merge_preset(table: &mut toml::Table, name: &str) -> Result<()> {
-    let (_, _, body) = PRESETS.iter().find(|p| p.0 == name).ok_or_else(|| {
-        let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
+    let preset = PRESETS.iter().find(|p| p.name == name).ok_or_else(|| {
+        let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
         Error::Config(format!("unknown preset '{name}': expected one of {}", names.join(", ")))
     })?;
-    let t: toml::Table = body.parse().expect("presets are valid TOML");
+    let t: toml::Table = preset.toml.parse().expect("presets are valid TOML");
     table.extend(t);
     Ok(())
 }
@@ -536,8 +495,9 @@ mod tests {
 
     #[test]
     fn presets_parse_and_validate() {
-        for (name, _, _) in PRESETS {
-            Config::preset(name).unwrap();
+        for p in PRESETS {
+            Config::preset(p.name).unwrap();
+            assert!(!p.about().is_empty(), "configs/{}.toml should start with a # description", p.name);
         }
         let c = Config::preset("shakespeare-char-cpu").unwrap();
         assert_eq!((c.n_layer, c.n_head, c.n_embd, c.block_size, c.batch_size), (4, 4, 128, 64, 12));

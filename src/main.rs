@@ -80,8 +80,8 @@ fn run(args: &[String]) -> Result<()> {
         "quantize-eval" => cmd::quantize::run(rest),
         "experiment" => cmd::experiment::run(rest),
         "presets" => {
-            for (name, about, _) in PRESETS {
-                println!("{name:22} {about}");
+            for p in PRESETS {
+                println!("{:22} {}", p.name, p.about());
             }
             Ok(())
         }
