@@ -196,6 +196,12 @@ impl ModelConfig {
 }
 
 /// A whole run. Field names and defaults are nanoGPT's `train.py`; `quietgpt train --key=value` sets any.
+///
+/// Floats are kept in f64, as written (`quietgpt config` prints `learning_rate = 0.001`), and the model and
+/// optimizer take them `as f32`: the same f32 that parsing straight into f32 gave. Arithmetic that mixes
+/// them (the learning-rate schedule) starts from those f32 values, so training is bitwise what it was when
+/// these fields were f32. Older checkpoints hold the f32 values widened to f64 (`0.0010000000474974513`);
+/// `de_float` reads such a value back as the short decimal of its f32 (`0.001`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -226,42 +232,53 @@ pub struct Config {
     pub n_head: usize,
     pub n_embd: usize,
     /// Dropout probability in training (embedding, attention weights, residual branches).
-    pub dropout: f32,
+    #[serde(deserialize_with = "de_float")]
+    pub dropout: f64,
     /// Biases in Linear and LayerNorm layers.
     pub bias: bool,
     /// Attention variant: softmax | quiet | clipped | gated | outgate | sink (see `AttentionKind`).
     pub attention: AttentionKind,
     /// Clipped softmax ζ ≥ 1 (`attention = "clipped"` only): p = clip((ζ − γ)·softmax + γ, 0, 1).
     /// Default 1 (Bondarenko et al. 2023).
-    pub clip_zeta: f32,
+    #[serde(deserialize_with = "de_float")]
+    pub clip_zeta: f64,
     /// Clipped softmax α ≥ 0 (`attention = "clipped"` only): γ = −α/block_size, the same for every row.
     /// Default 12 (Bondarenko et al.'s OPT causal-LM runs).
-    pub clip_alpha: f32,
+    #[serde(deserialize_with = "de_float")]
+    pub clip_alpha: f64,
     /// Initial gate opening sigmoid(bias) of `attention = "gated"`, in (0, 1). Default 0.25 (Bondarenko
     /// et al.'s OPT runs).
-    pub gate_init: f32,
+    #[serde(deserialize_with = "de_float")]
+    pub gate_init: f64,
     /// Vocabulary size; 0 takes it from the data directory. May be larger than the data's (padding).
     pub vocab_size: usize,
     // optimizer (AdamW)
     /// Peak learning rate.
-    pub learning_rate: f32,
+    #[serde(deserialize_with = "de_float")]
+    pub learning_rate: f64,
     /// Total optimizer steps.
     pub max_iters: usize,
     /// Decoupled weight decay on tensors of 2+ dimensions (matmul weights and embeddings).
-    pub weight_decay: f32,
-    pub beta1: f32,
-    pub beta2: f32,
+    #[serde(deserialize_with = "de_float")]
+    pub weight_decay: f64,
+    #[serde(deserialize_with = "de_float")]
+    pub beta1: f64,
+    #[serde(deserialize_with = "de_float")]
+    pub beta2: f64,
     /// AdamW epsilon.
-    pub eps: f32,
+    #[serde(deserialize_with = "de_float")]
+    pub eps: f64,
     /// Clip the global gradient norm to this; 0 disables clipping.
-    pub grad_clip: f32,
+    #[serde(deserialize_with = "de_float")]
+    pub grad_clip: f64,
     // learning-rate schedule
     /// Linear warmup then cosine decay; false keeps learning_rate fixed.
     pub decay_lr: bool,
     pub warmup_iters: usize,
     /// Step at which the cosine reaches min_lr (then it stays there).
     pub lr_decay_iters: usize,
-    pub min_lr: f32,
+    #[serde(deserialize_with = "de_float")]
+    pub min_lr: f64,
     // system
     /// Seed for initialisation, data order and dropout (separate streams).
     pub seed: u64,
@@ -288,9 +305,9 @@ impl Default for Config {
             dropout: 0.0,
             bias: false,
             attention: AttentionKind::Softmax,
-            clip_zeta: DEFAULT_CLIP_ZETA,
-            clip_alpha: DEFAULT_CLIP_ALPHA,
-            gate_init: DEFAULT_GATE_INIT,
+            clip_zeta: DEFAULT_CLIP_ZETA as f64,
+            clip_alpha: DEFAULT_CLIP_ALPHA as f64,
+            gate_init: DEFAULT_GATE_INIT as f64,
             vocab_size: 0,
             learning_rate: 6e-4,
             max_iters: 600_000,
@@ -402,10 +419,11 @@ impl Config {
         if !(self.learning_rate >= 0.0 && self.min_lr >= 0.0 && self.weight_decay >= 0.0 && self.grad_clip >= 0.0) {
             return bad("learning_rate, min_lr, weight_decay and grad_clip must be non-negative".into());
         }
-        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
+        // beta1, beta2 and eps as the optimizer takes them (f32: 0.999999999 is 1, 1e-50 is 0).
+        if !(0.0..1.0).contains(&(self.beta1 as f32)) || !(0.0..1.0).contains(&(self.beta2 as f32)) {
             return bad(format!("beta1 and beta2 must be in [0, 1), got {} and {}", self.beta1, self.beta2));
         }
-        if self.eps <= 0.0 {
+        if self.eps as f32 <= 0.0 {
             return bad("eps must be positive".into());
         }
         if self.decay_lr && self.lr_decay_iters <= self.warmup_iters {
@@ -426,11 +444,11 @@ impl Config {
             block_size: self.block_size,
             vocab_size: if self.vocab_size == 0 { data_vocab } else { self.vocab_size },
             bias: self.bias,
-            dropout: self.dropout,
+            dropout: self.dropout as f32,
             attention: self.attention,
-            clip_zeta: self.clip_zeta,
-            clip_alpha: self.clip_alpha,
-            gate_init: self.gate_init,
+            clip_zeta: self.clip_zeta as f32,
+            clip_alpha: self.clip_alpha as f32,
+            gate_init: self.gate_init as f32,
         }
     }
 
@@ -442,6 +460,15 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a Config always serializes")
     }
+}
+
+/// A config float: an f64 that is exactly an f32 (what older checkpoints hold: `0.0010000000474974513`
+/// for 0.001) becomes the shortest decimal of that f32 (`0.001`), which gives the same f32 back; any other
+/// value is kept as written.
+fn de_float<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    let x = f64::deserialize(d)?;
+    let short = x as f32;
+    Ok(if short as f64 == x { short.to_string().parse().unwrap_or(x) } else { x })
 }
 
 fn merge_preset(table: &mut toml::Table, name: &str) -> Result<()> {
@@ -529,5 +556,21 @@ mod tests {
         assert_ne!(c, back);
         let t: Config = toml::from_str(&c.to_toml()).unwrap();
         assert_eq!(c, t);
+    }
+
+    #[test]
+    fn floats_print_as_written_and_old_checkpoint_floats_read_back() {
+        let c = Config::preset("shakespeare-char-cpu").unwrap();
+        let text = c.to_toml();
+        assert!(text.contains("learning_rate = 0.001\n") && text.contains("eps = 0.00000001\n"), "{text}");
+        // What a checkpoint written when these fields were f32 holds.
+        let old = text
+            .replace("learning_rate = 0.001\n", "learning_rate = 0.0010000000474974513\n")
+            .replace("min_lr = 0.0001\n", "min_lr = 0.00009999999747378752\n")
+            .replace("eps = 0.00000001\n", "eps = 0.00000000999999993922529\n");
+        assert_eq!(toml::from_str::<Config>(&old).unwrap(), c);
+        // A value that is no f32 stays as written; the model gets the nearest f32, as before.
+        let c = Config::build(None, None, &["learning_rate=3e-4".into()]).unwrap();
+        assert_eq!((c.learning_rate, c.learning_rate as f32), (3e-4, 3e-4f32));
     }
 }

@@ -55,7 +55,12 @@ pub fn run(cfg: &Config, preset: &str, vocab_size: usize, iters: usize, warmup: 
     let mut model = Gpt::<f32>::new(mcfg.clone(), b)?;
     model.init(&mut Rng::new(cfg.seed, 1));
     let mut opt = AdamW::new(&model.layout);
-    let hp = AdamWConfig { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weight_decay: cfg.weight_decay };
+    let hp = AdamWConfig {
+        beta1: cfg.beta1 as f32,
+        beta2: cfg.beta2 as f32,
+        eps: cfg.eps as f32,
+        weight_decay: cfg.weight_decay as f32,
+    };
     let mut rng = Rng::new(cfg.seed, 2);
     let mut x = vec![0u32; b * t];
     let mut y = vec![0u32; b * t];
@@ -76,8 +81,8 @@ pub fn run(cfg: &Config, preset: &str, vocab_size: usize, iters: usize, warmup: 
             let t1 = Instant::now();
             model.backward(1.0)?;
             let t2 = Instant::now();
-            clip_grad_norm(&mut model.grads, cfg.grad_clip);
-            opt.update(&mut model, cfg.learning_rate, &hp);
+            clip_grad_norm(&mut model.grads, cfg.grad_clip as f32);
+            opt.update(&mut model, cfg.learning_rate as f32, &hp);
             Ok((t0, t1, t2, Instant::now()))
         })?;
         if i >= warmup {

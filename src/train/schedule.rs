@@ -3,18 +3,20 @@
 use crate::config::Config;
 
 pub fn learning_rate(cfg: &Config, it: usize) -> f32 {
+    // The config's f64 rates as f32 first: the schedule's arithmetic is that of f32 rates.
+    let (learning_rate, min_lr) = (cfg.learning_rate as f32, cfg.min_lr as f32);
     if !cfg.decay_lr {
-        return cfg.learning_rate;
+        return learning_rate;
     }
     if it < cfg.warmup_iters {
-        return cfg.learning_rate * (it + 1) as f32 / (cfg.warmup_iters + 1) as f32;
+        return learning_rate * (it + 1) as f32 / (cfg.warmup_iters + 1) as f32;
     }
     if it > cfg.lr_decay_iters {
-        return cfg.min_lr;
+        return min_lr;
     }
     let ratio = (it - cfg.warmup_iters) as f64 / (cfg.lr_decay_iters - cfg.warmup_iters) as f64;
     let coeff = 0.5 * (1.0 + (std::f64::consts::PI * ratio).cos());
-    (cfg.min_lr as f64 + coeff * (cfg.learning_rate - cfg.min_lr) as f64) as f32
+    (min_lr as f64 + coeff * (learning_rate - min_lr) as f64) as f32
 }
 
 #[cfg(test)]

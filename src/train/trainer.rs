@@ -163,7 +163,12 @@ impl Trainer {
         };
         let cfg = self.config.clone();
         let (b, t, accum) = (cfg.batch_size, cfg.block_size, cfg.gradient_accumulation_steps);
-        let hp = AdamWConfig { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weight_decay: cfg.weight_decay };
+        let hp = AdamWConfig {
+            beta1: cfg.beta1 as f32,
+            beta2: cfg.beta2 as f32,
+            eps: cfg.eps as f32,
+            weight_decay: cfg.weight_decay as f32,
+        };
         let flops_per_iter = flops_per_token(&self.model.config, t) * cfg.tokens_per_iter() as f64;
         let dropout_seed = Rng::new(cfg.seed, STREAM_DROPOUT).next_u64();
         loop {
@@ -196,12 +201,12 @@ impl Trainer {
                 let mut loss = 0.0;
                 for micro in 0..accum {
                     self.data.get_batch(Split::Train, b, t, &mut self.state.data_rng, &mut self.x, &mut self.y);
-                    let dropout = Dropout::new(cfg.dropout, dropout_seed, iter as u64, micro as u64);
+                    let dropout = Dropout::new(cfg.dropout as f32, dropout_seed, iter as u64, micro as u64);
                     loss = self.model.forward(&self.x, Some(&self.y), b, t, dropout)?.expect("targets given");
                     self.model.backward(1.0 / accum as f64)?;
                 }
                 // clip → step
-                clip_grad_norm(&mut self.model.grads, cfg.grad_clip);
+                clip_grad_norm(&mut self.model.grads, cfg.grad_clip as f32);
                 self.opt.update(&mut self.model, lr, &hp);
                 Ok(loss)
             })?;
