@@ -284,6 +284,9 @@ pub struct Config {
     pub seed: u64,
     /// Worker threads; 0 uses every core.
     pub threads: usize,
+    /// Where the model runs, as nanoGPT's `device` (whose default is "cuda"): "cpu", the only engine of
+    /// this build; "cuda" is refused until there is a CUDA engine. See `DEVICES`.
+    pub device: String,
 }
 
 impl Default for Config {
@@ -322,9 +325,13 @@ impl Default for Config {
             min_lr: 6e-5,
             seed: 1337,
             threads: 0,
+            device: "cpu".into(),
         }
     }
 }
+
+/// The values of `device`: those this build runs on, then those it knows but has no engine for.
+pub const DEVICES: &[&str] = &["cpu", "cuda"];
 
 /// A named preset: a TOML file of `configs/`, overrides of the defaults, built into the binary. Its first
 /// line is a `# ` comment that describes it (`quietgpt presets` lists it).
@@ -426,6 +433,7 @@ impl Config {
         if self.eps as f32 <= 0.0 {
             return bad("eps must be positive".into());
         }
+        check_device(&self.device)?;
         if self.decay_lr && self.lr_decay_iters <= self.warmup_iters {
             return bad(format!(
                 "lr_decay_iters ({}) must exceed warmup_iters ({}) when decay_lr is on",
@@ -459,6 +467,17 @@ impl Config {
 
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a Config always serializes")
+    }
+}
+
+/// `device`: "cpu" is accepted; "cuda" (or "cuda:N") is a clear refusal; anything else lists the choices.
+pub fn check_device(device: &str) -> Result<()> {
+    match device {
+        "cpu" => Ok(()),
+        d if d == "cuda" || d.starts_with("cuda:") => Err(Error::Config(format!(
+            "device = \"{d}\": this build has no CUDA engine yet (only the CPU engine); use device=cpu"
+        ))),
+        d => Err(Error::Config(format!("unknown device '{d}': expected one of {}", DEVICES.join(", ")))),
     }
 }
 
@@ -572,5 +591,18 @@ mod tests {
         // A value that is no f32 stays as written; the model gets the nearest f32, as before.
         let c = Config::build(None, None, &["learning_rate=3e-4".into()]).unwrap();
         assert_eq!((c.learning_rate, c.learning_rate as f32), (3e-4, 3e-4f32));
+    }
+
+    #[test]
+    fn device_is_validated() {
+        assert_eq!(Config::default().device, "cpu");
+        Config::build(None, None, &["device=cpu".into()]).unwrap();
+        let e = Config::build(None, None, &["device=cuda".into()]).unwrap_err().to_string();
+        assert!(e.contains("no CUDA engine yet"), "{e}");
+        let e = Config::build(None, None, &["device=tpu".into()]).unwrap_err().to_string();
+        assert!(e.contains("tpu") && e.contains("cpu, cuda"), "{e}");
+        // Checkpoints from before the key existed read as "cpu".
+        let old = Config::default().to_toml().replace("device = \"cpu\"\n", "");
+        assert_eq!(toml::from_str::<Config>(&old).unwrap().device, "cpu");
     }
 }
