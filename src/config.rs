@@ -413,9 +413,7 @@ impl Config {
 
     /// Checks that do not need the data (vocab_size may still be 0 here).
     pub fn validate(&self) -> Result<()> {
-        let mut m = self.model_config(self.vocab_size.max(1));
-        m.vocab_size = m.vocab_size.max(1);
-        m.validate()?;
+        self.model_config(1).validate()?; // vocab_size 0 (from the data) checks as 1
         let bad = |m: String| Err(Error::Config(m));
         if self.batch_size == 0 || self.gradient_accumulation_steps == 0 {
             return bad("batch_size and gradient_accumulation_steps must be at least 1".into());

@@ -60,8 +60,7 @@ pub struct ExperimentArgs {
 }
 
 pub fn run(a: ExperimentArgs) -> Result<()> {
-    let overrides =
-        a.overrides.checked("--input, --data_dir, --tokenizer, --variants, --seeds, --seed_list, --out, --analyze_every, --analyze_windows, --quant_windows, --quick")?;
+    let overrides = a.overrides.checked("those of `quietgpt experiment --help`")?;
     let preset = if a.quick { &QUICK } else { &DEFAULT };
 
     let variants = a
