@@ -196,6 +196,12 @@ impl ModelConfig {
 }
 
 /// A whole run. Field names and defaults are nanoGPT's `train.py`; `quietgpt train --key=value` sets any.
+///
+/// Floats are kept in f64, as written (`quietgpt config` prints `learning_rate = 0.001`), and the model and
+/// optimizer take them `as f32`: the same f32 that parsing straight into f32 gave. Arithmetic that mixes
+/// them (the learning-rate schedule) starts from those f32 values, so training is bitwise what it was when
+/// these fields were f32. Older checkpoints hold the f32 values widened to f64 (`0.0010000000474974513`);
+/// `de_float` reads such a value back as the short decimal of its f32 (`0.001`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -226,47 +232,61 @@ pub struct Config {
     pub n_head: usize,
     pub n_embd: usize,
     /// Dropout probability in training (embedding, attention weights, residual branches).
-    pub dropout: f32,
+    #[serde(deserialize_with = "de_float")]
+    pub dropout: f64,
     /// Biases in Linear and LayerNorm layers.
     pub bias: bool,
     /// Attention variant: softmax | quiet | clipped | gated | outgate | sink (see `AttentionKind`).
     pub attention: AttentionKind,
     /// Clipped softmax ζ ≥ 1 (`attention = "clipped"` only): p = clip((ζ − γ)·softmax + γ, 0, 1).
     /// Default 1 (Bondarenko et al. 2023).
-    pub clip_zeta: f32,
+    #[serde(deserialize_with = "de_float")]
+    pub clip_zeta: f64,
     /// Clipped softmax α ≥ 0 (`attention = "clipped"` only): γ = −α/block_size, the same for every row.
     /// Default 12 (Bondarenko et al.'s OPT causal-LM runs).
-    pub clip_alpha: f32,
+    #[serde(deserialize_with = "de_float")]
+    pub clip_alpha: f64,
     /// Initial gate opening sigmoid(bias) of `attention = "gated"`, in (0, 1). Default 0.25 (Bondarenko
     /// et al.'s OPT runs).
-    pub gate_init: f32,
+    #[serde(deserialize_with = "de_float")]
+    pub gate_init: f64,
     /// Vocabulary size; 0 takes it from the data directory. May be larger than the data's (padding).
     pub vocab_size: usize,
     // optimizer (AdamW)
     /// Peak learning rate.
-    pub learning_rate: f32,
+    #[serde(deserialize_with = "de_float")]
+    pub learning_rate: f64,
     /// Total optimizer steps.
     pub max_iters: usize,
     /// Decoupled weight decay on tensors of 2+ dimensions (matmul weights and embeddings).
-    pub weight_decay: f32,
-    pub beta1: f32,
-    pub beta2: f32,
+    #[serde(deserialize_with = "de_float")]
+    pub weight_decay: f64,
+    #[serde(deserialize_with = "de_float")]
+    pub beta1: f64,
+    #[serde(deserialize_with = "de_float")]
+    pub beta2: f64,
     /// AdamW epsilon.
-    pub eps: f32,
+    #[serde(deserialize_with = "de_float")]
+    pub eps: f64,
     /// Clip the global gradient norm to this; 0 disables clipping.
-    pub grad_clip: f32,
+    #[serde(deserialize_with = "de_float")]
+    pub grad_clip: f64,
     // learning-rate schedule
     /// Linear warmup then cosine decay; false keeps learning_rate fixed.
     pub decay_lr: bool,
     pub warmup_iters: usize,
     /// Step at which the cosine reaches min_lr (then it stays there).
     pub lr_decay_iters: usize,
-    pub min_lr: f32,
+    #[serde(deserialize_with = "de_float")]
+    pub min_lr: f64,
     // system
     /// Seed for initialisation, data order and dropout (separate streams).
     pub seed: u64,
     /// Worker threads; 0 uses every core.
     pub threads: usize,
+    /// Where the model runs, as nanoGPT's `device` (whose default is "cuda"): "cpu", the only engine of
+    /// this build; "cuda" is refused until there is a CUDA engine. See `DEVICES`.
+    pub device: String,
 }
 
 impl Default for Config {
@@ -288,9 +308,9 @@ impl Default for Config {
             dropout: 0.0,
             bias: false,
             attention: AttentionKind::Softmax,
-            clip_zeta: DEFAULT_CLIP_ZETA,
-            clip_alpha: DEFAULT_CLIP_ALPHA,
-            gate_init: DEFAULT_GATE_INIT,
+            clip_zeta: DEFAULT_CLIP_ZETA as f64,
+            clip_alpha: DEFAULT_CLIP_ALPHA as f64,
+            gate_init: DEFAULT_GATE_INIT as f64,
             vocab_size: 0,
             learning_rate: 6e-4,
             max_iters: 600_000,
@@ -305,80 +325,43 @@ impl Default for Config {
             min_lr: 6e-5,
             seed: 1337,
             threads: 0,
+            device: "cpu".into(),
         }
     }
 }
 
-/// Named presets, as `(name, description, TOML overrides of the defaults)`.
-pub const PRESETS: &[(&str, &str, &str)] = &[
-    ("default", "nanoGPT train.py defaults (GPT-2 124M shape)", ""),
-    (
-        "shakespeare-char",
-        "nanoGPT config/train_shakespeare_char.py: 6/6/384, block 256, batch 64, dropout 0.2",
-        r#"out_dir = "out-shakespeare-char"
-eval_interval = 250
-eval_iters = 200
-log_interval = 10
-always_save_checkpoint = false
-data_dir = "data/shakespeare_char"
-gradient_accumulation_steps = 1
-batch_size = 64
-block_size = 256
-n_layer = 6
-n_head = 6
-n_embd = 384
-dropout = 0.2
-learning_rate = 1e-3
-max_iters = 5000
-lr_decay_iters = 5000
-min_lr = 1e-4
-beta2 = 0.99
-warmup_iters = 100"#,
-    ),
-    (
-        "shakespeare-char-cpu",
-        "nanoGPT README's CPU recipe: shakespeare-char with 4/4/128, block 64, batch 12, 2000 iters, dropout 0",
-        r#"out_dir = "out-shakespeare-char"
-eval_interval = 250
-eval_iters = 20
-log_interval = 1
-always_save_checkpoint = false
-data_dir = "data/shakespeare_char"
-batch_size = 12
-block_size = 64
-n_layer = 4
-n_head = 4
-n_embd = 128
-dropout = 0.0
-learning_rate = 1e-3
-max_iters = 2000
-lr_decay_iters = 2000
-min_lr = 1e-4
-beta2 = 0.99
-warmup_iters = 100"#,
-    ),
-    (
-        "tiny",
-        "bench shape of shared/bench/torch_reference.py: 4/4/128, block 64, batch 12, bias",
-        r#"batch_size = 12
-block_size = 64
-n_layer = 4
-n_head = 4
-n_embd = 128
-bias = true
-learning_rate = 1e-3"#,
-    ),
-    (
-        "medium",
-        "bench shape of shared/bench/torch_reference.py: 6/6/384, block 256, batch 64, bias",
-        r#"batch_size = 64
-block_size = 256
-n_layer = 6
-n_head = 6
-n_embd = 384
-bias = true
-learning_rate = 1e-3"#,
-    ),
+/// The values of `device`: those this build runs on, then those it knows but has no engine for.
+pub const DEVICES: &[&str] = &["cpu", "cuda"];
+
+/// A named preset: a TOML file of `configs/`, overrides of the defaults, built into the binary. Its first
+/// line is a `# ` comment that describes it (`quietgpt presets` lists it).
+pub struct Preset {
+    pub name: &'static str,
+    pub toml: &'static str,
+}
+
+impl Preset {
+    /// The description: the file's first line, without its `# `.
+    pub fn about(&self) -> &'static str {
+        self.toml.lines().next().and_then(|l| l.strip_prefix('#')).map_or("", str::trim)
+    }
+}
+
+macro_rules! presets {
+    ($($name:literal),* $(,)?) => {
+        &[$(Preset { name: $name, toml: include_str!(concat!("../configs/", $name, ".toml")) }),*]
+    };
+}
+
+/// Every preset, one file each in `configs/`.
+pub const PRESETS: &[Preset] = presets![
+    "default",
+    "shakespeare-char",
+    "shakespeare-char-cpu",
+    "tiny",
+    "medium",
+    "experiment",
+    "experiment-quick",
 ];
 
 impl Config {
@@ -430,9 +413,7 @@ impl Config {
 
     /// Checks that do not need the data (vocab_size may still be 0 here).
     pub fn validate(&self) -> Result<()> {
-        let mut m = self.model_config(self.vocab_size.max(1));
-        m.vocab_size = m.vocab_size.max(1);
-        m.validate()?;
+        self.model_config(1).validate()?; // vocab_size 0 (from the data) checks as 1
         let bad = |m: String| Err(Error::Config(m));
         if self.batch_size == 0 || self.gradient_accumulation_steps == 0 {
             return bad("batch_size and gradient_accumulation_steps must be at least 1".into());
@@ -443,12 +424,14 @@ impl Config {
         if !(self.learning_rate >= 0.0 && self.min_lr >= 0.0 && self.weight_decay >= 0.0 && self.grad_clip >= 0.0) {
             return bad("learning_rate, min_lr, weight_decay and grad_clip must be non-negative".into());
         }
-        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
+        // beta1, beta2 and eps as the optimizer takes them (f32: 0.999999999 is 1, 1e-50 is 0).
+        if !(0.0..1.0).contains(&(self.beta1 as f32)) || !(0.0..1.0).contains(&(self.beta2 as f32)) {
             return bad(format!("beta1 and beta2 must be in [0, 1), got {} and {}", self.beta1, self.beta2));
         }
-        if self.eps <= 0.0 {
+        if self.eps as f32 <= 0.0 {
             return bad("eps must be positive".into());
         }
+        check_device(&self.device)?;
         if self.decay_lr && self.lr_decay_iters <= self.warmup_iters {
             return bad(format!(
                 "lr_decay_iters ({}) must exceed warmup_iters ({}) when decay_lr is on",
@@ -467,11 +450,11 @@ impl Config {
             block_size: self.block_size,
             vocab_size: if self.vocab_size == 0 { data_vocab } else { self.vocab_size },
             bias: self.bias,
-            dropout: self.dropout,
+            dropout: self.dropout as f32,
             attention: self.attention,
-            clip_zeta: self.clip_zeta,
-            clip_alpha: self.clip_alpha,
-            gate_init: self.gate_init,
+            clip_zeta: self.clip_zeta as f32,
+            clip_alpha: self.clip_alpha as f32,
+            gate_init: self.gate_init as f32,
         }
     }
 
@@ -485,12 +468,32 @@ impl Config {
     }
 }
 
+/// `device`: "cpu" is accepted; "cuda" (or "cuda:N") is a clear refusal; anything else lists the choices.
+pub fn check_device(device: &str) -> Result<()> {
+    match device {
+        "cpu" => Ok(()),
+        d if d == "cuda" || d.starts_with("cuda:") => Err(Error::Config(format!(
+            "device = \"{d}\": this build has no CUDA engine yet (only the CPU engine); use device=cpu"
+        ))),
+        d => Err(Error::Config(format!("unknown device '{d}': expected one of {}", DEVICES.join(", ")))),
+    }
+}
+
+/// A config float: an f64 that is exactly an f32 (what older checkpoints hold: `0.0010000000474974513`
+/// for 0.001) becomes the shortest decimal of that f32 (`0.001`), which gives the same f32 back; any other
+/// value is kept as written.
+fn de_float<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    let x = f64::deserialize(d)?;
+    let short = x as f32;
+    Ok(if short as f64 == x { short.to_string().parse().unwrap_or(x) } else { x })
+}
+
 fn merge_preset(table: &mut toml::Table, name: &str) -> Result<()> {
-    let (_, _, body) = PRESETS.iter().find(|p| p.0 == name).ok_or_else(|| {
-        let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
+    let preset = PRESETS.iter().find(|p| p.name == name).ok_or_else(|| {
+        let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
         Error::Config(format!("unknown preset '{name}': expected one of {}", names.join(", ")))
     })?;
-    let t: toml::Table = body.parse().expect("presets are valid TOML");
+    let t: toml::Table = preset.toml.parse().expect("presets are valid TOML");
     table.extend(t);
     Ok(())
 }
@@ -536,8 +539,9 @@ mod tests {
 
     #[test]
     fn presets_parse_and_validate() {
-        for (name, _, _) in PRESETS {
-            Config::preset(name).unwrap();
+        for p in PRESETS {
+            Config::preset(p.name).unwrap();
+            assert!(!p.about().is_empty(), "configs/{}.toml should start with a # description", p.name);
         }
         let c = Config::preset("shakespeare-char-cpu").unwrap();
         assert_eq!((c.n_layer, c.n_head, c.n_embd, c.block_size, c.batch_size), (4, 4, 128, 64, 12));
@@ -569,5 +573,34 @@ mod tests {
         assert_ne!(c, back);
         let t: Config = toml::from_str(&c.to_toml()).unwrap();
         assert_eq!(c, t);
+    }
+
+    #[test]
+    fn floats_print_as_written_and_old_checkpoint_floats_read_back() {
+        let c = Config::preset("shakespeare-char-cpu").unwrap();
+        let text = c.to_toml();
+        assert!(text.contains("learning_rate = 0.001\n") && text.contains("eps = 0.00000001\n"), "{text}");
+        // What a checkpoint written when these fields were f32 holds.
+        let old = text
+            .replace("learning_rate = 0.001\n", "learning_rate = 0.0010000000474974513\n")
+            .replace("min_lr = 0.0001\n", "min_lr = 0.00009999999747378752\n")
+            .replace("eps = 0.00000001\n", "eps = 0.00000000999999993922529\n");
+        assert_eq!(toml::from_str::<Config>(&old).unwrap(), c);
+        // A value that is no f32 stays as written; the model gets the nearest f32, as before.
+        let c = Config::build(None, None, &["learning_rate=3e-4".into()]).unwrap();
+        assert_eq!((c.learning_rate, c.learning_rate as f32), (3e-4, 3e-4f32));
+    }
+
+    #[test]
+    fn device_is_validated() {
+        assert_eq!(Config::default().device, "cpu");
+        Config::build(None, None, &["device=cpu".into()]).unwrap();
+        let e = Config::build(None, None, &["device=cuda".into()]).unwrap_err().to_string();
+        assert!(e.contains("no CUDA engine yet"), "{e}");
+        let e = Config::build(None, None, &["device=tpu".into()]).unwrap_err().to_string();
+        assert!(e.contains("tpu") && e.contains("cpu, cuda"), "{e}");
+        // Checkpoints from before the key existed read as "cpu".
+        let old = Config::default().to_toml().replace("device = \"cpu\"\n", "");
+        assert_eq!(toml::from_str::<Config>(&old).unwrap().device, "cpu");
     }
 }

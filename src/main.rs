@@ -1,32 +1,56 @@
-//! quietgpt's command line: parses arguments, calls the library, adds context to errors.
+//! quietgpt's command line: parses arguments (clap), calls the library, adds context to errors.
 
 mod cmd;
 
-use anyhow::{bail, Result};
-use cmd::args::Args;
+use anyhow::Result;
+use clap::{CommandFactory, Parser, Subcommand};
 use quietgpt::config::PRESETS;
 use std::process::ExitCode;
 
-const USAGE: &str = "quietgpt: nanoGPT in Rust, with softmax or quiet (softmax1) attention
+/// nanoGPT in Rust, with softmax or quiet (softmax1) attention
+#[derive(Parser, Debug)]
+#[command(
+    name = "quietgpt",
+    version,
+    after_help = "Examples:
+  quietgpt prepare --input input.txt
+  quietgpt train --preset shakespeare-char-cpu
+  quietgpt sample --out_dir out-shakespeare-char --start \"ROMEO:\"
 
-usage:
-  quietgpt prepare [--input FILE] [--tokenizer char|gpt2] [--out DIR]
-  quietgpt train   [--preset NAME] [--config FILE.toml] [--resume] [--key=value ...]
-  quietgpt sample  [--out_dir DIR | --checkpoint FILE] [--start TEXT|FILE:path] [--num_samples N]
-                   [--max_new_tokens N] [--temperature T] [--top_k K] [--seed S] [--threads N]
-  quietgpt bench   [--preset tiny|medium] [--attention softmax|quiet|clipped|gated|outgate|sink] [--iters N] [--warmup N] [--threads N] [--json]
-                   [--n_layer N] [--n_head N] [--n_embd N] [--block_size N] [--batch_size N]
-  quietgpt config  [--preset NAME] [--config FILE.toml] [--key=value ...]   print the resolved config
-  quietgpt presets                                                           list the presets
-  quietgpt analyze CHECKPOINT [--json FILE|-] [--windows N] [--batch N] [--top_k K] [--data_dir DIR]   activation/weight/attention outlier stats
-  quietgpt quantize-eval CHECKPOINT [--json FILE|-] [--max_windows N] [--calib_windows N] [--percentile P] [--data_dir DIR]   W8A8/W8/A8/W4 val loss vs float32
-  quietgpt experiment [--input FILE | --data_dir DIR] [--variants softmax,quiet] [--seeds N | --seed_list 1,2,3] [--out DIR] [--analyze_every N] [--quick] [--key=value ...]   train, analyse and compare attention variants over seeds
+`quietgpt <command> --help` shows a command's options; `quietgpt config` prints every training key with its
+default. README.md has more examples."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-Run `quietgpt config` for every training key with its default. See README.md for examples.";
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Tokenize a text into train.bin, val.bin and vocab.json
+    Prepare(cmd::prepare::PrepareArgs),
+    /// Train a model: defaults, then --preset, then --config FILE, then --key=value overrides
+    Train(cmd::train::TrainArgs),
+    /// Generate text from a checkpoint, as nanoGPT's sample.py
+    Sample(cmd::sample::SampleArgs),
+    /// Activation, weight and attention outlier statistics of a checkpoint
+    Analyze(cmd::analyze::AnalyzeArgs),
+    /// Val loss of the fake-quantized model (W8A8, W8, A8, W4, ...) against float32
+    QuantizeEval(cmd::quantize::QuantizeArgs),
+    /// Train, analyse and compare attention variants over seeds, into a report
+    Experiment(cmd::experiment::ExperimentArgs),
+    /// Time training steps of a preset's shape on random tokens
+    Bench(cmd::bench::BenchArgs),
+    /// Print the resolved training config, every key
+    Config(cmd::train::ConfigArgs),
+    /// List the presets
+    #[command(after_help = "Example:\n  quietgpt presets\n  quietgpt config --preset tiny    # one preset, resolved")]
+    Presets,
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
+    let cli = Cli::parse_from(arrange(std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect()));
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -35,60 +59,62 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &[String]) -> Result<()> {
-    let Some((cmd, rest)) = args.split_first() else {
-        println!("{USAGE}");
+fn run(cli: Cli) -> Result<()> {
+    let Some(command) = cli.command else {
+        Cli::command().print_help()?;
         return Ok(());
     };
-    match cmd.as_str() {
-        "prepare" => cmd::prepare::run(Args::parse(rest, &["input", "tokenizer", "out"], &[])?),
-        "train" => cmd::train::run(rest),
-        "sample" => cmd::sample::run(Args::parse(
-            rest,
-            &[
-                "out_dir",
-                "checkpoint",
-                "start",
-                "num_samples",
-                "max_new_tokens",
-                "temperature",
-                "top_k",
-                "seed",
-                "threads",
-            ],
-            &[],
-        )?),
-        "bench" => cmd::bench::run(Args::parse(
-            rest,
-            &[
-                "preset",
-                "attention",
-                "iters",
-                "warmup",
-                "threads",
-                "vocab_size",
-                "n_layer",
-                "n_head",
-                "n_embd",
-                "block_size",
-                "batch_size",
-            ],
-            &["json"],
-        )?),
-        "config" => cmd::train::config(rest),
-        "analyze" => cmd::analyze::run(rest),
-        "quantize-eval" => cmd::quantize::run(rest),
-        "experiment" => cmd::experiment::run(rest),
-        "presets" => {
-            for (name, about, _) in PRESETS {
-                println!("{name:22} {about}");
+    match command {
+        Command::Prepare(a) => cmd::prepare::run(a),
+        Command::Train(a) => cmd::train::run(a),
+        Command::Sample(a) => cmd::sample::run(a),
+        Command::Analyze(a) => cmd::analyze::run(a),
+        Command::QuantizeEval(a) => cmd::quantize::run(a),
+        Command::Experiment(a) => cmd::experiment::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
+        Command::Config(a) => cmd::train::config(a),
+        Command::Presets => {
+            for p in PRESETS {
+                println!("{:22} {}", p.name, p.about());
             }
             Ok(())
         }
-        "-h" | "--help" | "help" => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        other => bail!("unknown command '{other}'\n\n{USAGE}"),
     }
+}
+
+/// The command line as clap should see it. Option names take `-` or `_` alike (`--num-samples` is
+/// `--num_samples`), as config keys do. In the commands with `--key=value` overrides (train, config,
+/// experiment) the overrides may come anywhere: the command's own options (with their values) are moved
+/// in front of everything else, which clap then collects as the overrides (and which the command checks).
+fn arrange(args: Vec<String>) -> Vec<String> {
+    let mut cli = Cli::command();
+    cli.build();
+    let Some(sub) = args.get(1).and_then(|name| cli.find_subcommand(name)) else { return args };
+    let takes_overrides = sub.get_arguments().any(|a| a.get_id() == "overrides");
+    let (mut front, mut back) = (args[..2].to_vec(), vec![]);
+    let mut it = args[2..].iter();
+    while let Some(a) = it.next() {
+        let option = a.strip_prefix("--").filter(|body| !body.is_empty()).and_then(|body| {
+            let (name, value) = body.split_once('=').map_or((body, None), |(n, v)| (n, Some(v)));
+            let name = name.replace('-', "_");
+            let arg = sub.get_arguments().find(|arg| arg.get_long().is_some_and(|l| l.replace('-', "_") == name))?;
+            let long = arg.get_long().expect("found by its long name");
+            Some((
+                value.map_or(format!("--{long}"), |v| format!("--{long}={v}")),
+                value.is_none() && arg.get_action().takes_values(),
+            ))
+        });
+        match option {
+            Some((option, takes_next)) => {
+                front.push(option);
+                if takes_next {
+                    front.extend(it.next().cloned());
+                }
+            }
+            None if takes_overrides && !matches!(a.as_str(), "-h" | "-V") => back.push(a.clone()),
+            None => front.push(a.clone()),
+        }
+    }
+    front.extend(back);
+    front
 }

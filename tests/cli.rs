@@ -1,4 +1,5 @@
-//! Bad input gets a clear error and a non-zero exit, never a panic.
+//! The command line: every subcommand has help with an example; bad input gets a clear one-line error and a
+//! non-zero exit, never a panic; a checkpoint is accepted as a file or as the directory holding it.
 
 mod common;
 
@@ -12,6 +13,25 @@ fn quietgpt(dir: &Path, args: &[&str]) -> (bool, String) {
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(!text.contains("panicked"), "quietgpt {args:?} panicked:\n{text}");
     (out.status.success(), text)
+}
+
+/// Runs quietgpt in `dir`; returns (exit code, stdout, stderr).
+fn quietgpt_split(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_quietgpt")).args(args).current_dir(dir).output().unwrap();
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
+    assert!(!stderr.contains("panicked"), "quietgpt {args:?} panicked:\n{stderr}");
+    (out.status.code().unwrap_or(-1), stdout, stderr)
+}
+
+/// Fails with exit code 1 and exactly one line on stderr that mentions every needle.
+fn fails_one_line(dir: &Path, args: &[&str], needles: &[&str]) {
+    let (code, _, stderr) = quietgpt_split(dir, args);
+    assert_eq!(code, 1, "quietgpt {args:?} should fail with exit code 1:\n{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "quietgpt {args:?}: one line expected:\n{stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "quietgpt {args:?}: message should mention {n:?}:\n{stderr}");
+    }
 }
 
 fn fails(dir: &Path, args: &[&str], needles: &[&str]) {
@@ -64,6 +84,56 @@ fn input_and_data_errors() {
 }
 
 #[test]
+fn help_and_version() {
+    let d = temp_dir("cli-help");
+    let subcommands =
+        ["prepare", "train", "sample", "analyze", "quantize-eval", "experiment", "bench", "config", "presets"];
+    for sub in subcommands {
+        let (code, stdout, stderr) = quietgpt_split(&d, &[sub, "--help"]);
+        assert_eq!(code, 0, "quietgpt {sub} --help:\n{stderr}");
+        assert!(stdout.contains("Usage: quietgpt") && stdout.contains("Example"), "quietgpt {sub} --help:\n{stdout}");
+        assert!(stdout.contains(&format!("quietgpt {sub}")), "quietgpt {sub} --help has no example of it:\n{stdout}");
+    }
+    // The top level lists them all, with or without --help.
+    for args in [&["--help"][..], &[]] {
+        let (code, stdout, _) = quietgpt_split(&d, args);
+        assert!(code == 0 && subcommands.iter().all(|s| stdout.contains(s)), "quietgpt {args:?}:\n{stdout}");
+    }
+    let (code, stdout, _) = quietgpt_split(&d, &["--version"]);
+    assert!(code == 0 && stdout.starts_with("quietgpt ") && stdout.contains(env!("CARGO_PKG_VERSION")), "{stdout}");
+    // A usage error is clap's (exit 2) and names the argument.
+    let (code, _, stderr) = quietgpt_split(&d, &["sample", "--num_samples", "x"]);
+    assert!(code == 2 && stderr.contains("--num_samples"), "{stderr}");
+    let (code, _, stderr) = quietgpt_split(&d, &["nope"]);
+    assert!(code == 2 && stderr.contains("nope"), "{stderr}");
+}
+
+#[test]
+fn overrides_and_device() {
+    let d = temp_dir("cli-overrides");
+    // Unknown keys: one line naming the key, from train, config and experiment alike.
+    fails_one_line(&d, &["train", "--preset=shakespeare-char", "--n_layr=3"], &["n_layr", "quietgpt config"]);
+    fails_one_line(&d, &["config", "--lerning_rate=1e-3"], &["lerning_rate"]);
+    fails_one_line(&d, &["experiment", "--quick", "--n_layayer=2"], &["n_layayer"]);
+    // Something that is neither an option nor --key=value.
+    fails_one_line(&d, &["train", "--bogus"], &["--bogus", "--key=value"]);
+    fails_one_line(&d, &["config", "stray"], &["stray"]);
+    // Overrides may come before the options, and option names take - or _.
+    let (code, stdout, stderr) = quietgpt_split(&d, &["config", "--n-layer=2", "--preset", "tiny", "--max_iters=7"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("n_layer = 2\n") && stdout.contains("n_embd = 128\n") && stdout.contains("max_iters = 7\n")
+    );
+    // Floats print as written.
+    assert!(stdout.contains("learning_rate = 0.001\n") && stdout.contains("device = \"cpu\"\n"), "{stdout}");
+    // device: cpu is the default, cuda a clear refusal, anything else lists the choices.
+    fails_one_line(&d, &["train", "--preset=tiny", "--device=cuda"], &["no CUDA engine yet"]);
+    fails_one_line(&d, &["bench", "--device", "cuda"], &["no CUDA engine yet"]);
+    fails_one_line(&d, &["experiment", "--quick", "--device=cuda"], &["no CUDA engine yet"]);
+    fails_one_line(&d, &["config", "--device=tpu"], &["tpu", "cpu, cuda"]);
+}
+
+#[test]
 fn config_errors() {
     let d = temp_dir("cli-config");
     fails(&d, &["train", "--preset=shakespeare-char", "--n_layr=3"], &["n_layr"]);
@@ -96,6 +166,25 @@ fn checkpoint_errors() {
         &["sample", "--out_dir", "out", "--start", "KING:", "--num_samples", "1", "--max_new_tokens", "5"],
     );
     assert!(ok && text.contains("KING:"), "{text}");
+
+    // One checkpoint argument for every command that reads one: a file or the directory holding it,
+    // positional or --checkpoint / --out_dir.
+    let sample = ["--num_samples", "1", "--max_new_tokens", "3"];
+    let analyze = ["--windows", "2", "--batch", "2"];
+    let quantize = ["--max_windows", "2", "--calib_windows", "1", "--batch_size", "2"];
+    for (cmd, opts) in [("sample", &sample[..]), ("analyze", &analyze), ("quantize-eval", &quantize)] {
+        for form in [&["out"][..], &["out/ckpt.safetensors"], &["--checkpoint", "out"], &["--out_dir", "out"]] {
+            let args = [&[cmd][..], form, opts].concat();
+            let (ok, text) = quietgpt(&d, &args);
+            assert!(ok, "quietgpt {args:?}:\n{text}");
+        }
+        fails_one_line(&d, &[cmd, "missing"], &["missing", "ckpt.safetensors"]);
+        fails_one_line(&d, &[cmd, "data"], &["data holds no ckpt.safetensors"]);
+    }
+    fails_one_line(&d, &["analyze"], &["analyze needs a checkpoint"]);
+    // sample defaults to out/, as nanoGPT's sample.py.
+    let (ok, text) = quietgpt(&d, &[&["sample"][..], &sample].concat());
+    assert!(ok, "{text}");
 
     // Resume with a model shape that does not fit the checkpoint.
     fails(&d, &["train", "--resume", "--out_dir=out", "--n_embd=32"], &["shape"]);

@@ -2,62 +2,64 @@
 //! The table goes to stdout; `--json FILE` also writes the JSON report, `--json -` prints it to stdout
 //! instead (and moves the table to stderr, so that stdout stays valid JSON).
 
-use super::args::{set_threads, Args};
-use anyhow::{bail, Context, Result};
+use super::args::{CheckpointArgs, Threads};
+use anyhow::{Context, Result};
+use clap::Args;
 use quietgpt::analysis::analyze::{analyze, AnalyzeOptions};
-use quietgpt::data::Dataset;
-use quietgpt::train::checkpoint::{self, CKPT_FILE};
-use std::path::{Path, PathBuf};
+use quietgpt::data::{check_same_vocab, Dataset};
+use quietgpt::train::checkpoint;
+use std::path::Path;
 
-const KEYS: &[&str] = &["checkpoint", "json", "data_dir", "windows", "batch", "top_k", "threads"];
+#[derive(Args, Debug)]
+#[command(rename_all = "snake_case")]
+#[command(after_help = "Examples:
+  quietgpt analyze out-shakespeare-char
+  quietgpt analyze out-shakespeare-char/ckpt.safetensors --json analysis.json --windows 64
+  quietgpt analyze run --json - --data_dir data/shakespeare_char > analysis.json")]
+pub struct AnalyzeArgs {
+    #[command(flatten)]
+    checkpoint: CheckpointArgs,
+    /// Also write the JSON report to FILE; `-` prints it to stdout instead (the table then goes to stderr)
+    #[arg(long, value_name = "FILE|-")]
+    json: Option<String>,
+    /// The data directory [default: the checkpoint's data_dir]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<String>,
+    /// Val windows (of block_size tokens) to analyse
+    #[arg(long, value_name = "N", default_value_t = AnalyzeOptions::default().windows)]
+    windows: usize,
+    /// Windows per forward pass
+    #[arg(long, value_name = "N", default_value_t = AnalyzeOptions::default().batch)]
+    batch: usize,
+    /// Channels listed per layer, by max |activation|
+    #[arg(long, value_name = "K", default_value_t = AnalyzeOptions::default().top_k_channels)]
+    top_k: usize,
+    #[command(flatten)]
+    threads: Threads,
+}
 
-/// `args`: the checkpoint (a file, or a directory holding ckpt.safetensors) first, then options.
-pub fn run(args: &[String]) -> Result<()> {
-    let (positional, rest) = match args.split_first() {
-        Some((p, rest)) if !p.starts_with("--") => (Some(p.as_str()), rest),
-        _ => (None, args),
-    };
-    let a = Args::parse(rest, KEYS, &[])?;
-    let Some(ckpt) = positional.or(a.get("checkpoint")) else {
-        bail!("analyze needs a checkpoint: quietgpt analyze CHECKPOINT [--json FILE|-] [--data_dir DIR] [--windows N] [--batch N] [--top_k K]");
-    };
-    let mut path = PathBuf::from(ckpt);
-    if path.is_dir() {
-        path = path.join(CKPT_FILE);
-    }
-    let d = AnalyzeOptions::default();
-    let opts = AnalyzeOptions {
-        windows: a.num("windows", d.windows)?,
-        batch: a.num("batch", d.batch)?,
-        top_k_channels: a.num("top_k", d.top_k_channels)?,
-    };
-    set_threads(a.num("threads", 0)?)?;
+pub fn run(a: AnalyzeArgs) -> Result<()> {
+    let path = a.checkpoint.resolve("analyze", None)?;
+    let opts = AnalyzeOptions { windows: a.windows, batch: a.batch, top_k_channels: a.top_k };
+    a.threads.start()?;
 
     let ck = checkpoint::load(&path).with_context(|| format!("cannot load the checkpoint {}", path.display()))?;
-    let data_dir = a.get("data_dir").map(String::from).unwrap_or_else(|| ck.config.data_dir.clone());
+    let data_dir = a.data_dir.unwrap_or_else(|| ck.config.data_dir.clone());
     let data = Dataset::open(Path::new(&data_dir)).with_context(|| {
         format!("cannot open the data directory {data_dir} (the checkpoint's data_dir; override with --data_dir)")
     })?;
-    if data.tokenizer != ck.tokenizer {
-        bail!(
-            "{data_dir} holds a {} vocabulary of {} tokens, but {} was trained on a {} vocabulary of {}",
-            data.tokenizer.name(),
-            data.tokenizer.vocab_size(),
-            path.display(),
-            ck.tokenizer.name(),
-            ck.tokenizer.vocab_size()
-        );
-    }
+    check_same_vocab(&data, &path, &ck.tokenizer)?;
     let mut model = ck.cpu_model(opts.batch.max(1))?;
     let report = analyze(&mut model, &data, &opts).with_context(|| format!("analysing {}", path.display()))?;
     let json = serde_json::to_string_pretty(&report).context("serialising the report")?;
-    match a.get("json") {
+    match a.json.as_deref() {
         Some("-") => {
             eprint!("{}", report.table());
             println!("{json}");
         }
         Some(file) => {
-            std::fs::write(file, json + "\n").with_context(|| format!("cannot write {file}"))?;
+            quietgpt::data::write_atomic(Path::new(file), (json + "\n").as_bytes())
+                .with_context(|| format!("cannot write {file}"))?;
             print!("{}", report.table());
             println!("\nwrote {file}");
         }

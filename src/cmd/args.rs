@@ -1,54 +1,112 @@
-//! Argument parsing shared by the subcommands: named `--key=value` / `--key value` options and flags.
+//! Argument pieces shared by the subcommands: the checkpoint argument, `--threads`, and the open-ended
+//! `--key=value` config overrides of `train`, `config` and `experiment`.
 
 use anyhow::{bail, Context, Result};
+use clap::Args;
+use quietgpt::train::checkpoint::CKPT_FILE;
+use std::path::{Path, PathBuf};
 
-/// `--key=value` / `--key value` options and `--flag`s, all of them named in advance.
-pub struct Args {
-    pub values: Vec<(String, String)>,
-    pub flags: Vec<String>,
+/// A checkpoint, in the same forms for every command that reads one: a file, or a directory (a training
+/// `out_dir`) holding `ckpt.safetensors`; positional, or as `--checkpoint PATH` / `--out_dir DIR`.
+#[derive(Args, Debug)]
+#[command(rename_all = "snake_case")]
+pub struct CheckpointArgs {
+    /// A checkpoint file, or a directory holding ckpt.safetensors (a training out_dir)
+    #[arg(value_name = "CHECKPOINT", conflicts_with_all = ["checkpoint", "out_dir"])]
+    path: Option<PathBuf>,
+    /// The same as CHECKPOINT
+    #[arg(long, value_name = "PATH", conflicts_with = "out_dir")]
+    checkpoint: Option<PathBuf>,
+    /// The same as CHECKPOINT (nanoGPT's sample.py spelling)
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
 }
 
-impl Args {
-    pub fn parse(args: &[String], keys: &[&str], flags: &[&str]) -> Result<Args> {
-        let mut out = Args { values: vec![], flags: vec![] };
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let Some(body) = a.strip_prefix("--") else { bail!("unexpected argument '{a}' (options start with --)") };
-            let (k, v) = match body.split_once('=') {
-                Some((k, v)) => (k.replace('-', "_"), Some(v.to_string())),
-                None => (body.replace('-', "_"), None),
-            };
-            if flags.contains(&k.as_str()) && v.is_none() {
-                out.flags.push(k);
-            } else if keys.contains(&k.as_str()) {
-                let v = match v {
-                    Some(v) => v,
-                    None => it.next().with_context(|| format!("--{k} needs a value"))?.clone(),
-                };
-                out.values.push((k, v));
-            } else {
-                bail!(
-                    "unknown option '--{k}': expected one of {}",
-                    keys.iter().chain(flags).map(|k| format!("--{k}")).collect::<Vec<_>>().join(", ")
-                );
-            }
+impl CheckpointArgs {
+    /// The checkpoint file given to `command`, else the one in `default` (a file or directory); with no
+    /// default a checkpoint is required.
+    pub fn resolve(&self, command: &str, default: Option<&str>) -> Result<PathBuf> {
+        let given = self.path.as_deref().or(self.checkpoint.as_deref()).or(self.out_dir.as_deref());
+        match (given, default) {
+            (Some(p), _) => resolve_checkpoint(p),
+            (None, Some(d)) => resolve_checkpoint(Path::new(d)),
+            (None, None) => bail!(
+                "{command} needs a checkpoint: quietgpt {command} CHECKPOINT, a {CKPT_FILE} file or the out_dir \
+                 that holds it"
+            ),
         }
-        Ok(out)
     }
+}
 
-    pub fn get(&self, k: &str) -> Option<&str> {
-        self.values.iter().rev().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
-    }
-
-    pub fn num<T: std::str::FromStr>(&self, k: &str, default: T) -> Result<T> {
-        match self.get(k) {
-            None => Ok(default),
-            Some(v) => v.parse().map_err(|_| anyhow::anyhow!("--{k}={v} is not a valid number")),
+/// A checkpoint file, or a directory holding `ckpt.safetensors`, to the checkpoint file.
+pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
+    if path.is_dir() {
+        let file = path.join(CKPT_FILE);
+        if !file.is_file() {
+            bail!(
+                "{} holds no {CKPT_FILE}: give a checkpoint file, or the out_dir of a run that saved one",
+                path.display()
+            );
         }
+        return Ok(file);
+    }
+    if !path.exists() {
+        bail!(
+            "no checkpoint at {}: give a checkpoint file, or the out_dir of a run that saved {CKPT_FILE}",
+            path.display()
+        );
+    }
+    Ok(path.to_path_buf())
+}
+
+/// `--threads N`.
+#[derive(Args, Debug)]
+#[command(rename_all = "snake_case")]
+pub struct Threads {
+    /// Worker threads; 0 = one per core
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub threads: usize,
+}
+
+impl Threads {
+    /// Size the global rayon pool.
+    pub fn start(&self) -> Result<()> {
+        set_threads(self.threads)
     }
 }
 
 /// Size the global rayon pool (0 = one thread per core); the GEMM crate runs on the same pool.
 pub fn set_threads(n: usize) -> Result<()> {
     rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("starting the thread pool")
+}
+
+/// The rest of the command line: `--key=value` config overrides, validated by `Config::build`.
+#[derive(Args, Debug)]
+#[command(rename_all = "snake_case")]
+pub struct Overrides {
+    /// Config overrides: any key of `quietgpt config`, e.g. --max_iters=3000 --attention=quiet --device=cpu
+    #[arg(value_name = "--KEY=VALUE", trailing_var_arg = true, allow_hyphen_values = true)]
+    pub overrides: Vec<String>,
+}
+
+impl Overrides {
+    /// The overrides, each checked to be of the form `--key=value`; `options` names the command's other
+    /// options for the error message.
+    pub fn checked(&self, options: &str) -> Result<&[String]> {
+        if let Some(a) = self.overrides.iter().find(|a| !(a.starts_with("--") && a.contains('='))) {
+            bail!("unexpected argument '{a}': the options are {options}, or --key=value for any config key");
+        }
+        Ok(&self.overrides)
+    }
+
+    /// The value of the last override of `key`, if any.
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.overrides.iter().rev().find_map(|o| match quietgpt::config::parse_override(o) {
+            Ok((k, v)) if k == key => Some(match v {
+                toml::Value::String(s) => s,
+                v => v.to_string(),
+            }),
+            _ => None,
+        })
+    }
 }

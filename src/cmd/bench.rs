@@ -1,22 +1,78 @@
 //! `quietgpt bench`: time training steps of a preset on random tokens (see `quietgpt::train::bench`).
 
-use super::args::{set_threads, Args};
+use super::args::Threads;
 use anyhow::Result;
+use clap::Args;
 use quietgpt::config::Config;
 
-pub fn run(a: Args) -> Result<()> {
-    let preset = a.get("preset").unwrap_or("tiny").to_string();
+#[derive(Args, Debug)]
+#[command(rename_all = "snake_case")]
+#[command(after_help = "Examples:
+  quietgpt bench                                  # the tiny shape, softmax
+  quietgpt bench --preset medium --attention quiet --iters 10 --json
+  quietgpt bench --preset medium --batch_size 8 --threads 2")]
+pub struct BenchArgs {
+    /// The shape to time (any preset; tiny and medium are the shapes of shared/bench/torch_reference.py)
+    #[arg(long, value_name = "NAME", default_value = "tiny")]
+    preset: String,
+    /// Attention variant: softmax, quiet, clipped, gated, outgate or sink
+    #[arg(long, value_name = "NAME")]
+    attention: Option<String>,
+    /// Timed iterations
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    iters: usize,
+    /// Untimed iterations first
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    warmup: usize,
+    /// Vocabulary size of the random tokens
+    #[arg(long, value_name = "N", default_value_t = 65)]
+    vocab_size: usize,
+    /// Override the preset's n_layer
+    #[arg(long, value_name = "N")]
+    n_layer: Option<usize>,
+    /// Override the preset's n_head
+    #[arg(long, value_name = "N")]
+    n_head: Option<usize>,
+    /// Override the preset's n_embd
+    #[arg(long, value_name = "N")]
+    n_embd: Option<usize>,
+    /// Override the preset's block_size
+    #[arg(long, value_name = "N")]
+    block_size: Option<usize>,
+    /// Override the preset's batch_size
+    #[arg(long, value_name = "N")]
+    batch_size: Option<usize>,
+    /// Where to run: cpu (the only engine of this build; cuda is refused with a clear error)
+    #[arg(long, value_name = "cpu|cuda", default_value = "cpu")]
+    device: String,
+    /// Print the result as one JSON line instead of a table
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    threads: Threads,
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
     let mut overrides = vec![];
-    for key in ["attention", "n_layer", "n_head", "n_embd", "block_size", "batch_size"] {
-        if let Some(v) = a.get(key) {
+    if let Some(v) = &a.attention {
+        overrides.push(format!("attention={v}"));
+    }
+    for (key, v) in [
+        ("n_layer", a.n_layer),
+        ("n_head", a.n_head),
+        ("n_embd", a.n_embd),
+        ("block_size", a.block_size),
+        ("batch_size", a.batch_size),
+    ] {
+        if let Some(v) = v {
             overrides.push(format!("{key}={v}"));
         }
     }
-    let cfg = Config::build(Some(&preset), None, &overrides)?;
-    set_threads(a.num("threads", 0)?)?;
-    let vocab = a.num("vocab_size", 65)?;
-    let r = quietgpt::train::bench::run(&cfg, "cpu", &preset, vocab, a.num("iters", 30)?, a.num("warmup", 3)?)?;
-    if a.flags.iter().any(|f| f == "json") {
+    overrides.push(format!("device={:?}", a.device));
+    let cfg = Config::build(Some(&a.preset), None, &overrides)?;
+    a.threads.start()?;
+    let r = quietgpt::train::bench::run(&cfg, &cfg.device, &a.preset, a.vocab_size, a.iters, a.warmup)?;
+    if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         print!("{}", r.table());

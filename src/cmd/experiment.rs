@@ -1,71 +1,75 @@
 //! `quietgpt experiment`: every attention variant × every seed, analysed, quantized and compared in a
 //! report (see `quietgpt::analysis::experiment`).
 
-use super::args::set_threads;
+use super::args::{set_threads, Overrides};
 use anyhow::{bail, Context, Result};
+use clap::Args;
 use quietgpt::analysis::experiment::{ensure_data, Experiment, DEFAULT, QUICK};
 use quietgpt::config::{AttentionKind, Config};
 use quietgpt::data::TokenizerKind;
 use std::io::Write;
 use std::path::PathBuf;
 
-/// Options of the experiment itself; any other `--key=value` is a training override.
-const KEYS: &[&str] = &[
-    "input",
-    "data_dir",
-    "tokenizer",
-    "variants",
-    "seeds",
-    "seed_list",
-    "out",
-    "analyze_every",
-    "analyze_windows",
-    "quant_windows",
-];
+#[derive(Args, Debug)]
+#[command(rename_all = "snake_case")]
+#[command(after_help = "Examples:
+  quietgpt experiment                              # softmax vs quiet, 3 seeds (the experiment preset)
+  quietgpt experiment --quick                      # a smoke test of the whole pipeline, under a minute
+  quietgpt experiment --variants softmax,quiet,clipped,gated,outgate,sink --seeds 5 --out exp-all
+  quietgpt experiment --input my.txt --analyze_every 500 --max_iters=5000
 
-pub const USAGE: &str =
-    "quietgpt experiment [--input FILE | --data_dir DIR] [--variants softmax,quiet] [--seeds N | --seed_list 1,2,3] \
-[--out DIR] [--analyze_every N] [--quant_windows N] [--analyze_windows N] [--quick] [--key=value ...]";
+Runs start from the experiment (or, with --quick, experiment-quick) preset; --key=value overrides apply to
+every run (attention, seed and out_dir are set per run: use --variants, --seeds and --out). An override of
+max_iters alone moves lr_decay_iters with it.")]
+pub struct ExperimentArgs {
+    /// A text to prepare into <out>/data (without it and --data_dir, Tiny Shakespeare is used)
+    #[arg(long, value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Prepared data to use [default: <out>/data with --input, else data/shakespeare_char]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Tokenizer for --input: char or gpt2
+    #[arg(long, value_name = "char|gpt2", default_value = "char")]
+    tokenizer: String,
+    /// Attention variants to compare, comma-separated
+    #[arg(long, value_name = "LIST", default_value = "softmax,quiet")]
+    variants: String,
+    /// Seeds 0..N [default: 3, or 2 with --quick]
+    #[arg(long, value_name = "N")]
+    seeds: Option<usize>,
+    /// Explicit seeds, comma-separated
+    #[arg(long, value_name = "1,2,3")]
+    seed_list: Option<String>,
+    /// Output directory (runs, report.md, metrics.json, plots)
+    #[arg(long, value_name = "DIR", default_value = "experiment")]
+    out: PathBuf,
+    /// Also analyse every N iterations (0 = the final models only)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    analyze_every: usize,
+    /// Val windows of the analysis [default: the preset's]
+    #[arg(long, value_name = "N")]
+    analyze_windows: Option<usize>,
+    /// Val windows of quantize-eval, 0 = all [default: the preset's]
+    #[arg(long, value_name = "N")]
+    quant_windows: Option<usize>,
+    /// The smoke-test preset: tiny models, few iterations and windows (numbers mean nothing)
+    #[arg(long)]
+    quick: bool,
+    #[command(flatten)]
+    overrides: Overrides,
+}
 
-pub fn run(args: &[String]) -> Result<()> {
-    let (mut opts, mut overrides, mut quick) = (Vec::<(String, String)>::new(), vec![], false);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let Some(body) = a.strip_prefix("--") else { bail!("unexpected argument '{a}'\nusage: {USAGE}") };
-        let (k, v) = match body.split_once('=') {
-            Some((k, v)) => (k.replace('-', "_"), Some(v.to_string())),
-            None => (body.replace('-', "_"), None),
-        };
-        if k == "quick" && v.is_none() {
-            quick = true;
-        } else if KEYS.contains(&k.as_str()) {
-            let v = match v {
-                Some(v) => v,
-                None => it.next().with_context(|| format!("--{k} needs a value"))?.clone(),
-            };
-            opts.push((k, v));
-        } else if v.is_some() {
-            overrides.push(a.clone());
-        } else {
-            bail!(
-                "unknown option '{a}': experiment options are --{}, --quick, or a training override --key=value",
-                KEYS.join(", --")
-            );
-        }
-    }
-    let get = |k: &str| opts.iter().rev().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
-    let num = |k: &str| -> Result<Option<usize>> {
-        get(k).map(|v| v.parse().with_context(|| format!("--{k}={v} is not a whole number"))).transpose()
-    };
-    let preset = if quick { &QUICK } else { &DEFAULT };
+pub fn run(a: ExperimentArgs) -> Result<()> {
+    let overrides = a.overrides.checked("those of `quietgpt experiment --help`")?;
+    let preset = if a.quick { &QUICK } else { &DEFAULT };
 
-    let variants = get("variants")
-        .unwrap_or("softmax,quiet")
+    let variants = a
+        .variants
         .split(',')
         .map(|s| s.trim().parse::<AttentionKind>())
         .collect::<Result<Vec<_>, _>>()
         .context("--variants")?;
-    let seeds: Vec<u64> = match (get("seed_list"), num("seeds")?) {
+    let seeds: Vec<u64> = match (&a.seed_list, a.seeds) {
         (Some(_), Some(_)) => bail!("give --seeds N or --seed_list a,b,c, not both"),
         (Some(list), None) => list
             .split(',')
@@ -73,16 +77,16 @@ pub fn run(args: &[String]) -> Result<()> {
             .collect::<Result<_>>()?,
         (None, n) => (0..n.unwrap_or(preset.seeds) as u64).collect(),
     };
-    let out = PathBuf::from(get("out").unwrap_or("experiment"));
-    let input = get("input").map(PathBuf::from);
-    let kind: TokenizerKind = get("tokenizer").unwrap_or("char").parse()?;
+    let out = a.out.clone();
+    let input = a.input.clone();
+    let kind: TokenizerKind = a.tokenizer.parse()?;
     // With --input and no --data_dir the data is prepared inside the experiment directory.
-    let data_dir = match (get("data_dir"), &input) {
-        (Some(d), _) => PathBuf::from(d),
+    let data_dir = match (&a.data_dir, &input) {
+        (Some(d), _) => d.clone(),
         (None, Some(_)) => out.join("data"),
         (None, None) => PathBuf::from(Config::default().data_dir),
     };
-    for o in &overrides {
+    for o in overrides {
         let key = o.trim_start_matches('-').split('=').next().unwrap_or("").replace('-', "_");
         if let Some(instead) = [("attention", "--variants"), ("seed", "--seeds or --seed_list"), ("out_dir", "--out")]
             .iter()
@@ -93,13 +97,13 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 
     let mut exp =
-        Experiment::new(preset, &overrides, variants, seeds, out.clone()).context("invalid experiment settings")?;
+        Experiment::new(preset, overrides, variants, seeds, out.clone()).context("invalid experiment settings")?;
     exp.base.data_dir = data_dir.display().to_string();
-    exp.options.analyze_every = num("analyze_every")?.unwrap_or(0);
-    if let Some(n) = num("quant_windows")? {
+    exp.options.analyze_every = a.analyze_every;
+    if let Some(n) = a.quant_windows {
         exp.options.quant_windows = n;
     }
-    if let Some(n) = num("analyze_windows")? {
+    if let Some(n) = a.analyze_windows {
         exp.options.analyze.windows = n;
     }
     set_threads(exp.base.threads)?;

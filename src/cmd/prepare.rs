@@ -1,18 +1,35 @@
 //! `quietgpt prepare`: text → train.bin / val.bin / vocab.json.
 
-use super::args::Args;
 use anyhow::{Context, Result};
+use clap::Args;
 use quietgpt::data::{self, TokenizerKind};
 use std::path::PathBuf;
 
-pub fn run(a: Args) -> Result<()> {
-    let kind: TokenizerKind = a.get("tokenizer").unwrap_or("char").parse()?;
+#[derive(Args, Debug)]
+#[command(rename_all = "snake_case")]
+#[command(after_help = "Examples:
+  quietgpt prepare --input input.txt                    # char-level -> data/shakespeare_char
+  quietgpt prepare --input input.txt --tokenizer gpt2   # GPT-2 BPE  -> data/shakespeare")]
+pub struct PrepareArgs {
+    /// The text to tokenize; without it, Tiny Shakespeare is downloaded (with curl) into the output directory
+    #[arg(long, value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// char (one token per character) or gpt2 (GPT-2 BPE)
+    #[arg(long, value_name = "char|gpt2", default_value = "char")]
+    tokenizer: String,
+    /// Output directory [default: data/shakespeare_char, or data/shakespeare for gpt2]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+pub fn run(a: PrepareArgs) -> Result<()> {
+    let kind: TokenizerKind = a.tokenizer.parse()?;
     let default_out = match kind {
         TokenizerKind::Char => "data/shakespeare_char",
         TokenizerKind::Gpt2 => "data/shakespeare",
     };
-    let out = PathBuf::from(a.get("out").unwrap_or(default_out));
-    let input = a.get("input").map(PathBuf::from);
+    let out = a.out.unwrap_or_else(|| PathBuf::from(default_out));
+    let input = a.input;
     let text = data::read_input(input.as_deref(), &out).with_context(|| match &input {
         Some(p) => format!("cannot read the input text {}", p.display()),
         None => "no --input given and Tiny Shakespeare could not be fetched".into(),

@@ -1,32 +1,59 @@
 //! `quietgpt sample`: generate from a checkpoint, as nanoGPT's sample.py.
 
-use super::args::{set_threads, Args};
+use super::args::{CheckpointArgs, Threads};
 use anyhow::{Context, Result};
+use clap::Args;
 use quietgpt::data::Tokenizer;
 use quietgpt::sample::{generate, SampleOptions};
-use quietgpt::train::checkpoint::{self, CKPT_FILE};
-use std::path::{Path, PathBuf};
+use quietgpt::train::checkpoint;
 
-pub fn run(a: Args) -> Result<()> {
-    let path = match (a.get("checkpoint"), a.get("out_dir")) {
-        (Some(c), _) => PathBuf::from(c),
-        (None, d) => Path::new(d.unwrap_or("out")).join(CKPT_FILE),
-    };
-    set_threads(a.num("threads", 0)?)?;
+#[derive(Args, Debug)]
+#[command(rename_all = "snake_case")]
+#[command(after_help = "Examples:
+  quietgpt sample --out_dir out-shakespeare-char --start \"ROMEO:\" --num_samples 2 --max_new_tokens 200
+  quietgpt sample run/ckpt.safetensors --start FILE:prompt.txt --temperature 0.9 --top_k 50
+
+Without a checkpoint it reads out/ckpt.safetensors (nanoGPT's default out_dir).")]
+pub struct SampleArgs {
+    #[command(flatten)]
+    checkpoint: CheckpointArgs,
+    /// The prompt, or FILE:path to read it from a file [default: "\n"]
+    #[arg(long, value_name = "TEXT|FILE:path")]
+    start: Option<String>,
+    /// Samples to draw
+    #[arg(long, value_name = "N", default_value_t = SampleOptions::default().num_samples)]
+    num_samples: usize,
+    /// Tokens generated per sample
+    #[arg(long, value_name = "N", default_value_t = SampleOptions::default().max_new_tokens)]
+    max_new_tokens: usize,
+    /// Softmax temperature: below 1 sharper, above 1 more random
+    #[arg(long, value_name = "T", default_value_t = SampleOptions::default().temperature)]
+    temperature: f32,
+    /// Keep only the K most likely tokens; 0 keeps all
+    #[arg(long, value_name = "K", default_value_t = SampleOptions::default().top_k.unwrap_or(0))]
+    top_k: usize,
+    /// Sampling seed
+    #[arg(long, value_name = "S", default_value_t = SampleOptions::default().seed)]
+    seed: u64,
+    #[command(flatten)]
+    threads: Threads,
+}
+
+pub fn run(a: SampleArgs) -> Result<()> {
+    let path = a.checkpoint.resolve("sample", Some("out"))?;
+    a.threads.start()?;
     let ckpt = checkpoint::load(&path).with_context(|| format!("cannot load the checkpoint {}", path.display()))?;
-    let d = SampleOptions::default();
-    let mut start = a.get("start").map(String::from).unwrap_or(d.start);
+    let mut start = a.start.unwrap_or(SampleOptions::default().start);
     if let Some(f) = start.strip_prefix("FILE:") {
         start = std::fs::read_to_string(f).with_context(|| format!("cannot read the start file {f}"))?;
     }
-    let top_k: usize = a.num("top_k", d.top_k.unwrap_or(0))?;
     let opts = SampleOptions {
         start,
-        num_samples: a.num("num_samples", d.num_samples)?,
-        max_new_tokens: a.num("max_new_tokens", d.max_new_tokens)?,
-        temperature: a.num("temperature", d.temperature)?,
-        top_k: (top_k > 0).then_some(top_k),
-        seed: a.num("seed", d.seed)?,
+        num_samples: a.num_samples,
+        max_new_tokens: a.max_new_tokens,
+        temperature: a.temperature,
+        top_k: (a.top_k > 0).then_some(a.top_k),
+        seed: a.seed,
     };
     let tok: Tokenizer = ckpt.tokenizer.clone();
     let mut model = ckpt.cpu_model(1)?;

@@ -1,63 +1,75 @@
 //! `quietgpt train` and `quietgpt config`.
 
-use super::args::set_threads;
+use super::args::{set_threads, Overrides};
 use anyhow::{bail, Context, Result};
+use clap::Args;
 use quietgpt::config::Config;
 use quietgpt::model::flops::gemm_peak_gflops;
 use quietgpt::train::checkpoint::CKPT_FILE;
 use quietgpt::train::trainer::{Event, Trainer};
 use std::path::{Path, PathBuf};
 
-/// `train`/`config` arguments: --preset, --config, --resume, and every other `--key=value` is a config override.
-pub fn train_args(args: &[String]) -> Result<(Option<String>, Option<PathBuf>, bool, Vec<String>)> {
-    let (mut preset, mut file, mut resume, mut overrides) = (None, None, false, vec![]);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut take = |name: &str| -> Result<Option<String>> {
-            if let Some(v) = a.strip_prefix(&format!("--{name}=")) {
-                return Ok(Some(v.to_string()));
-            }
-            if a == &format!("--{name}") {
-                return Ok(Some(it.next().with_context(|| format!("--{name} needs a value"))?.clone()));
-            }
-            Ok(None)
-        };
-        if let Some(p) = take("preset")? {
-            preset = Some(p);
-        } else if let Some(f) = take("config")? {
-            file = Some(PathBuf::from(f));
-        } else if a == "--resume" {
-            resume = true;
-        } else if a.starts_with("--") && a.contains('=') {
-            overrides.push(a.clone());
-        } else {
-            bail!(
-                "unexpected argument '{a}': training options are --preset NAME, --config FILE, --resume or --key=value"
-            );
-        }
-    }
-    Ok((preset, file, resume, overrides))
+const KEYS_HELP: &str = "Every key that `quietgpt config` prints can be set with --key=value (a TOML value or a bare \
+word): model shape, optimizer, schedule, data_dir, out_dir, seed, threads, device (cpu; cuda is not built yet).";
+
+#[derive(Args, Debug)]
+#[command(rename_all = "snake_case")]
+#[command(after_help = format!("Examples:
+  quietgpt train --preset shakespeare-char-cpu                    # nanoGPT README's CPU recipe
+  quietgpt train --preset shakespeare-char --attention=quiet       # 6/6/384, the GPU recipe
+  quietgpt train --config my.toml --max_iters=3000 --out_dir=out/run2
+  quietgpt train --resume --out_dir=out-shakespeare-char --max_iters=3000
+
+{KEYS_HELP}"))]
+pub struct TrainArgs {
+    /// Start from a named preset (`quietgpt presets` lists them)
+    #[arg(long, value_name = "NAME")]
+    preset: Option<String>,
+    /// A TOML file of config keys, applied over the preset
+    #[arg(long, value_name = "FILE.toml")]
+    config: Option<PathBuf>,
+    /// Continue from <out_dir>/ckpt.safetensors with its whole config; only --key=value overrides that keep the
+    /// model's shape (e.g. --max_iters) may be given
+    #[arg(long)]
+    resume: bool,
+    #[command(flatten)]
+    overrides: Overrides,
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let (preset, file, resume, overrides) = train_args(args)?;
-    let mut trainer = if resume {
-        if preset.is_some() || file.is_some() {
+#[derive(Args, Debug)]
+#[command(rename_all = "snake_case")]
+#[command(after_help = format!("Examples:
+  quietgpt config                                       # every key with its default
+  quietgpt config --preset shakespeare-char-cpu --attention=quiet
+  quietgpt config --config my.toml > resolved.toml
+
+{KEYS_HELP}"))]
+pub struct ConfigArgs {
+    /// Start from a named preset (`quietgpt presets` lists them)
+    #[arg(long, value_name = "NAME")]
+    preset: Option<String>,
+    /// A TOML file of config keys, applied over the preset
+    #[arg(long, value_name = "FILE.toml")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: Overrides,
+}
+
+pub fn run(a: TrainArgs) -> Result<()> {
+    let overrides = a.overrides.checked("--preset NAME, --config FILE, --resume")?;
+    let mut trainer = if a.resume {
+        if a.preset.is_some() || a.config.is_some() {
             bail!("--resume restores the whole config from the checkpoint; pass only --key=value overrides (e.g. --max_iters=3000)");
         }
-        let out_dir = overrides
-            .iter()
-            .find_map(|o| o.strip_prefix("--out_dir="))
-            .map(String::from)
-            .unwrap_or_else(|| Config::default().out_dir);
+        let out_dir = a.overrides.get("out_dir").unwrap_or_else(|| Config::default().out_dir);
         let path = Path::new(&out_dir).join(CKPT_FILE);
-        let t = Trainer::resume(Path::new(&out_dir), &overrides).with_context(|| {
+        let t = Trainer::resume(Path::new(&out_dir), overrides).with_context(|| {
             format!("cannot resume from {} (train without --resume to start afresh)", path.display())
         })?;
         println!("resuming from {} at iter {}", path.display(), t.state.iter_num);
         t
     } else {
-        let config = Config::build(preset.as_deref(), file.as_deref(), &overrides)?;
+        let config = Config::build(a.preset.as_deref(), a.config.as_deref(), overrides)?;
         Trainer::new(config.clone()).with_context(|| {
             format!("cannot start training on {} (run `quietgpt prepare` first, or set --data_dir)", config.data_dir)
         })?
@@ -99,8 +111,8 @@ pub fn run(args: &[String]) -> Result<()> {
 }
 
 /// Print the resolved config (every key).
-pub fn config(args: &[String]) -> Result<()> {
-    let (preset, file, _, overrides) = train_args(args)?;
-    print!("{}", Config::build(preset.as_deref(), file.as_deref(), &overrides)?.to_toml());
+pub fn config(a: ConfigArgs) -> Result<()> {
+    let overrides = a.overrides.checked("--preset NAME, --config FILE")?;
+    print!("{}", Config::build(a.preset.as_deref(), a.config.as_deref(), overrides)?.to_toml());
     Ok(())
 }

@@ -86,7 +86,7 @@ pub fn run(
             marks[1] = Instant::now();
             e.backward(1.0)?;
             marks[2] = Instant::now();
-            e.step(cfg.learning_rate as f64, &hp, cfg.grad_clip as f64)?;
+            e.step(cfg.learning_rate, &hp, cfg.grad_clip)?;
             marks[3] = Instant::now();
             Ok(loss)
         })?;

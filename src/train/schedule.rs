@@ -2,19 +2,20 @@
 
 use crate::config::Config;
 
-pub fn learning_rate(cfg: &Config, it: usize) -> f32 {
+/// The learning rate of iteration `it`, in f64 as nanoGPT's `get_lr` computes it (Python floats).
+pub fn learning_rate(cfg: &Config, it: usize) -> f64 {
     if !cfg.decay_lr {
         return cfg.learning_rate;
     }
     if it < cfg.warmup_iters {
-        return cfg.learning_rate * (it + 1) as f32 / (cfg.warmup_iters + 1) as f32;
+        return cfg.learning_rate * (it + 1) as f64 / (cfg.warmup_iters + 1) as f64;
     }
     if it > cfg.lr_decay_iters {
         return cfg.min_lr;
     }
     let ratio = (it - cfg.warmup_iters) as f64 / (cfg.lr_decay_iters - cfg.warmup_iters) as f64;
     let coeff = 0.5 * (1.0 + (std::f64::consts::PI * ratio).cos());
-    (cfg.min_lr as f64 + coeff * (cfg.learning_rate - cfg.min_lr) as f64) as f32
+    cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use super::checkpoint::{self, TrainState, CKPT_FILE};
 use super::schedule::learning_rate;
 use crate::config::Config;
-use crate::data::{Dataset, Split};
+use crate::data::{check_same_vocab, Dataset, Split};
 use crate::engine::{self, AdamWConfig, Batch, Buffer, Engine};
 use crate::model::dropout::Dropout;
 use crate::model::flops::flops_per_token;
@@ -25,15 +25,12 @@ pub const STREAM_EVAL: u64 = 4;
 
 pub const METRICS_FILE: &str = "metrics.jsonl";
 
-/// The device trainer runs on (the config's `device` key chooses it once the GPU engine exists).
-const DEVICE: &str = "cpu";
-
 /// What the loop reports; the CLI prints it, the library also appends it to metrics.jsonl.
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "event", rename_all = "lowercase")]
 pub enum Event {
-    Eval { iter: usize, train_loss: f64, val_loss: f64, lr: f32, saved: bool },
-    Step { iter: usize, loss: f64, lr: f32, ms: f64, tokens_per_s: f64, mfu: f64 },
+    Eval { iter: usize, train_loss: f64, val_loss: f64, lr: f64, saved: bool },
+    Step { iter: usize, loss: f64, lr: f64, ms: f64, tokens_per_s: f64, mfu: f64 },
 }
 
 pub struct Trainer {
@@ -61,7 +58,7 @@ impl Trainer {
                 data.dir.display()
             )));
         }
-        let mut engine = engine::create(DEVICE, config.model_config(data_vocab), config.batch_size)?;
+        let mut engine = engine::create(&config.device, config.model_config(data_vocab), config.batch_size)?;
         // nanoGPT's initialisation, made on the host and written into the engine
         let mut params = vec![0.0f32; engine.layout().total];
         init_params(engine.config(), engine.layout(), &mut Rng::new(config.seed, STREAM_INIT), &mut params);
@@ -89,18 +86,8 @@ impl Trainer {
             )));
         }
         let data = open_data(&config)?;
-        if data.tokenizer != ckpt.tokenizer {
-            return Err(Error::Data(format!(
-                "vocabulary mismatch: {} holds a {} vocabulary of {} tokens, but {} was trained on a {} vocabulary of {}",
-                data.dir.display(),
-                data.tokenizer.name(),
-                data.tokenizer.vocab_size(),
-                path.display(),
-                ckpt.tokenizer.name(),
-                ckpt.tokenizer.vocab_size()
-            )));
-        }
-        let mut engine = engine::create(DEVICE, ckpt.model.clone(), config.batch_size)?;
+        check_same_vocab(&data, &path, &ckpt.tokenizer)?;
+        let mut engine = engine::create(&config.device, ckpt.model.clone(), config.batch_size)?;
         ckpt.load_into(engine.as_mut())?;
         Ok(Trainer::assemble(config, engine, data, ckpt.state))
     }
@@ -196,12 +183,12 @@ impl Trainer {
                 let mut loss = 0.0;
                 for micro in 0..accum {
                     data.get_batch(Split::Train, b, t, &mut state.data_rng, x, y);
-                    let dropout = Dropout::new(cfg.dropout, dropout_seed, iter as u64, micro as u64);
+                    let dropout = Dropout::new(cfg.dropout as f32, dropout_seed, iter as u64, micro as u64);
                     loss = e.forward(Batch { idx: x, targets: Some(y), b, t }, dropout)?.expect("targets given");
                     e.backward(1.0 / accum as f64)?;
                 }
                 // clip → step
-                e.step(lr as f64, &hp, cfg.grad_clip as f64)?;
+                e.step(lr, &hp, cfg.grad_clip)?;
                 Ok(loss)
             })?;
             self.state.adam_step = self.engine.adam_step();
@@ -220,12 +207,7 @@ impl Trainer {
 
 /// AdamW's hyper-parameters from the run config.
 pub fn adamw_config(cfg: &Config) -> AdamWConfig {
-    AdamWConfig {
-        beta1: cfg.beta1 as f64,
-        beta2: cfg.beta2 as f64,
-        eps: cfg.eps as f64,
-        weight_decay: cfg.weight_decay as f64,
-    }
+    AdamWConfig { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weight_decay: cfg.weight_decay }
 }
 
 fn open_data(config: &Config) -> Result<Dataset> {

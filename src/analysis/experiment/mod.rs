@@ -82,15 +82,14 @@ impl Experiment {
         out: PathBuf,
     ) -> Result<Self> {
         let key = |o: &String| crate::config::parse_override(o).map(|(k, _)| k).unwrap_or_default();
-        let mut all: Vec<String> =
-            preset.config.iter().map(|s| s.to_string()).chain(overrides.iter().cloned()).collect();
+        let mut all: Vec<String> = overrides.to_vec();
         if let Some(m) = overrides.iter().rev().find(|o| key(o) == "max_iters") {
             if !overrides.iter().any(|o| key(o) == "lr_decay_iters") {
                 let v = m.split_once('=').map_or("", |(_, v)| v);
                 all.push(format!("lr_decay_iters={v}"));
             }
         }
-        let base = Config::build(None, None, &all)?;
+        let base = Config::build(Some(preset.config), None, &all)?;
         let options = RunOptions {
             analyze: AnalyzeOptions { windows: preset.analyze_windows, ..AnalyzeOptions::default() },
             quant_windows: preset.quant_windows,

@@ -1,10 +1,10 @@
-//! The experiment presets: training overrides and evaluation sizes.
+//! The experiment presets: the config preset of the runs (`configs/experiment*.toml`) and evaluation sizes.
 
-/// A named set of defaults: training overrides and evaluation sizes.
+/// A named set of defaults: the config preset of the runs and evaluation sizes.
 pub struct Preset {
     pub name: &'static str,
-    /// `key=value` training overrides on `Config::default()`, applied before the user's.
-    pub config: &'static [&'static str],
+    /// The config preset (`configs/<name>.toml`) the runs start from, before the user's overrides.
+    pub config: &'static str,
     pub seeds: usize,
     pub analyze_windows: usize,
     /// Val windows for quantize-eval (0 = all).
@@ -27,24 +27,7 @@ pub struct Preset {
 /// variant and seed.
 pub const DEFAULT: Preset = Preset {
     name: "default",
-    config: &[
-        "n_layer=6",
-        "n_head=4",
-        "n_embd=128",
-        "block_size=64",
-        "batch_size=12",
-        "dropout=0.0",
-        "bias=false",
-        "learning_rate=1e-3",
-        "min_lr=1e-4",
-        "beta2=0.99",
-        "warmup_iters=100",
-        "max_iters=3000",
-        "lr_decay_iters=3000",
-        "eval_interval=150",
-        "eval_iters=20",
-        "log_interval=10",
-    ],
+    config: "experiment",
     seeds: 3,
     analyze_windows: 32,
     quant_windows: 256,
@@ -56,23 +39,7 @@ pub const DEFAULT: Preset = Preset {
 /// a handful of windows); a few seconds on 2 cores. The numbers it reports mean nothing.
 pub const QUICK: Preset = Preset {
     name: "quick",
-    config: &[
-        "n_layer=2",
-        "n_head=2",
-        "n_embd=32",
-        "block_size=32",
-        "batch_size=8",
-        "dropout=0.0",
-        "bias=false",
-        "learning_rate=3e-3",
-        "min_lr=3e-4",
-        "warmup_iters=10",
-        "max_iters=100",
-        "lr_decay_iters=100",
-        "eval_interval=25",
-        "eval_iters=4",
-        "log_interval=10",
-    ],
+    config: "experiment-quick",
     seeds: 2,
     analyze_windows: 8,
     quant_windows: 16,

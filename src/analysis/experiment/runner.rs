@@ -134,7 +134,8 @@ impl Experiment {
 
     /// Analysis and quantize-eval of the trainer's current model (`only`: fp32 and that one setting).
     fn evaluate(&self, tr: &mut Trainer, only: Option<&str>) -> Result<(Analysis, QuantReport)> {
-        let a = analyze(&mut tr.model, &tr.data, &self.options.analyze)?;
+        let mut model = tr.cpu_model(tr.config.batch_size)?;
+        let a = analyze(&mut model, &tr.data, &self.options.analyze)?;
         let settings = Setting::standard(99.99).into_iter().filter(|s| only.is_none_or(|o| s.name == o)).collect();
         let o = &self.options;
         let qopts = QuantEvalOptions {
@@ -142,7 +143,7 @@ impl Experiment {
             calib_windows: o.calib_windows,
             settings,
         };
-        let q = quantize_eval(&mut tr.model, &tr.data, &qopts)?;
+        let q = quantize_eval(&mut model, &tr.data, &qopts)?;
         Ok((a, q))
     }
 
@@ -181,14 +182,14 @@ impl Experiment {
         }
         let path = self.run_dir(r.variant, r.seed).join(CKPT_FILE);
         let batch = 8;
-        let mut ck = checkpoint::load(&path, batch)?;
+        let ck = checkpoint::load(&path)?;
         check_same_vocab(data, &path, &ck.tokenizer)?;
-        let t = ck.model.config.block_size;
-        let l = ck.model.config.n_layer;
+        let mut model = ck.cpu_model(batch)?;
+        let (t, l) = (model.config.block_size, model.config.n_layer);
         let mut probe = Collect([vec![vec![]; l], vec![vec![]; l]]);
         let mut windows = Windows::new(data, Split::Val, t, batch, self.hist_windows);
         while let Some(w) = windows.next_batch() {
-            ck.model.forward_probe(w.x, None, w.n, t, None, Some(&mut probe as &mut dyn Probe<f32>))?;
+            model.forward_probe(w.x, None, w.n, t, None, Some(&mut probe as &mut dyn Probe<f32>))?;
         }
         let [residual, attn_out] = probe.0;
         Ok(HistSamples { variant: r.variant, seed: r.seed, residual, attn_out })
