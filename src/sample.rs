@@ -2,7 +2,7 @@
 //! by 1/temperature, keep the top_k, sample from the softmax.
 
 use crate::data::Tokenizer;
-use crate::model::Gpt;
+use crate::engine::cpu::Gpt;
 use crate::rng::Rng;
 use crate::{Error, Result};
 

@@ -4,10 +4,10 @@
 //! (`matmul::in_gemm`) and counts every other one.
 
 use quietgpt::config::{AttentionKind, ModelConfig};
+use quietgpt::engine::cpu::matmul::in_gemm;
+use quietgpt::engine::cpu::CpuEngine;
+use quietgpt::engine::dropout::Dropout;
 use quietgpt::engine::{AdamWConfig, Batch, Engine};
-use quietgpt::model::dropout::Dropout;
-use quietgpt::model::matmul::in_gemm;
-use quietgpt::model::CpuEngine;
 use quietgpt::rng::Rng;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};

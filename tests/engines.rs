@@ -12,9 +12,9 @@ mod common;
 use common::engines::{cpu_f64, MakeEngine};
 use common::{max_abs, max_abs_diff};
 use quietgpt::config::{AttentionKind, ModelConfig};
+use quietgpt::engine::dropout::Dropout;
+use quietgpt::engine::params::init_params;
 use quietgpt::engine::{AdamWConfig, Batch, Buffer, Engine};
-use quietgpt::model::dropout::Dropout;
-use quietgpt::model::params::init_params;
 use quietgpt::rng::Rng;
 
 const HP: AdamWConfig = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };

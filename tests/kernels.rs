@@ -8,18 +8,18 @@ mod common;
 
 use common::fd::*;
 use quietgpt::config::{AttentionKind, ModelConfig};
-use quietgpt::model::attention::{
+use quietgpt::engine::cpu::attention::{
     attention_backward, attention_forward, backward_scratch, AttnDropout, AttnMask, Variant,
 };
-use quietgpt::model::attention_gemm::{small_gemm, Tri};
-use quietgpt::model::crossentropy::{crossentropy_backward, crossentropy_forward};
-use quietgpt::model::dropout::Dropout;
-use quietgpt::model::encoder::{encoder_backward, encoder_forward};
-use quietgpt::model::gelu::{gelu_backward, gelu_backward_from_grad, gelu_forward, gelu_remake_with_grad};
-use quietgpt::model::layernorm::{
+use quietgpt::engine::cpu::attention_gemm::{small_gemm, Tri};
+use quietgpt::engine::cpu::crossentropy::{crossentropy_backward, crossentropy_forward};
+use quietgpt::engine::cpu::encoder::{encoder_backward, encoder_forward};
+use quietgpt::engine::cpu::gelu::{gelu_backward, gelu_backward_from_grad, gelu_forward, gelu_remake_with_grad};
+use quietgpt::engine::cpu::layernorm::{
     layernorm_backward, layernorm_forward, layernorm_recompute, residual_layernorm_forward,
 };
-use quietgpt::model::matmul::{matmul_backward, matmul_forward, Dinp};
+use quietgpt::engine::cpu::matmul::{matmul_backward, matmul_forward, Dinp};
+use quietgpt::engine::dropout::Dropout;
 use quietgpt::rng::Rng;
 
 // Small shapes for the kernels.
@@ -411,7 +411,7 @@ fn crossentropy_gradient_many_rows() {
 /// product), in f64 and f32.
 #[test]
 fn attention_small_gemm_matches_plain_products() {
-    fn run<F: quietgpt::model::Real>(tol: f64) {
+    fn run<F: quietgpt::engine::cpu::Real>(tol: f64) {
         let mut rng = Rng::new(31, 9);
         for &(m, n, k) in &[(64, 32, 64), (13, 57, 21), (70, 25, 40), (8, 16, 1), (5, 3, 9)] {
             for tri in [Tri::KUpTo(3), Tri::KUpTo(100), Tri::KFrom(3), Tri::KFrom(100)] {
@@ -683,7 +683,7 @@ fn attention_is_causal() {
 /// (ζ = 1) 1.1/(i+1) − 0.1 each. f64 and f32.
 #[test]
 fn attention_uniform_rows_and_null_mass() {
-    fn run<F: quietgpt::model::Real>(tol: f64) {
+    fn run<F: quietgpt::engine::cpu::Real>(tol: f64) {
         let sinks: Vec<F> = SINKS.iter().map(|&x| F::from_f64(x)).collect();
         let (b, t, c, nh) = (B, 7, C, NH);
         let mut rng = Rng::new(6, 50);

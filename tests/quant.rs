@@ -180,7 +180,7 @@ fn trained() -> &'static (PathBuf, PathBuf) {
 }
 
 /// The plain float32 loss over val windows 0..n, batched and weighted as quantize_eval documents.
-fn plain_val_loss(model: &mut quietgpt::model::Gpt, data: &Dataset, n: usize) -> f64 {
+fn plain_val_loss(model: &mut quietgpt::engine::cpu::Gpt, data: &Dataset, n: usize) -> f64 {
     let (t, b) = (model.config.block_size, model.max_batch);
     let (mut sum, mut k) = (0.0, 0);
     while k < n {

@@ -6,8 +6,8 @@
 //! 1, 2, 2) with T shorter than block_size, for every attention variant, with dropout and biases.
 
 use quietgpt::config::{AttentionKind, ModelConfig};
-use quietgpt::model::dropout::Dropout;
-use quietgpt::model::Gpt;
+use quietgpt::engine::cpu::Gpt;
+use quietgpt::engine::dropout::Dropout;
 use quietgpt::rng::Rng;
 
 struct Run {

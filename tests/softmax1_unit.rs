@@ -6,9 +6,9 @@ mod common;
 
 use common::golden_dir;
 use quietgpt::config::AttentionKind;
-use quietgpt::model::attention::{normalize, normalize_backward, Variant};
-use quietgpt::model::weights::{parse, to_vec};
-use quietgpt::model::Real;
+use quietgpt::engine::cpu::attention::{normalize, normalize_backward, Variant};
+use quietgpt::engine::cpu::weights::{parse, to_vec};
+use quietgpt::engine::cpu::Real;
 
 /// f32 max abs error vs ref64 for y and dx. summary.json shows the stable formula in float32
 /// (`stable32`) at ≤ 3.3e-8 over all rows (≤ 2.4e-8 for y); our f32 kernel is the same formula with

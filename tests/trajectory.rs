@@ -23,8 +23,8 @@ use common::engines::{cpu_f64, MakeEngine};
 use common::golden::{host, model_config, traj_dirs};
 use common::max_abs_diff;
 use quietgpt::config::{AttentionKind, Config};
+use quietgpt::engine::cpu::weights::{parse, to_vec};
 use quietgpt::engine::{AdamWConfig, Batch, Buffer, Engine};
-use quietgpt::model::weights::{parse, to_vec};
 use quietgpt::train::schedule::learning_rate;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -178,7 +178,7 @@ fn check(make: MakeEngine, f64_engine: bool) -> Vec<String> {
         // so its gradient is pure rounding noise, which Adam turns into ±lr steps: compare it nowhere.
         let c = e.config().n_embd;
         let key_bias_blind = !matches!(e.config().attention, AttentionKind::Quiet | AttentionKind::Sink);
-        let keep = |t: &quietgpt::model::params::Tensor, i: usize| {
+        let keep = |t: &quietgpt::engine::params::Tensor, i: usize| {
             !(key_bias_blind && t.name.ends_with("attn.c_attn.bias") && (c..2 * c).contains(&i))
         };
         let (mut worst_p, mut worst_m) = (0.0f64, 0.0f64);

@@ -3,8 +3,8 @@
 //! and the snapshot that puts the original bits back. When the engine stops exposing its host
 //! parameters, these three functions are what changes.
 
-use crate::model::params::Tensor;
-use crate::model::Gpt;
+use crate::engine::cpu::Gpt;
+use crate::engine::params::Tensor;
 use crate::Result;
 
 /// Every parameter tensor in nanoGPT order, with its values.

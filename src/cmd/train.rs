@@ -4,7 +4,7 @@ use super::args::{set_threads, Overrides};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use quietgpt::config::Config;
-use quietgpt::model::flops::gemm_peak_gflops;
+use quietgpt::engine::cpu::flops::gemm_peak_gflops;
 use quietgpt::train::checkpoint::CKPT_FILE;
 use quietgpt::train::trainer::{Event, Trainer};
 use std::path::{Path, PathBuf};

@@ -4,10 +4,10 @@
 
 use super::trainer::{adamw_config, STREAM_DATA, STREAM_INIT};
 use crate::config::Config;
+use crate::engine::cpu::flops::{flops_per_token, gemm_peak_gflops};
+use crate::engine::params::init_params;
+use crate::engine::profile::Op;
 use crate::engine::{self, Batch, Buffer, Engine};
-use crate::model::flops::{flops_per_token, gemm_peak_gflops};
-use crate::model::params::init_params;
-use crate::model::profile::Op;
 use crate::rng::Rng;
 use crate::Result;
 use serde::Serialize;

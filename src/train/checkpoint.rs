@@ -8,10 +8,10 @@
 
 use crate::config::{Config, ModelConfig};
 use crate::data::{write_atomic, Tokenizer};
+use crate::engine::cpu::weights::{load_flat, parse, serialize, views};
+use crate::engine::cpu::{CpuEngine, Gpt};
+use crate::engine::params::ParamLayout;
 use crate::engine::{Buffer, Engine};
-use crate::model::params::ParamLayout;
-use crate::model::weights::{load_flat, parse, serialize, views};
-use crate::model::{CpuEngine, Gpt};
 use crate::rng::Rng;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};

@@ -4,8 +4,8 @@
 //! the macro.
 
 use quietgpt::config::ModelConfig;
+use quietgpt::engine::cpu::CpuEngine;
 use quietgpt::engine::Engine;
-use quietgpt::model::CpuEngine;
 
 /// Makes an engine for a model and a largest batch, all parameters zero.
 pub type MakeEngine = fn(ModelConfig, usize) -> Box<dyn Engine>;

@@ -7,8 +7,8 @@
 //! keeps the rounding noise to that of the outputs the element actually moves.
 
 use quietgpt::config::ModelConfig;
-use quietgpt::model::dropout::Dropout;
-use quietgpt::model::Gpt;
+use quietgpt::engine::cpu::Gpt;
+use quietgpt::engine::dropout::Dropout;
 use quietgpt::rng::Rng;
 
 pub const H: f64 = 1e-6;

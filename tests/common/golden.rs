@@ -5,10 +5,10 @@
 use super::engines::MakeEngine;
 use super::golden_dir;
 use quietgpt::config::{AttentionKind, ModelConfig};
+use quietgpt::engine::cpu::weights::{load_flat, parse, to_vec};
+use quietgpt::engine::cpu::{Gpt, Real};
+use quietgpt::engine::params::ParamLayout;
 use quietgpt::engine::{Buffer, Engine};
-use quietgpt::model::params::ParamLayout;
-use quietgpt::model::weights::{load_flat, parse, to_vec};
-use quietgpt::model::{Gpt, Real};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 

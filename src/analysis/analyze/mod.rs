@@ -33,7 +33,7 @@ pub use types::*;
 
 use super::windows::Windows;
 use crate::data::{Dataset, Split};
-use crate::model::Gpt;
+use crate::engine::cpu::Gpt;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 

@@ -6,7 +6,7 @@ use super::super::stats::{count_beyond_sigmas, ChannelMaxAbs, Moments, LLM_INT8_
 use super::types::*;
 use super::{AnalyzeOptions, SINK_THRESHOLD, WEIGHT_OUTLIER_SIGMAS};
 use crate::config::ModelConfig;
-use crate::model::{Gpt, Point, Probe};
+use crate::engine::cpu::{Gpt, Point, Probe};
 use crate::{Error, Result};
 
 /// One activation tensor's accumulators.

@@ -3,7 +3,7 @@
 
 use super::site;
 use crate::analysis::quant::QuantParams;
-use crate::model::{Linear, Probe};
+use crate::engine::cpu::{Linear, Probe};
 
 /// Records the min and max of every Linear input (leaves them unchanged).
 pub(super) struct MinMaxProbe {

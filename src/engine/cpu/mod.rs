@@ -1,4 +1,6 @@
-//! The model: one file per kernel (forward and backward side by side), and the GPT that strings them.
+//! The CPU engine, the reference: one file per kernel (forward and backward side by side, same names),
+//! the GPT that strings them (`gpt`: buffers and entry points; `pass`: the forward and backward pass,
+//! one kernel call per line), and `CpuEngine`, its `Engine` implementation with AdamW inside.
 
 pub mod acts;
 pub mod adamw;
@@ -6,25 +8,22 @@ pub mod attention;
 pub mod attention_fused;
 pub mod attention_gate;
 pub mod attention_gemm;
-pub mod cpu;
 pub mod crossentropy;
-pub mod dropout;
 pub mod encoder;
+pub mod engine;
 pub mod flops;
 pub mod gelu;
 pub mod gpt;
 pub mod layernorm;
 pub mod matmul;
-pub mod params;
 mod pass;
 pub mod probe;
-pub mod profile;
 pub mod real;
 pub mod shard;
 pub mod simd;
 pub mod weights;
 
-pub use cpu::CpuEngine;
+pub use engine::CpuEngine;
 pub use gpt::Gpt;
 pub use probe::{Linear, Point, Probe};
 pub use real::Real;

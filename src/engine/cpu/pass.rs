@@ -17,17 +17,17 @@ use super::attention::{attention_backward, attention_forward, sink_backward, Att
 use super::attention_fused;
 use super::attention_gate::{gate_backward, gate_forward, gate_kinds, gate_linear_backward, gate_linear_forward};
 use super::crossentropy::{crossentropy_backward, crossentropy_forward};
-use super::dropout::{dropout_backward, dropout_backward_in_place, dropout_forward, site, Dropout, Site};
 use super::encoder::{encoder_backward, encoder_forward};
 use super::gelu::{gelu_backward_from_grad, gelu_forward, gelu_remake_with_grad};
 use super::layernorm::{layernorm_backward, layernorm_forward, layernorm_recompute, residual_layernorm_forward};
 use super::matmul::{matmul_backward, matmul_backward_over_input, matmul_forward, Dinp};
-use super::params::{Kind, ParamLayout};
 use super::probe::{Linear, Point, Tap};
-use super::profile::Op;
 use super::real::Real;
 use super::shard::Shard;
 use crate::config::{AttentionKind, ModelConfig};
+use crate::engine::dropout::{dropout_backward, dropout_backward_in_place, dropout_forward, site, Dropout, Site};
+use crate::engine::params::{Kind, ParamLayout};
+use crate::engine::profile::Op;
 
 /// What every shard reads.
 pub(crate) struct Ctx<'a, F> {

@@ -5,9 +5,9 @@
 //! backward pass binds the second role to a local of its own name (`dlogits`, `datty`, `dfch`, …).
 
 use super::attention::backward_scratch;
-use super::profile::Profile;
 use super::real::Real;
 use crate::config::ModelConfig;
+use crate::engine::profile::Profile;
 use std::ops::Range;
 
 crate::buffers! {

@@ -7,14 +7,14 @@
 
 use super::acts::{Acts, GradActs, ShardState};
 use super::attention_fused;
-use super::dropout::Dropout;
-use super::params::{init_params, ParamLayout};
 use super::pass::{backward_shard, forward_shard, Ctx};
 use super::probe::{Probe, Tap};
-use super::profile::Profile;
 use super::real::Real;
 use super::shard::{for_each_shard, on_pool, Shard};
 use crate::config::ModelConfig;
+use crate::engine::dropout::Dropout;
+use crate::engine::params::{init_params, ParamLayout};
+use crate::engine::profile::Profile;
 use crate::rng::Rng;
 use crate::{Error, Result};
 

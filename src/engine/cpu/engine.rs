@@ -3,14 +3,14 @@
 //! (f32 for training, f64 for the reference tests).
 
 use super::adamw::{clip_grad_norm, AdamW};
-use super::dropout::Dropout;
 use super::gpt::Gpt;
-use super::params::ParamLayout;
 use super::probe::Probe;
-use super::profile::Profile;
 use super::real::Real;
 use super::shard::on_pool;
 use crate::config::ModelConfig;
+use crate::engine::dropout::Dropout;
+use crate::engine::params::ParamLayout;
+use crate::engine::profile::Profile;
 use crate::engine::{check_len, AdamWConfig, Batch, Buffer, Engine};
 use crate::Result;
 

@@ -2,8 +2,8 @@
 //! single-tensor `torch.optim.AdamW` (nanoGPT's groups: decay on tensors of 2+ dimensions). The CPU
 //! engine's optimizer kernels; the hyper-parameters are `engine::AdamWConfig`.
 
-use super::params::{ParamLayout, KINDS};
 use super::real::Real;
+use crate::engine::params::{ParamLayout, KINDS};
 use crate::engine::AdamWConfig;
 use crate::multiversion;
 use rayon::prelude::*;

@@ -3,8 +3,8 @@
 //! equals wte.
 
 use super::gpt::Gpt;
-use super::params::ParamLayout;
 use super::real::Real;
+use crate::engine::params::ParamLayout;
 use crate::{Error, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;

@@ -15,9 +15,9 @@
 //! `matmul` kernels.
 
 use super::matmul::{matmul_backward, matmul_forward, Dinp};
-use super::params::Kind;
 use super::real::{Real, ROW_CHUNK};
 use crate::config::AttentionKind;
+use crate::engine::params::Kind;
 use rayon::prelude::*;
 
 #[inline(always)]

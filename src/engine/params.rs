@@ -18,7 +18,7 @@
 //! The per-head gate's bias exists whatever `bias` says: it is what sets the gate's initial opening
 //! (Bondarenko et al. always give the gate a bias). Decay follows nanoGPT's rule, 2+ dimensions.
 
-use super::real::Real;
+use super::cpu::real::Real;
 use crate::config::ModelConfig;
 use crate::rng::Rng;
 

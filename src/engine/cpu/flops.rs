@@ -1,7 +1,7 @@
 //! Model FLOPs (for tokens/s → MFU) and the machine's measured GEMM peak.
 
-use super::params::{Kind, ParamLayout};
 use crate::config::ModelConfig;
+use crate::engine::params::{Kind, ParamLayout};
 
 /// FLOPs of one training step (forward + backward) per token, as nanoGPT's `estimate_mfu` (PaLM
 /// appendix B): 6·N for the weights plus 12·L·C·T for attention, N excluding the position embedding.

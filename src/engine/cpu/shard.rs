@@ -99,7 +99,7 @@ macro_rules! buffers {
         impl<F> $name<Vec<F>> {
             /// The region of b sequences of length t, in buffers made for `cap` = (sequences, length).
             $vis fn view(&mut self, b: usize, t: usize, cap: (usize, usize)) -> $name<&mut [F]> {
-                use $crate::model::shard::Unit;
+                use $crate::engine::cpu::shard::Unit;
                 $name { $($f: {
                     let per = Unit::$unit.per_seq(self.$f.len(), cap.0, cap.1, t);
                     &mut self.$f[..b * per]
@@ -107,7 +107,7 @@ macro_rules! buffers {
             }
         }
 
-        impl<'a, F> $crate::model::shard::Split for $name<&'a mut [F]> {
+        impl<'a, F> $crate::engine::cpu::shard::Split for $name<&'a mut [F]> {
             fn split(self, left_seqs: usize, seqs: usize, _: usize) -> (Self, Self) {
                 let mut right = $name { $($f: <&mut [F]>::default(),)* };
                 let left = $name {

@@ -6,17 +6,22 @@
 //! precision. The host sees them as f32 snapshots laid out by `ParamLayout` (nanoGPT's names), through
 //! `read` and `write`: that is how checkpoints are saved and loaded and how initial weights get in.
 //!
-//! Determinism contract. The CPU engine (`model::CpuEngine`, the reference) is bitwise deterministic for
+//! Determinism contract. The CPU engine (`cpu::CpuEngine`, the reference) is bitwise deterministic for
 //! a given seed and thread count: every reduction has a fixed order. Across thread counts only the
 //! last bits move (the order of the per-shard gradient sum, and GEMM blocking). Any other engine is held
 //! to the CPU engine within a stated tolerance (the golden files' tolerances for f32; see tests/engines.rs),
 //! not bitwise.
 
+pub mod cpu;
+pub mod dropout;
+pub mod params;
+pub mod profile;
+
 use crate::config::ModelConfig;
-use crate::model::dropout::Dropout;
-use crate::model::params::ParamLayout;
-use crate::model::profile::Profile;
 use crate::{Error, Result};
+use dropout::Dropout;
+use params::ParamLayout;
+use profile::Profile;
 
 /// The named host-visible buffers of an engine, each laid out by the engine's `ParamLayout`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,7 +130,7 @@ pub const DEVICES: [&str; 2] = ["cpu", "cuda"];
 /// run batches of up to `max_batch` sequences.
 pub fn create(device: &str, config: ModelConfig, max_batch: usize) -> Result<Box<dyn Engine>> {
     match device {
-        "cpu" => Ok(Box::new(crate::model::CpuEngine::<f32>::new(config, max_batch)?)),
+        "cpu" => Ok(Box::new(cpu::CpuEngine::<f32>::new(config, max_batch)?)),
         "cuda" => Err(Error::Config(
             "device 'cuda': this build has no CUDA engine yet; use --device=cpu (the GPU engine is being built)".into(),
         )),

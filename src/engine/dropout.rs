@@ -3,7 +3,7 @@
 //! (seed, step, micro-step, site, i), so it is the same for any thread count and is recomputed in
 //! backward instead of stored.
 
-use super::real::Real;
+use super::cpu::real::Real;
 use crate::rng::{hash_uniform, splitmix64};
 use rayon::prelude::*;
 

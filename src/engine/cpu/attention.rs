@@ -30,9 +30,9 @@
 //! stay exactly 0 (in the paper they are too: softmax gives 0 there, and 0·(ζ−γ) + γ < 0 clips to 0).
 //! Under softmax1 a wrong mask gives zeros rather than NaN, so the tests check the mask directly.
 
-use super::dropout::Dropout;
 use super::real::{Real, SyncPtr};
 use crate::config::{AttentionKind, ModelConfig};
+use crate::engine::dropout::Dropout;
 use rayon::prelude::*;
 
 /// One layer's attention variant as the kernels see it: the switch and the values it reads.
