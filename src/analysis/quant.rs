@@ -93,7 +93,7 @@ impl QuantScheme {
             let (min, max) = min_max(x);
             return fake_quantize(x, &self.params(min, max)?);
         }
-        if rows == 0 || x.len() % rows != 0 {
+        if rows == 0 || !x.len().is_multiple_of(rows) {
             return Err(Error::Data(format!("cannot split {} values into {rows} channels", x.len())));
         }
         for row in x.chunks_exact_mut(x.len() / rows) {

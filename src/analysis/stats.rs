@@ -257,7 +257,7 @@ impl ChannelMaxAbs {
     /// Adds rows of `channels()` values; `x.len()` must be a multiple of it.
     pub fn push(&mut self, x: &[f32]) -> Result<()> {
         let c = self.max.len();
-        if c == 0 || x.len() % c != 0 {
+        if c == 0 || !x.len().is_multiple_of(c) {
             return Err(Error::Data(format!("{} values are not whole rows of {c} channels", x.len())));
         }
         let rows_per_task = (CHUNK / c).max(1);

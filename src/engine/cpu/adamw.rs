@@ -33,7 +33,7 @@ fn clip_on_pool<F: Real>(grads: &mut [F], max_norm: f64) -> f64 {
         // the threshold as the engine's precision holds it, the coefficient formed in f64
         let max_norm = F::from_f64(max_norm).to_f64();
         let coef = F::from_f64((max_norm / (total + 1e-6)).min(1.0));
-        grads.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|g| *g = *g * coef));
+        grads.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|g| *g *= coef));
     }
     total
 }
@@ -109,11 +109,11 @@ struct AdamWConsts<F> {
 multiversion! {
     fn adamw_chunk<F: Real>(p: &mut [F], g: &[F], m: &mut [F], v: &mut [F], k: &AdamWConsts<F>) {
         for i in 0..p.len() {
-            p[i] = p[i] * k.decay;
-            m[i] = m[i] + (g[i] - m[i]) * k.b1_rest; // torch: exp_avg.lerp_(grad, 1 − β1)
+            p[i] *= k.decay;
+            m[i] += (g[i] - m[i]) * k.b1_rest; // torch: exp_avg.lerp_(grad, 1 − β1)
             v[i] = v[i] * k.b2 + k.b2_rest * g[i] * g[i];
             let denom = v[i].sqrt() / k.bc2_sqrt + k.eps;
-            p[i] = p[i] + -k.step_size * (m[i] / denom);
+            p[i] += -k.step_size * (m[i] / denom);
         }
     }
 }

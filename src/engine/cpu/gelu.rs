@@ -66,7 +66,7 @@ pub fn gelu_backward_from_grad<F: Real>(d: &mut [F], grad: &[F]) {
 multiversion! {
     fn gelu_backward_from_grad_chunk<F: Real>(d: &mut [F], grad: &[F]) {
         for (d, &gr) in d.iter_mut().zip(grad) {
-            *d = *d * gr;
+            *d *= gr;
         }
     }
 }

@@ -231,9 +231,8 @@ impl<F: Real> Gpt<F> {
         let dloss = F::from_f64(loss_scale / bt as f64);
         let cap = (self.max_batch, self.config.block_size);
         let parts = (self.acts.view(b, t, cap), self.grad_acts.view(b, t, cap));
-        let f = |((a, g), st): ((Acts<&mut [F]>, GradActs<&mut [F]>), &mut [ShardState<F>]), sh: Shard| {
-            backward_shard(&cx, a, g, &mut st[0], sh, dloss)
-        };
+        type Part<'a, F> = ((Acts<&'a mut [F]>, GradActs<&'a mut [F]>), &'a mut [ShardState<F>]);
+        let f = |((a, g), st): Part<F>, sh: Shard| backward_shard(&cx, a, g, &mut st[0], sh, dloss);
         for_each_shard((parts, &mut self.shard_state[..shards]), b, 0..shards, shards, &f);
         std::mem::swap(&mut self.grads, &mut self.shard_state[0].grads);
         // Add the other shards' gradients in shard order, leaving theirs zero for the next backward

@@ -141,6 +141,7 @@ pub fn exp_f32_with(x: f32, fma: impl Fn(f32, f32, f32) -> f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5·2^23: adding and subtracting it rounds to the nearest integer
+    #[allow(clippy::manual_clamp)] // max/min: a NaN input becomes a finite value, clamp would keep it NaN
     let xc = x.max(-87.0).min(88.0);
     let t = fma(xc, LOG2E, ROUND); // n = round(x·log2 e) sits in the low mantissa bits of t
     let n = t - ROUND;

@@ -111,14 +111,18 @@ pub fn map_sum<F: super::Real>(a: &mut [F], f: impl Fn(F) -> F) -> F {
 macro_rules! multiversion {
     ($(#[$m:meta])* $vis:vis fn $name:ident <$F:ident : Real> ($($a:ident : $t:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
         $vis fn $name<$F: $crate::engine::cpu::Real>($($a: $t),*) $(-> $ret)? {
             #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
             fn inner<$F: $crate::engine::cpu::Real>($($a: $t),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
                 unsafe fn v4<$F: $crate::engine::cpu::Real>($($a: $t),*) $(-> $ret)? { inner::<$F>($($a),*) }
                 #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
                 unsafe fn v3<$F: $crate::engine::cpu::Real>($($a: $t),*) $(-> $ret)? { inner::<$F>($($a),*) }
                 if std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("avx512vl")
