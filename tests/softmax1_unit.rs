@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::golden_dir;
+use common::{golden_dir, VariantExt};
 use quietgpt::config::AttentionKind;
 use quietgpt::engine::cpu::attention::{normalize, normalize_backward, Variant};
 use quietgpt::engine::cpu::weights::{parse, to_vec};

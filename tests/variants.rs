@@ -9,7 +9,7 @@
 mod common;
 
 use common::fd::*;
-use common::{shakespeare, temp_dir, train_collecting_val_losses};
+use common::{shakespeare, temp_dir, train_collecting_val_losses, VariantExt};
 use quietgpt::analysis::analyze::{analyze, analyze_batch, AnalyzeOptions};
 use quietgpt::analysis::quant::QuantScheme;
 use quietgpt::analysis::quantize_eval::{

@@ -36,12 +36,8 @@ impl Dropout {
         }
     }
 
-    /// x (N) *= mask·scale, in place. Used in forward on activations and in backward on their gradients.
-    pub fn apply<F: Real>(&self, site: u64, x: &mut [F]) {
-        self.apply_from(site, 0, x)
-    }
-
-    /// `apply` to the part of a site's tensor that starts at element `first` (a shard of the batch).
+    /// x (N) *= mask·scale in place, for the part of a site's tensor that starts at element `first` (a shard
+    /// of the batch). Used in forward on activations and in backward on their gradients.
     pub fn apply_from<F: Real>(&self, site: u64, first: usize, x: &mut [F]) {
         let key = self.site(site);
         const CHUNK: usize = 4096;

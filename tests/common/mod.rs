@@ -5,7 +5,30 @@ pub mod engines;
 pub mod fd;
 pub mod golden;
 
+use quietgpt::config::AttentionKind;
+use quietgpt::engine::cpu::attention::Variant;
+use quietgpt::engine::cpu::Real;
 use std::path::PathBuf;
+
+/// Attention variants built by hand for the kernel tests (the model makes its own with `Variant::of`).
+pub trait VariantExt<'a, F>: Sized {
+    /// `kind` with ζ = 1, γ = 0 and no sink logits (enough for every kind but `Sink`).
+    fn new(kind: AttentionKind) -> Self;
+    fn with_sink(self, sink: &'a [F]) -> Self;
+    fn with_clip(self, zeta: F, gamma: F) -> Self;
+}
+
+impl<'a, F: Real> VariantExt<'a, F> for Variant<'a, F> {
+    fn new(kind: AttentionKind) -> Self {
+        Variant { kind, sink: &[], zeta: F::ONE, gamma: F::ZERO }
+    }
+    fn with_sink(self, sink: &'a [F]) -> Self {
+        Variant { sink, ..self }
+    }
+    fn with_clip(self, zeta: F, gamma: F) -> Self {
+        Variant { zeta, gamma, ..self }
+    }
+}
 
 /// `$QUIETGPT_GOLDEN` if set, else the golden cases kept in the repository, `tests/golden`
 /// (made by `scripts/make_golden.py`; see `tests/golden/README.md`).

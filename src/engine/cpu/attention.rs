@@ -47,11 +47,6 @@ pub struct Variant<'a, F> {
 }
 
 impl<'a, F: Real> Variant<'a, F> {
-    /// `kind` with ζ = 1, γ = 0 and no sink logits (enough for every kind but `Sink`).
-    pub fn new(kind: AttentionKind) -> Self {
-        Variant { kind, sink: &[], zeta: F::ONE, gamma: F::ZERO }
-    }
-
     /// The variant of a model: ζ, γ = −α/block_size from the config, and one layer's sink logits
     /// (empty unless the variant is `Sink`).
     pub fn of(cfg: &ModelConfig, sink: &'a [F]) -> Self {
@@ -61,14 +56,6 @@ impl<'a, F: Real> Variant<'a, F> {
             zeta: F::from_f64(cfg.clip_zeta as f64),
             gamma: F::from_f64(cfg.clip_gamma()),
         }
-    }
-
-    pub fn with_sink(self, sink: &'a [F]) -> Self {
-        Variant { sink, ..self }
-    }
-
-    pub fn with_clip(self, zeta: F, gamma: F) -> Self {
-        Variant { zeta, gamma, ..self }
     }
 
     /// Checks the kernels rely on: sink logits for every head.

@@ -3,8 +3,9 @@
 use super::real::{Real, ROW_CHUNK};
 use rayon::prelude::*;
 
-/// losses (N) from logits (N, V) and targets (N); returns the mean loss (summed in f64, in order).
-pub fn crossentropy_forward<F: Real>(losses: &mut [F], logits: &[F], targets: &[u32], n: usize, v: usize) -> f64 {
+/// losses (N) from logits (N, V) and targets (N). (The model's mean is taken over the whole batch, after
+/// the shards, in `Gpt::forward`.)
+pub fn crossentropy_forward<F: Real>(losses: &mut [F], logits: &[F], targets: &[u32], n: usize, v: usize) {
     losses[..n].par_chunks_mut(ROW_CHUNK).enumerate().for_each(|(chunk, ls)| {
         for (r, l) in ls.iter_mut().enumerate() {
             let row = chunk * ROW_CHUNK + r;
@@ -12,7 +13,6 @@ pub fn crossentropy_forward<F: Real>(losses: &mut [F], logits: &[F], targets: &[
             *l = logsumexp(x) - x[targets[row] as usize];
         }
     });
-    losses[..n].iter().map(|l| l.to_f64()).sum::<f64>() / n as f64
 }
 
 /// logits (N, V) ← ∂L/∂logits = (softmax(logits) − onehot(target)) · dloss, in place: backward needs

@@ -40,23 +40,6 @@ multiversion! {
     }
 }
 
-/// dinp (N) += gelu'(inp) · dout
-pub fn gelu_backward<F: Real>(dinp: &mut [F], inp: &[F], dout: &[F]) {
-    dinp.par_chunks_mut(CHUNK)
-        .zip(inp.par_chunks(CHUNK))
-        .zip(dout.par_chunks(CHUNK))
-        .for_each(|((d, x), g)| gelu_backward_chunk(d, x, g));
-}
-
-multiversion! {
-    fn gelu_backward_chunk<F: Real>(dinp: &mut [F], inp: &[F], dout: &[F]) {
-        for ((d, &x), &g) in dinp.iter_mut().zip(inp).zip(dout) {
-            let (erf, gauss) = (x * F::from_f64(FRAC_1_SQRT_2)).erf_and_gauss();
-            *d += g * gelu_grad_of(x, erf, gauss);
-        }
-    }
-}
-
 /// d (N) = gelu'(x) · d in place, from the derivative that `gelu_remake_with_grad` left: `gelu_backward`
 /// into a zeroed buffer, without a second buffer.
 pub fn gelu_backward_from_grad<F: Real>(d: &mut [F], grad: &[F]) {

@@ -159,7 +159,7 @@ impl<F: Real> Gpt<F> {
         };
         let acts = self.acts.view(b, t, (self.max_batch, self.config.block_size));
         if shards == 1 {
-            forward_shard(&cx, acts, &mut self.shard_state[0], Shard { index: 0, seqs: 0..b }, Tap(probe));
+            forward_shard(&cx, acts, &mut self.shard_state[0], Shard { seqs: 0..b }, Tap(probe));
         } else {
             let f = |(a, st): (Acts<&mut [F]>, &mut [ShardState<F>]), sh: Shard| {
                 forward_shard(&cx, a, &mut st[0], sh, Tap(None))

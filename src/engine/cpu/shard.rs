@@ -15,7 +15,6 @@ use std::ops::Range;
 /// The sequences of one shard.
 #[derive(Clone, Debug)]
 pub struct Shard {
-    pub index: usize,
     pub seqs: Range<usize>,
 }
 
@@ -56,7 +55,7 @@ pub fn for_each_shard<V: Split + Send>(
 ) {
     let (s0, s1) = (range.start, range.end);
     if s1 - s0 == 1 {
-        return f(v, Shard { index: s0, seqs: first_seq(b, s0, shards)..first_seq(b, s1, shards) });
+        return f(v, Shard { seqs: first_seq(b, s0, shards)..first_seq(b, s1, shards) });
     }
     let mid = s0 + (s1 - s0) / 2;
     let (b0, bm, b1) = (first_seq(b, s0, shards), first_seq(b, mid, shards), first_seq(b, s1, shards));
