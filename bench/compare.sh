@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side speed comparison with PyTorch nanoGPT on this machine (a benchmark run by hand; not part
-# of the tests or CI). Runs quietgpt's bench and ../shared/bench/torch_reference.py alternately
+# of the tests or CI). Runs quietgpt's bench and bench/torch_reference.py alternately
 # (A B A B ...) on the same presets and attention variants, then prints the ratio of medians.
 #
 #   bench/compare.sh [rounds] [iters] [presets] [attentions]
@@ -15,7 +15,7 @@ PRESETS=${3:-"tiny medium"}
 ATTNS=${4:-"softmax quiet"}
 THREADS=${THREADS:-$(nproc)}
 TORCH_VENV=${TORCH_VENV:-.venv-torch}
-REF=${TORCH_REF:-../shared/bench/torch_reference.py}
+REF=${TORCH_REF:-bench/torch_reference.py}
 
 [ -f "$REF" ] || { echo "missing $REF (set TORCH_REF)" >&2; exit 1; }
 if [ ! -x "$TORCH_VENV/bin/python" ]; then

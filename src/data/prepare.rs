@@ -76,8 +76,12 @@ fn read_input_from(path: Option<&Path>, cache_dir: &Path, url: &str) -> Result<S
             match download(url, &cached) {
                 Ok(()) => eprintln!("downloaded Tiny Shakespeare from {url} to {}", cached.display()),
                 Err(e) => {
+                    let why = match &e {
+                        Error::Data(m) => m.clone(),
+                        other => other.to_string(),
+                    };
                     eprintln!(
-                        "{e}\nusing the copy of Tiny Shakespeare built into quietgpt instead (written to {})",
+                        "note: no download ({why})\nusing the copy of Tiny Shakespeare built into quietgpt (written to {})",
                         cached.display()
                     );
                     if let Some(dir) = cached.parent() {

@@ -1,6 +1,6 @@
 //! `quietgpt bench`: N full training steps (forward, backward, clip, AdamW) on random tokens, timed
 //! per phase and per kernel kind, with model FLOP utilisation against a GEMM peak measured on the spot.
-//! The JSON has the keys of shared/bench/torch_reference.py, so the two can be compared line by line.
+//! The JSON has the keys of bench/torch_reference.py, so the two can be compared line by line.
 
 use super::trainer::{adamw_config, STREAM_DATA, STREAM_INIT};
 use crate::config::Config;
