@@ -218,3 +218,73 @@ fn a_resume_after_a_kill_leaves_one_clean_log_and_no_temporary_file() {
     assert_eq!(truncate_metrics(&log, 4).unwrap(), ev.iter().filter(|e| e.1 >= 4).count());
     assert!(events(&log).iter().all(|e| e.1 < 4));
 }
+
+fn json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&read(p)).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn an_experiment_records_diverged_runs_and_goes_on() {
+    let d = temp_dir("exp-diverge");
+    let input = shakespeare();
+    let args = ["experiment", "--quick", "--input", input.to_str().unwrap(), "--out", "exp", "--learning_rate=1e3"];
+    let (ok, text) = quietgpt(&d, &args);
+    assert!(ok, "{text}");
+    assert_eq!(text.matches("DIVERGED").count(), 4, "every run is tried:\n{text}");
+    let report = String::from_utf8(read(&d.join("exp/report.md"))).unwrap();
+    assert!(report.contains("4 of 4 runs diverged") && report.contains("diverged at iter"), "{report}");
+    assert!(!report.contains("0 ± 0") && !report.contains("0.000 ± 0.000"), "{report}");
+    let m = json(&d.join("exp/metrics.json"));
+    for r in m["runs"].as_array().unwrap() {
+        assert!(r["diverged"].as_str().unwrap().contains("is NaN"), "{r}");
+        assert!(r["summary"]["max_abs_residual"].is_null(), "{r}");
+    }
+    assert!(m["aggregate"]["metrics"]["softmax"]["max_abs_residual"].is_null());
+    // Recorded: a re-run does not train them again.
+    let (ok, text) = quietgpt(&d, &args);
+    assert!(ok && text.matches("already finished").count() == 4, "{text}");
+}
+
+#[test]
+fn an_experiment_checks_before_writing_and_continues_a_killed_run() {
+    let d = temp_dir("exp-resume");
+    let input = shakespeare();
+    let input = input.to_str().unwrap();
+    let one = ["experiment", "--quick", "--variants", "softmax", "--seed_list", "0", "--lr_decay_iters=100"];
+    let run = |out: &str, extra: &[&str]| quietgpt(&d, &[&one[..], &["--out", out], extra].concat());
+    let (ok, text) = run("exp", &["--input", input, "--max_iters=50"]);
+    assert!(ok, "{text}");
+    let train_bin = d.join("exp/data/train.bin");
+    let (bytes, mtime) = (read(&train_bin), std::fs::metadata(&train_bin).unwrap().modified().unwrap());
+
+    // Other arguments, other data: refused before <out>/data is touched.
+    let (ok, text) = run("exp", &["--input", input, "--max_iters=50", "--learning_rate=1e-2"]);
+    assert!(!ok && text.contains("learning_rate"), "{text}");
+    let half = &std::fs::read_to_string(input).unwrap()[..200_000];
+    std::fs::write(d.join("half.txt"), half).unwrap();
+    let (ok, text) = run("exp", &["--input", "half.txt", "--max_iters=50"]);
+    assert!(!ok && text.contains("the prepared data"), "{text}");
+    assert_eq!(read(&train_bin), bytes);
+    assert_eq!(
+        std::fs::metadata(&train_bin).unwrap().modified().unwrap(),
+        mtime,
+        "{} was rewritten",
+        train_bin.display()
+    );
+
+    // A run killed at iter 50 (its checkpoint saved, done.json not written) continues from its checkpoint,
+    // and ends exactly where an uninterrupted run does.
+    let run_dir = d.join("exp/runs/softmax-seed0");
+    for f in ["done.json", "analysis.json", "quant.json"] {
+        std::fs::remove_file(run_dir.join(f)).unwrap();
+    }
+    let (ok, text) = run("exp", &["--input", input, "--max_iters=100"]);
+    assert!(ok && text.contains("continuing from its checkpoint at iter 50"), "{text}");
+    assert!(!text.contains("iter 25/100"), "trained from scratch:\n{text}");
+    let (ok, text) = run("whole", &["--input", input, "--max_iters=100"]);
+    assert!(ok, "{text}");
+    let (resumed, whole) = (json(&run_dir.join("done.json")), json(&d.join("whole/runs/softmax-seed0/done.json")));
+    for key in ["iter", "summary", "quant", "curve", "val_loss"] {
+        assert_eq!(resumed[key], whole[key], "{key} differs after continuing");
+    }
+}
