@@ -264,7 +264,7 @@ fn an_experiment_checks_before_writing_and_continues_a_killed_run() {
     std::fs::write(d.join("half.txt"), half).unwrap();
     let (ok, text) = run("exp", &["--input", "half.txt", "--max_iters=50"]);
     assert!(!ok && text.contains("the prepared data"), "{text}");
-    assert_eq!(read(&train_bin), bytes);
+    assert!(read(&train_bin) == bytes, "{} was overwritten", train_bin.display());
     assert_eq!(
         std::fs::metadata(&train_bin).unwrap().modified().unwrap(),
         mtime,
