@@ -13,6 +13,10 @@ pub enum Error {
     Data(String),
     /// A checkpoint that is missing, truncated, corrupt or does not fit the model.
     Checkpoint(String),
+    /// Training diverged: a non-finite loss or gradient norm (the message says where and what to do).
+    Diverged(String),
+    /// Another process holds the output directory's lock (the message names it).
+    Locked(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -30,6 +34,8 @@ impl fmt::Display for Error {
             Error::Config(m) => write!(f, "config error: {m}"),
             Error::Data(m) => write!(f, "data error: {m}"),
             Error::Checkpoint(m) => write!(f, "checkpoint error: {m}"),
+            Error::Diverged(m) => write!(f, "training diverged: {m}"),
+            Error::Locked(m) => write!(f, "output directory locked: {m}"),
         }
     }
 }

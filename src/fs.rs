@@ -1,6 +1,9 @@
 //! Writing files so that a reader never sees a half-written one: everything goes to a temporary file
 //! beside the target first, which is synced and then renamed over it (a rename within a directory is
-//! atomic). A failed write removes the temporary file and leaves the target as it was.
+//! atomic), and the directory is synced after the rename so that the new name survives a power loss.
+//! A failed write removes the temporary file and leaves the target as it was.
+//!
+//! `DirLock`: one process at a time in an output directory (a lock file made with `create_new`).
 
 use crate::error::{Error, Result};
 use serde::Serialize;
@@ -52,5 +55,105 @@ fn rename(tmp: &Path, path: &Path) -> Result<()> {
     fs::rename(tmp, path).map_err(|e| {
         let _ = fs::remove_file(tmp);
         Error::io(path, e)
-    })
+    })?;
+    sync_dir(path)
+}
+
+/// Sync the directory holding `path`, so that a rename into it is durable (a no-op where a directory
+/// cannot be opened as a file).
+fn sync_dir(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    #[cfg(unix)]
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// The lock file that `DirLock` creates in the directory it guards.
+pub const LOCK_FILE: &str = ".quietgpt.lock";
+
+/// An exclusive lock on an output directory: `<dir>/.quietgpt.lock`, created with `create_new` (so two
+/// processes cannot both make it) and holding the holder's pid and command line. Removed on drop. A
+/// lock whose pid is no longer alive (a killed process; checked in /proc on Linux) is stale and taken over
+/// with a note on stderr.
+#[derive(Debug)]
+pub struct DirLock {
+    path: PathBuf,
+}
+
+impl DirLock {
+    /// Lock `dir` (created if needed) for `command` (what the holder is doing, shown to the next comer).
+    pub fn acquire(dir: &Path, command: &str) -> Result<DirLock> {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let path = dir.join(LOCK_FILE);
+        let text = format!("pid {}\ncommand {}\n", std::process::id(), command.replace('\n', " "));
+        for _ in 0..3 {
+            match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| {
+                        let _ = fs::remove_file(&path);
+                        Error::io(&path, e)
+                    })?;
+                    return Ok(DirLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+            // Held, or left behind: read who holds it.
+            let held = match fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // just released
+                Err(e) => return Err(Error::io(&path, e)),
+            };
+            let pid = held.lines().find_map(|l| l.strip_prefix("pid ")).and_then(|p| p.trim().parse::<u32>().ok());
+            let command = held.lines().find_map(|l| l.strip_prefix("command ")).unwrap_or("?").trim().to_string();
+            match pid {
+                Some(pid) if !pid_alive(pid) => {
+                    eprintln!(
+                        "note: {} was left by process {pid} ({command}), which is no longer running; taking it over",
+                        path.display()
+                    );
+                    match fs::remove_file(&path) {
+                        Ok(()) => continue,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(Error::io(&path, e)),
+                    }
+                }
+                _ => {
+                    let who = pid.map_or("an unknown process".to_string(), |p| format!("process {p}"));
+                    return Err(Error::Locked(format!(
+                        "{} is in use by {who} ({command}); wait for it to finish, or use another directory \
+                         (if that process is gone, delete {})",
+                        dir.display(),
+                        path.display()
+                    )));
+                }
+            }
+        }
+        Err(Error::Locked(format!("{}: could not take the lock {} (contended)", dir.display(), path.display())))
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Whether process `pid` is running (on Linux, /proc/<pid> exists; elsewhere always assumed alive).
+fn pid_alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new("/proc").join(pid.to_string()).exists()
+    } else {
+        true
+    }
 }

@@ -40,18 +40,18 @@ pub struct DataFingerprint {
 
 impl DataFingerprint {
     pub fn of(data: &Dataset) -> Self {
+        Self::of_tokens(data.tokenizer.vocab_size(), &data.train, &data.val)
+    }
+
+    /// The fingerprint of data not written yet (`data::tokenize`'s result).
+    pub fn of_tokens(vocab_size: usize, train: &[u16], val: &[u16]) -> Self {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for &t in data.train.iter().chain(&data.val) {
+        for &t in train.iter().chain(val) {
             for b in t.to_le_bytes() {
                 h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
             }
         }
-        DataFingerprint {
-            vocab_size: data.tokenizer.vocab_size(),
-            train_tokens: data.train.len(),
-            val_tokens: data.val.len(),
-            fnv1a: format!("{h:016x}"),
-        }
+        DataFingerprint { vocab_size, train_tokens: train.len(), val_tokens: val.len(), fnv1a: format!("{h:016x}") }
     }
 }
 
@@ -116,6 +116,22 @@ fn mean(xs: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
 }
 
 impl Summary {
+    /// No numbers: the summary of a run that diverged.
+    pub fn empty() -> Self {
+        Summary {
+            loss: None,
+            max_abs_residual: None,
+            kurtosis_attn_out: None,
+            kurtosis_residual: None,
+            outlier_fraction: None,
+            sink_mass: None,
+            null_mass: None,
+            sink_heads: 0,
+            layers: vec![],
+            residual_channel_max: vec![],
+        }
+    }
+
     pub fn of(a: &Analysis) -> Self {
         let layers: Vec<LayerSummary> = a
             .layers
@@ -179,6 +195,10 @@ pub struct RunRecord {
     pub quant: Vec<QuantResult>,
     /// Intermediate analyses (`analyze_every`), in iteration order.
     pub snapshots: Vec<Snapshot>,
+    /// Set when training diverged (a non-finite loss or gradient norm): the trainer's message. Such a
+    /// run has no analysis (`summary` is empty, `quant` too) and is left out of the statistics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diverged: Option<String>,
 }
 
 impl RunRecord {

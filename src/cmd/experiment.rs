@@ -4,7 +4,7 @@
 use super::args::{set_threads, Overrides};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use quietgpt::analysis::experiment::{ensure_data, Experiment, DEFAULT, QUICK};
+use quietgpt::analysis::experiment::{ensure_data, planned_data, Experiment, DEFAULT, QUICK};
 use quietgpt::config::{AttentionKind, Config};
 use quietgpt::data::TokenizerKind;
 use std::io::Write;
@@ -108,6 +108,12 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
     }
     set_threads(exp.base.threads)?;
 
+    // Before anything is written: one experiment per directory, and finished runs that match the arguments
+    // (with the data they would use, fingerprinted without writing it).
+    exp.lock().context("cannot start the experiment")?;
+    if let Some(fp) = planned_data(input.as_deref(), &data_dir, kind).context("cannot read the data")? {
+        exp.check_finished(&fp).with_context(|| format!("experiment in {} failed", out.display()))?;
+    }
     let prepared = ensure_data(input.as_deref(), &data_dir, kind).with_context(|| match &input {
         Some(p) => format!("cannot prepare {} from {}", data_dir.display(), p.display()),
         None => {

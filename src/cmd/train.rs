@@ -32,6 +32,9 @@ pub struct TrainArgs {
     /// model's shape (e.g. --max_iters) may be given
     #[arg(long)]
     resume: bool,
+    /// Start afresh even if <out_dir> holds a checkpoint, replacing it (and metrics.jsonl) as training goes
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
     #[command(flatten)]
     overrides: Overrides,
 }
@@ -70,6 +73,15 @@ pub fn run(a: TrainArgs) -> Result<()> {
         t
     } else {
         let config = Config::build(a.preset.as_deref(), a.config.as_deref(), overrides)?;
+        let existing = Path::new(&config.out_dir).join(CKPT_FILE);
+        if existing.exists() && !a.overwrite {
+            bail!(
+                "{} already holds a checkpoint; pass --resume to continue it (quietgpt train --resume --out_dir={}), \
+                 --overwrite to replace it with a fresh run, or another --out_dir",
+                config.out_dir,
+                config.out_dir
+            );
+        }
         Trainer::new(config.clone()).with_context(|| {
             format!("cannot start training on {} (run `quietgpt prepare` first, or set --data_dir)", config.data_dir)
         })?

@@ -11,7 +11,7 @@ mod vocab;
 pub use crate::fs::write_atomic;
 pub use dataset::{Dataset, Split};
 pub use prepare::{
-    prepare, read_input, PrepareReport, INPUT_TXT, TINY_SHAKESPEARE, TINY_SHAKESPEARE_URL, TRAIN_BIN, VAL_BIN,
+    prepare, read_input, tokenize, PrepareReport, INPUT_TXT, TINY_SHAKESPEARE, TINY_SHAKESPEARE_URL, TRAIN_BIN, VAL_BIN,
 };
 pub use tokenizer::{Tokenizer, TokenizerKind, GPT2_VOCAB_SIZE};
 pub use vocab::{check_same_vocab, META_PKL, VOCAB_FILE};

@@ -24,6 +24,16 @@ pub struct PrepareReport {
 
 /// Split, tokenize and write `out_dir/{train.bin, val.bin, vocab.json}` (created if needed).
 pub fn prepare(text: &str, out_dir: &Path, kind: TokenizerKind) -> Result<PrepareReport> {
+    let (tok, train_ids, val_ids) = tokenize(text, kind)?;
+    fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    write_atomic(&out_dir.join(TRAIN_BIN), &to_le_bytes(&train_ids))?;
+    write_atomic(&out_dir.join(VAL_BIN), &to_le_bytes(&val_ids))?;
+    tok.save(out_dir)?;
+    Ok(PrepareReport { vocab_size: tok.vocab_size(), train_tokens: train_ids.len(), val_tokens: val_ids.len() })
+}
+
+/// What `prepare` writes, in memory: the tokenizer and the train and val ids.
+pub fn tokenize(text: &str, kind: TokenizerKind) -> Result<(Tokenizer, Vec<u16>, Vec<u16>)> {
     if text.is_empty() {
         return Err(Error::Data("input text is empty; there is nothing to train on".into()));
     }
@@ -35,12 +45,7 @@ pub fn prepare(text: &str, out_dir: &Path, kind: TokenizerKind) -> Result<Prepar
     };
     let train_ids = tok.encode(train)?;
     let val_ids = tok.encode(val)?;
-
-    fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
-    write_atomic(&out_dir.join(TRAIN_BIN), &to_le_bytes(&train_ids))?;
-    write_atomic(&out_dir.join(VAL_BIN), &to_le_bytes(&val_ids))?;
-    tok.save(out_dir)?;
-    Ok(PrepareReport { vocab_size: tok.vocab_size(), train_tokens: train_ids.len(), val_tokens: val_ids.len() })
+    Ok((tok, train_ids, val_ids))
 }
 
 /// nanoGPT's `data[:int(n*0.9)]`, `data[int(n*0.9):]` with n counted in code points (Python `len`),

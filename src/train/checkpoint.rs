@@ -68,6 +68,15 @@ pub fn save_host(
     tok: &Tokenizer,
 ) -> Result<()> {
     let layout = ParamLayout::new(model);
+    // Never write a model that cannot be used (a diverged run): the last good checkpoint stays.
+    for (buf, prefix) in [(params, ""), (exp_avg, "optimizer.exp_avg."), (exp_avg_sq, "optimizer.exp_avg_sq.")] {
+        if let Some(bad) = first_non_finite(buf, &layout, prefix) {
+            return Err(Error::Diverged(format!(
+                "refusing to save {}: {bad}; the file on disk is left as it was",
+                path.display()
+            )));
+        }
+    }
     let mut tensors = views(params, &layout, "");
     tensors.extend(views(exp_avg, &layout, "optimizer.exp_avg."));
     tensors.extend(views(exp_avg_sq, &layout, "optimizer.exp_avg_sq."));
@@ -126,10 +135,40 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         load_flat(&mut exp_avg, &layout, &st, "optimizer.exp_avg.").map_err(in_file)?;
         load_flat(&mut exp_avg_sq, &layout, &st, "optimizer.exp_avg_sq.").map_err(in_file)?;
     }
-    Ok(Checkpoint { config, model, params, exp_avg, exp_avg_sq, state, tokenizer })
+    let ck = Checkpoint { config, model, params, exp_avg, exp_avg_sq, state, tokenizer };
+    ck.check_finite(path)?;
+    Ok(ck)
+}
+
+/// "tensor transformer.h.0.attn.c_attn.weight holds NaN (element 17)" for the first non-finite value of a
+/// flat buffer laid out by `layout`, names prefixed by `prefix`; None if every value is finite.
+pub fn first_non_finite(buf: &[f32], layout: &ParamLayout, prefix: &str) -> Option<String> {
+    let i = buf.iter().position(|x| !x.is_finite())?;
+    let t = layout.named().iter().find(|t| (t.offset..t.offset + t.len).contains(&i));
+    let name = t.map_or("?".to_string(), |t| format!("{prefix}{}", t.name));
+    let at = t.map_or(i, |t| i - t.offset);
+    Some(format!("tensor {name} holds {} (element {at})", buf[i]))
 }
 
 impl Checkpoint {
+    /// An error naming `path` and the first tensor with a NaN or infinite value (a model saved by a run
+    /// that diverged cannot sample, be analysed or train on).
+    pub fn check_finite(&self, path: &Path) -> Result<()> {
+        let layout = ParamLayout::new(&self.model);
+        for (buf, prefix) in
+            [(&self.params, ""), (&self.exp_avg, "optimizer.exp_avg."), (&self.exp_avg_sq, "optimizer.exp_avg_sq.")]
+        {
+            if let Some(bad) = first_non_finite(buf, &layout, prefix) {
+                return Err(Error::Checkpoint(format!(
+                    "{}: {bad}: the model is unusable (saved from a run that diverged?); use an earlier checkpoint or \
+                     train again",
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Load parameters, moments and AdamW's step count into an engine made for this model.
     pub fn load_into(&self, engine: &mut dyn Engine) -> Result<()> {
         if engine.config() != &self.model {

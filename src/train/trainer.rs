@@ -10,6 +10,7 @@ use crate::engine::cpu::{CpuEngine, Gpt};
 use crate::engine::dropout::Dropout;
 use crate::engine::params::init_params;
 use crate::engine::{self, AdamWConfig, Batch, Buffer, Engine};
+use crate::fs::{tmp_path, write_atomic, DirLock};
 use crate::rng::Rng;
 use crate::{Error, Result};
 use serde::Serialize;
@@ -44,6 +45,10 @@ pub struct Trainer {
     y: Vec<u32>,
     /// Machine peak in FLOP/s for MFU (0 = unknown, MFU reported as 0).
     pub peak_flops: f64,
+    /// The lock on `out_dir`, taken by the first `run` and held until the trainer is dropped.
+    lock: Option<DirLock>,
+    /// The step of the last checkpoint this trainer saved or resumed from (named when training diverges).
+    last_saved: Option<usize>,
 }
 
 impl Trainer {
@@ -89,13 +94,26 @@ impl Trainer {
         check_same_vocab(&data, &path, &ckpt.tokenizer)?;
         let mut engine = engine::create(&config.device, ckpt.model.clone(), config.batch_size)?;
         ckpt.load_into(engine.as_mut())?;
-        Ok(Trainer::assemble(config, engine, data, ckpt.state))
+        let mut t = Trainer::assemble(config, engine, data, ckpt.state);
+        t.last_saved = Some(t.state.iter_num);
+        Ok(t)
     }
 
     fn assemble(config: Config, engine: Box<dyn Engine>, data: Dataset, state: TrainState) -> Trainer {
         let n = config.batch_size * config.block_size;
         let out_dir = PathBuf::from(&config.out_dir);
-        Trainer { out_dir, config, engine, data, state, x: vec![0; n], y: vec![0; n], peak_flops: 0.0 }
+        Trainer {
+            out_dir,
+            config,
+            engine,
+            data,
+            state,
+            x: vec![0; n],
+            y: vec![0; n],
+            peak_flops: 0.0,
+            lock: None,
+            last_saved: None,
+        }
     }
 
     /// The model as it stands, on the CPU reference engine (analysis and fake quantization run there),
@@ -128,13 +146,57 @@ impl Trainer {
         Ok((out[0], out[1]))
     }
 
-    fn save(&self) -> Result<()> {
-        checkpoint::save(&self.checkpoint_path(), &self.config, self.engine.as_ref(), &self.state, &self.data.tokenizer)
+    fn save(&mut self) -> Result<()> {
+        checkpoint::save(
+            &self.checkpoint_path(),
+            &self.config,
+            self.engine.as_ref(),
+            &self.state,
+            &self.data.tokenizer,
+        )?;
+        self.last_saved = Some(self.state.iter_num);
+        Ok(())
     }
 
-    /// Train until `max_iters`, calling `report` with every event.
+    /// The error for a non-finite loss or gradient norm at `iter`: what, with which learning rate, and
+    /// where the last good checkpoint is.
+    fn diverged(&self, iter: usize, what: &str, lr: f64) -> Error {
+        let ckpt = self.checkpoint_path();
+        let last = match self.last_saved {
+            Some(i) => format!(
+                "the last good checkpoint is {} (iter {i}); resume from it with a lower learning rate \
+                 (quietgpt train --resume --out_dir={} --learning_rate=...)",
+                ckpt.display(),
+                self.out_dir.display()
+            ),
+            None => "no checkpoint was saved by this run; train again with a lower learning rate".to_string(),
+        };
+        Error::Diverged(format!("at iter {iter}, {what} (learning rate {}); stopped without saving; {last}", lr as f32))
+    }
+
+    /// Before the first step of this trainer: lock `out_dir` (one process at a time), remove a temporary
+    /// checkpoint left by a killed save, and cut metrics.jsonl back to the iterations before `iter_num`
+    /// (a resume repeats those after the checkpoint; a fresh run starts an empty log).
+    fn start(&mut self) -> Result<()> {
+        if self.lock.is_some() {
+            return Ok(());
+        }
+        let what = format!("train, iter {} of {}", self.state.iter_num, self.config.max_iters);
+        self.lock = Some(DirLock::acquire(&self.out_dir, &what)?);
+        let tmp = tmp_path(&self.checkpoint_path());
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => eprintln!("note: removed {}, left by an interrupted save", tmp.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&tmp, e)),
+        }
+        truncate_metrics(&self.out_dir.join(METRICS_FILE), self.state.iter_num)?;
+        Ok(())
+    }
+
+    /// Train until `max_iters`, calling `report` with every event. Stops with `Error::Diverged` at the
+    /// first non-finite loss (a training micro-step's or an evaluation's) or gradient norm, before saving.
     pub fn run(&mut self, report: &mut dyn FnMut(&Event)) -> Result<()> {
-        std::fs::create_dir_all(&self.out_dir).map_err(|e| Error::io(&self.out_dir, e))?;
+        self.start()?;
         let metrics_path = self.out_dir.join(METRICS_FILE);
         let mut metrics = std::fs::OpenOptions::new()
             .create(true)
@@ -157,8 +219,12 @@ impl Trainer {
             let lr = learning_rate(&cfg, iter);
 
             // eval and checkpoint
-            if iter % cfg.eval_interval == 0 || iter == cfg.max_iters {
+            if iter.is_multiple_of(cfg.eval_interval) || iter == cfg.max_iters {
                 let (train_loss, val_loss) = self.estimate_loss()?;
+                if !train_loss.is_finite() || !val_loss.is_finite() {
+                    let what = format!("the eval loss is {train_loss} (train) / {val_loss} (val)");
+                    return Err(self.diverged(iter, &what, lr));
+                }
                 let improved = val_loss < self.state.best_val_loss;
                 let mut saved = false;
                 if improved || cfg.always_save_checkpoint {
@@ -178,6 +244,7 @@ impl Trainer {
             // (the whole step on one pool worker, so that its kernels never wait for the pool to wake)
             let t0 = Instant::now();
             let Trainer { engine, data, state, x, y, .. } = self;
+            let mut bad: Option<String> = None;
             let loss = engine.run(&mut |e: &mut dyn Engine| {
                 e.zero_grad();
                 let mut loss = 0.0;
@@ -185,17 +252,27 @@ impl Trainer {
                     data.get_batch(Split::Train, b, t, &mut state.data_rng, x, y);
                     let dropout = Dropout::new(cfg.dropout as f32, dropout_seed, iter as u64, micro as u64);
                     loss = e.forward(Batch { idx: x, targets: Some(y), b, t }, dropout)?.expect("targets given");
+                    if !loss.is_finite() {
+                        bad = Some(format!("the training loss is {loss} (micro-step {micro} of {accum})"));
+                        return Ok(loss);
+                    }
                     e.backward(1.0 / accum as f64)?;
                 }
-                // clip → step
-                e.step(lr, &hp, cfg.grad_clip)?;
+                // clip → step (the norm is the one before clipping)
+                let norm = e.step(lr, &hp, cfg.grad_clip)?;
+                if !norm.is_finite() {
+                    bad = Some(format!("the gradient norm is {norm} (loss {loss})"));
+                }
                 Ok(loss)
             })?;
+            if let Some(what) = bad {
+                return Err(self.diverged(iter, &what, lr));
+            }
             self.state.adam_step = self.engine.adam_step();
             self.state.iter_num += 1;
 
             // log (the loss of the last micro-batch, as nanoGPT)
-            if iter % cfg.log_interval == 0 {
+            if iter.is_multiple_of(cfg.log_interval) {
                 let secs = t0.elapsed().as_secs_f64();
                 let mfu = if self.peak_flops > 0.0 { flops_per_iter / secs / self.peak_flops } else { 0.0 };
                 let tokens_per_s = cfg.tokens_per_iter() as f64 / secs;
@@ -208,6 +285,34 @@ impl Trainer {
 /// AdamW's hyper-parameters from the run config.
 pub fn adamw_config(cfg: &Config) -> AdamWConfig {
     AdamWConfig { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weight_decay: cfg.weight_decay }
+}
+
+/// Cut the trainer's log back to the events of iterations before `iter_num`, dropping a torn last line
+/// (a write cut short by a kill or a full disk) and any line that is not an event, so that the file reads
+/// as one run. Rewritten atomically, and only if something is dropped. Returns how many lines were dropped.
+pub fn truncate_metrics(path: &Path, iter_num: usize) -> Result<usize> {
+    let text = match std::fs::read(path) {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let (mut keep, mut dropped) = (String::new(), 0);
+    let mut lines: Vec<&str> = text.split_inclusive('\n').collect();
+    if lines.last().is_some_and(|l| !l.ends_with('\n')) {
+        lines.pop(); // torn
+        dropped += 1;
+    }
+    for line in lines {
+        let iter = serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v["iter"].as_u64());
+        match iter {
+            Some(i) if (i as usize) < iter_num => keep.push_str(line),
+            _ => dropped += 1,
+        }
+    }
+    if dropped > 0 {
+        write_atomic(path, keep.as_bytes())?;
+    }
+    Ok(dropped)
 }
 
 fn open_data(config: &Config) -> Result<Dataset> {

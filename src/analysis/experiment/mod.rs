@@ -17,8 +17,14 @@
 //! run was made from (`RunSpec`: the config, the data's fingerprint and the analysis options); if that
 //! differs from what the new arguments ask for, the experiment stops before training anything and names
 //! the keys that changed: silently mixing runs of two configs in one report would be worse than an
-//! error, and a new `--out` keeps both. A run without `done.json` was interrupted and starts again from
-//! scratch (its directory is cleared).
+//! error, and a new `--out` keeps both. The command checks this before it writes anything (the data it
+//! would prepare is fingerprinted in memory first). A run without `done.json` was interrupted: it
+//! resumes from its own checkpoint when that was made from the same config (and its intermediate
+//! analyses are on disk), and starts again from scratch otherwise (its directory is cleared).
+//!
+//! One process at a time: the experiment locks `out` (`fs::DirLock`) and each run's trainer its run
+//! directory. A run that diverges (a non-finite loss or gradient norm) is recorded as diverged, left
+//! out of the statistics and named in the report; the other runs go on.
 //!
 //! Intermediate analyses (`analyze_every = N`): training runs in segments, the trainer's
 //! `config.max_iters` raised to N, 2N, .. and finally to the real max_iters on the same in-memory
@@ -43,9 +49,11 @@ pub use presets::{Preset, DEFAULT, QUICK};
 use super::analyze::AnalyzeOptions;
 use super::report::ReportMeta;
 use crate::config::{AttentionKind, Config};
-use crate::data::{prepare, read_input, TokenizerKind, TRAIN_BIN, VAL_BIN};
+use crate::data::{prepare, read_input, tokenize, Dataset, TokenizerKind, TRAIN_BIN, VAL_BIN};
+use crate::fs::DirLock;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// Make sure `data_dir` holds prepared data: with `input`, prepare it from that text (always, so the
 /// data is what the file says); without, prepare Tiny Shakespeare (downloaded into `data_dir`) if
@@ -59,6 +67,21 @@ pub fn ensure_data(input: Option<&Path>, data_dir: &Path, kind: TokenizerKind) -
     Ok(true)
 }
 
+/// The fingerprint of the data `ensure_data` would leave in `data_dir`, without writing anything: of
+/// `input` tokenized in memory, or of the prepared data already there. None when it would have to be
+/// downloaded first.
+pub fn planned_data(input: Option<&Path>, data_dir: &Path, kind: TokenizerKind) -> Result<Option<DataFingerprint>> {
+    if let Some(p) = input {
+        let text = read_input(Some(p), data_dir)?;
+        let (tok, train, val) = tokenize(&text, kind)?;
+        return Ok(Some(DataFingerprint::of_tokens(tok.vocab_size(), &train, &val)));
+    }
+    if data_dir.join(TRAIN_BIN).exists() && data_dir.join(VAL_BIN).exists() {
+        return Ok(Some(DataFingerprint::of(&Dataset::open(data_dir)?)));
+    }
+    Ok(None)
+}
+
 /// The whole experiment; `run` does it.
 pub struct Experiment {
     /// Config of every run (data_dir set); `attention`, `seed` and `out_dir` are set per run.
@@ -69,6 +92,8 @@ pub struct Experiment {
     pub options: RunOptions,
     /// Val windows whose values the report's histograms show.
     pub hist_windows: usize,
+    /// The lock on `out`, once taken (`lock`).
+    held: OnceLock<DirLock>,
 }
 
 impl Experiment {
@@ -96,7 +121,30 @@ impl Experiment {
             calib_windows: preset.calib_windows,
             analyze_every: 0,
         };
-        Ok(Experiment { base, variants, seeds, out, options, hist_windows: preset.hist_windows })
+        let hist_windows = preset.hist_windows;
+        Ok(Experiment { base, variants, seeds, out, options, hist_windows, held: OnceLock::new() })
+    }
+
+    /// Lock the output directory for this experiment (until it is dropped); `run` does it too.
+    pub fn lock(&self) -> Result<()> {
+        if self.held.get().is_none() {
+            let what = format!("experiment, {} variants x {} seeds", self.variants.len(), self.seeds.len());
+            let _ = self.held.set(DirLock::acquire(&self.out, &what)?);
+        }
+        Ok(())
+    }
+
+    /// The runs in the order they are done (seed-major, so that an interrupted experiment has whole pairs).
+    pub fn plan(&self) -> Vec<(AttentionKind, u64)> {
+        self.seeds.iter().flat_map(|&s| self.variants.iter().map(move |&v| (v, s))).collect()
+    }
+
+    /// The record of every finished run of the plan (None where unfinished), after checking that each was
+    /// made from what the arguments ask for with the data `data`; an error naming the keys otherwise.
+    /// Reads only.
+    pub fn check_finished(&self, data: &DataFingerprint) -> Result<Vec<Option<RunRecord>>> {
+        self.validate()?;
+        self.plan().into_iter().map(|(v, s)| self.load_done(v, s, &self.spec(v, s, data))).collect()
     }
 
     /// The variant the others are compared with: softmax if requested, else the first one.

@@ -8,7 +8,7 @@ use crate::analysis::quantize_eval::{quantize_eval, QuantEvalOptions, QuantRepor
 use crate::analysis::record::{DataFingerprint, HistSamples, QuantResult, RunRecord, RunSpec, Snapshot, Summary};
 use crate::analysis::report;
 use crate::analysis::windows::Windows;
-use crate::config::AttentionKind;
+use crate::config::{AttentionKind, Config};
 use crate::data::{check_same_vocab, Dataset, Split};
 use crate::engine::cpu::{Point, Probe};
 use crate::fs::write_json_atomic;
@@ -23,18 +23,14 @@ impl Experiment {
     /// records (in seed-major order) and the report's path.
     pub fn run(&self, say: &mut dyn FnMut(&str)) -> Result<(Vec<RunRecord>, PathBuf)> {
         self.validate()?;
+        self.lock()?;
         let data = Dataset::open(Path::new(&self.base.data_dir))?;
         data.check_block_size(self.base.block_size)?;
         let fp = DataFingerprint::of(&data);
         drop(data);
-        // Seed-major order, so that an interrupted experiment has whole pairs.
-        let plan: Vec<(AttentionKind, u64)> =
-            self.seeds.iter().flat_map(|&s| self.variants.iter().map(move |&v| (v, s))).collect();
+        let plan = self.plan();
         // Check every finished run first, so that a changed argument fails before any training.
-        let mut done: Vec<Option<RunRecord>> = vec![];
-        for &(v, s) in &plan {
-            done.push(self.load_done(v, s, &self.spec(v, s, &fp))?);
-        }
+        let done = self.check_finished(&fp)?;
         let todo_iters = done.iter().filter(|d| d.is_none()).count() * self.base.max_iters;
         let mut clock = Clock { start: Instant::now(), iters_done: 0, iters_total: todo_iters };
         let mut records = vec![];
@@ -52,10 +48,67 @@ impl Experiment {
             };
             records.push(r);
         }
+        let diverged = records.iter().filter(|r| r.diverged.is_some()).count();
+        if diverged > 0 {
+            say(&format!(
+                "{diverged} of {} runs diverged; the report leaves them out of the statistics",
+                records.len()
+            ));
+        }
         let samples = self.histogram_samples(&records, say)?;
         say("writing the report");
         let path = report::write(&self.report_meta(), &records, &samples)?;
         Ok((records, path))
+    }
+
+    /// A trainer that continues the interrupted run in `dir` from its checkpoint, with the snapshots
+    /// it already made; None (after saying why) when there is nothing to continue from.
+    fn resumable(&self, dir: &Path, cfg: &Config, stops: &[usize], say: &mut dyn FnMut(&str)) -> Option<Resumed> {
+        let path = dir.join(CKPT_FILE);
+        if !path.exists() {
+            return None;
+        }
+        let ck = match checkpoint::load(&path) {
+            Ok(ck) => ck,
+            Err(e) => {
+                say(&format!("  cannot continue from {} ({e})", path.display()));
+                return None;
+            }
+        };
+        // The config as the trainer saved it: max_iters is the segment's, the paths may differ.
+        let plain = |c: &Config| {
+            let mut c = c.clone();
+            (c.max_iters, c.out_dir, c.data_dir, c.threads) = (0, String::new(), String::new(), 0);
+            c
+        };
+        let at = ck.state.iter_num;
+        if plain(&ck.config) != plain(cfg) || at > cfg.max_iters {
+            say(&format!("  {} was made from other settings", path.display()));
+            return None;
+        }
+        let snapshots: Vec<Snapshot> = std::fs::read_to_string(dir.join(SNAPSHOTS_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let snapshots: Vec<Snapshot> = snapshots.into_iter().filter(|s| s.iter <= at).collect();
+        let needed = stops.iter().filter(|&&s| s < at && s < cfg.max_iters).count();
+        if snapshots.iter().filter(|s| s.iter < at).count() != needed {
+            say(&format!("  the intermediate analyses before iter {at} are missing"));
+            return None;
+        }
+        drop(ck);
+        let overrides = [
+            format!("data_dir={}", toml::Value::String(cfg.data_dir.clone())),
+            format!("threads={}", cfg.threads),
+            format!("max_iters={at}"),
+        ];
+        match Trainer::resume(dir, &overrides) {
+            Ok(tr) => Some(Resumed { tr, snapshots }),
+            Err(e) => {
+                say(&format!("  cannot continue from {} ({e})", path.display()));
+                None
+            }
+        }
     }
 
     fn train(
@@ -68,43 +121,92 @@ impl Experiment {
         say: &mut dyn FnMut(&str),
     ) -> Result<RunRecord> {
         let dir = self.run_dir(v, seed);
-        if dir.exists() {
-            say(&format!("{tag}: unfinished run found (no {DONE_FILE}); starting it again"));
-            std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        }
         let t0 = Instant::now();
         let cfg = self.config(v, seed);
         let max = cfg.max_iters;
-        let mut tr = Trainer::new(cfg)?;
         let every = self.options.analyze_every;
         let stops: Vec<usize> =
             (1..).map(|k| k * every.max(1)).take_while(|&i| every > 0 && i < max).chain([max]).collect();
-        let mut snapshots = vec![];
-        let base_done = clock.iters_done;
-        for &stop in &stops {
-            tr.config.max_iters = stop;
-            tr.run(&mut |e| {
-                if let Event::Eval { iter, train_loss, val_loss, .. } = e {
-                    clock.iters_done = base_done + iter;
-                    say(&format!(
-                        "{tag}: iter {iter}/{max}, train loss {train_loss:.4}, val loss {val_loss:.4}, ETA {}",
-                        clock.eta()
-                    ));
+        let (mut tr, mut snapshots) = match self.resumable(&dir, &cfg, &stops, say) {
+            Some(Resumed { tr, snapshots }) => {
+                say(&format!(
+                    "{tag}: unfinished run found (no {DONE_FILE}); continuing from its checkpoint at iter {}",
+                    tr.state.iter_num
+                ));
+                (tr, snapshots)
+            }
+            None => {
+                if dir.exists() {
+                    say(&format!("{tag}: unfinished run found (no {DONE_FILE}); starting it again"));
+                    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
                 }
-            })?;
+                (Trainer::new(cfg)?, vec![])
+            }
+        };
+        let start = tr.state.iter_num;
+        clock.iters_total = clock.iters_total.saturating_sub(start);
+        let base_done = clock.iters_done;
+        let mut diverged = None;
+        for &stop in &stops {
+            if snapshots.iter().any(|s| s.iter == stop) {
+                continue;
+            }
+            if stop > tr.state.iter_num {
+                tr.config.max_iters = stop;
+                let res = tr.run(&mut |e| {
+                    if let Event::Eval { iter, train_loss, val_loss, .. } = e {
+                        clock.iters_done = base_done + iter - start;
+                        say(&format!(
+                            "{tag}: iter {iter}/{max}, train loss {train_loss:.4}, val loss {val_loss:.4}, ETA {}",
+                            clock.eta()
+                        ));
+                    }
+                });
+                match res {
+                    Err(Error::Diverged(m)) => {
+                        diverged = Some(m);
+                        break;
+                    }
+                    r => r?,
+                }
+            }
             if stop < max {
                 let (a, q) = self.evaluate(&mut tr, Some("W8A8"))?;
                 write_json_atomic(&dir.join(format!("analysis-iter{stop}.json")), &a)?;
                 snapshots.push(Snapshot { iter: stop, summary: Summary::of(&a), quant: QuantResult::list(&q) });
+                write_json_atomic(&dir.join(SNAPSHOTS_FILE), &snapshots)?;
             }
         }
+        clock.iters_done = base_done + max - start;
+        let curve = read_curve(&dir.join(METRICS_FILE))?;
+        let opt = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.4}"));
+        if let Some(m) = diverged {
+            let rec = RunRecord {
+                variant: v,
+                seed,
+                spec: spec.clone(),
+                seconds: t0.elapsed().as_secs_f64(),
+                iter: tr.state.iter_num,
+                train_loss: None,
+                val_loss: None,
+                curve,
+                summary: Summary::empty(),
+                quant: vec![],
+                snapshots,
+                diverged: Some(m.clone()),
+            };
+            write_json_atomic(&dir.join(DONE_FILE), &rec)?;
+            say(&format!(
+                "{tag}: DIVERGED ({m}); recorded as diverged, going on with the other runs, ETA {}",
+                clock.eta()
+            ));
+            return Ok(rec);
+        }
         tr.config.max_iters = max;
-        clock.iters_done = base_done + max;
         say(&format!("{tag}: trained; analysing and quantizing"));
         let (a, q) = self.evaluate(&mut tr, None)?;
         write_json_atomic(&dir.join("analysis.json"), &a)?;
         write_json_atomic(&dir.join("quant.json"), &q)?;
-        let curve = read_curve(&dir.join(METRICS_FILE))?;
         let last = curve.last().cloned();
         let rec = RunRecord {
             variant: v,
@@ -118,9 +220,9 @@ impl Experiment {
             summary: Summary::of(&a),
             quant: QuantResult::list(&q),
             snapshots,
+            diverged: None,
         };
         write_json_atomic(&dir.join(DONE_FILE), &rec)?;
-        let opt = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.4}"));
         say(&format!(
             "{tag}: done in {}: val loss {}, max |x| {}, W8A8 gap {}, ETA {}",
             duration(rec.seconds),
@@ -154,7 +256,7 @@ impl Experiment {
         let firsts: Vec<&RunRecord> = self
             .variants
             .iter()
-            .filter_map(|&v| runs.iter().find(|r| r.variant == v && Some(r.seed) == first))
+            .filter_map(|&v| runs.iter().find(|r| r.variant == v && Some(r.seed) == first && r.diverged.is_none()))
             .collect();
         if firsts.is_empty() {
             return Ok(vec![]);
@@ -194,6 +296,16 @@ impl Experiment {
         let [residual, attn_out] = probe.0;
         Ok(HistSamples { variant: r.variant, seed: r.seed, residual, attn_out })
     }
+}
+
+/// The intermediate analyses' records so far (`Snapshot`s), beside a run's checkpoint, so that an
+/// interrupted run can continue.
+pub const SNAPSHOTS_FILE: &str = "snapshots.json";
+
+/// An interrupted run's trainer, restored from its checkpoint, with its snapshots so far.
+struct Resumed {
+    tr: Trainer,
+    snapshots: Vec<Snapshot>,
 }
 
 /// ETA from the elapsed time per finished training iteration of this invocation (evaluations,

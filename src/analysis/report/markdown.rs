@@ -99,6 +99,16 @@ pub(super) fn markdown(exp: &ReportMeta, runs: &[RunRecord], agg: &Aggregate, fi
         let _ = writeln!(s, "| {first} | {} |", names.join(" | "));
         let _ = writeln!(s, "|---|{}", "---|".repeat(names.len()));
     };
+    let diverged: Vec<&RunRecord> = runs.iter().filter(|r| r.diverged.is_some()).collect();
+    if !diverged.is_empty() {
+        let _ = writeln!(
+            s,
+            "**{} of {} runs diverged** (a non-finite loss or gradient norm) and are left out of every statistic below; \
+             see [Diverged runs](#diverged-runs).\n",
+            diverged.len(),
+            runs.len()
+        );
+    }
     s += "## Summary\n\n";
     header(&mut s, "metric");
     for m in METRICS {
@@ -136,6 +146,17 @@ pub(super) fn markdown(exp: &ReportMeta, runs: &[RunRecord], agg: &Aggregate, fi
     s += "\n## Runs\n\n| variant | seed | val loss | max \\|x\\| | exkurt attn | W8A8 gap | minutes |\n|---|---|---|---|---|---|---|\n";
     let opt = |x: Option<f64>| x.map_or("–".into(), num);
     for r in runs {
+        if r.diverged.is_some() {
+            let _ = writeln!(
+                s,
+                "| {} | {} | diverged at iter {} | – | – | – | {:.1} |",
+                r.variant,
+                r.seed,
+                r.iter,
+                r.seconds / 60.0
+            );
+            continue;
+        }
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {} | {:.1} |",
@@ -147,6 +168,12 @@ pub(super) fn markdown(exp: &ReportMeta, runs: &[RunRecord], agg: &Aggregate, fi
             opt(r.quant_gap("W8A8")),
             r.seconds / 60.0
         );
+    }
+    if !diverged.is_empty() {
+        s += "\n## Diverged runs\n\n";
+        for r in &diverged {
+            let _ = writeln!(s, "- {} seed {}: {}", r.variant, r.seed, r.diverged.as_deref().unwrap_or(""));
+        }
     }
     s += "\n## Figures\n\n";
     for (file, caption) in figures {

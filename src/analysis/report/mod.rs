@@ -122,9 +122,10 @@ fn values(runs: &[Option<&RunRecord>], get: impl Fn(&RunRecord) -> Option<f64>) 
     runs.iter().map(|r| r.and_then(&get)).collect()
 }
 
-/// Quantization settings in the order of the first run (fp32 left out: its gap is 0).
+/// Quantization settings in the order of the first run that did not diverge (fp32 left out: its gap is 0).
 fn settings(runs: &[RunRecord]) -> Vec<String> {
-    runs.first().map_or(vec![], |r| r.quant.iter().filter(|q| q.name != "fp32").map(|q| q.name.clone()).collect())
+    let first = runs.iter().find(|r| r.diverged.is_none());
+    first.map_or(vec![], |r| r.quant.iter().filter(|q| q.name != "fp32").map(|q| q.name.clone()).collect())
 }
 
 pub fn aggregate(exp: &ReportMeta, runs: &[RunRecord]) -> Aggregate {
