@@ -1,0 +1,70 @@
+//! Tests of the config: presets, overrides, round trips.
+
+use super::*;
+
+#[test]
+fn presets_parse_and_validate() {
+    for p in PRESETS {
+        Config::preset(p.name).unwrap();
+        assert!(!p.about().is_empty(), "configs/{}.toml should start with a # description", p.name);
+    }
+    let c = Config::preset("shakespeare-char-cpu").unwrap();
+    assert_eq!((c.n_layer, c.n_head, c.n_embd, c.block_size, c.batch_size), (4, 4, 128, 64, 12));
+    assert_eq!((c.max_iters, c.lr_decay_iters, c.eval_iters, c.dropout), (2000, 2000, 20, 0.0));
+}
+
+#[test]
+fn overrides_win_and_unknown_keys_fail() {
+    let c = Config::build(
+        Some("shakespeare-char"),
+        None,
+        &["--attention=quiet".into(), "--n_layer=2".into(), "--learning_rate=3e-4".into(), "--out_dir=x/y".into()],
+    )
+    .unwrap();
+    assert_eq!(c.attention, AttentionKind::Quiet);
+    assert_eq!((c.n_layer, c.learning_rate, c.out_dir.as_str()), (2, 3e-4, "x/y"));
+    let e = Config::build(None, None, &["--n_layayer=2".into()]).unwrap_err().to_string();
+    assert!(e.contains("n_layayer"), "{e}");
+    let e = Config::build(None, None, &["--n_embd=100".into(), "--n_head=3".into()]).unwrap_err().to_string();
+    assert!(e.contains("divisible"), "{e}");
+    let e = Config::build(None, None, &["--attention=loud".into()]).unwrap_err().to_string();
+    assert!(e.contains("loud"), "{e}");
+}
+
+#[test]
+fn toml_round_trip() {
+    let c = Config::preset("shakespeare-char").unwrap();
+    let back = Config::build(None, None, &[]).unwrap();
+    assert_ne!(c, back);
+    let t: Config = toml::from_str(&c.to_toml()).unwrap();
+    assert_eq!(c, t);
+}
+
+#[test]
+fn floats_print_as_written_and_old_checkpoint_floats_read_back() {
+    let c = Config::preset("shakespeare-char-cpu").unwrap();
+    let text = c.to_toml();
+    assert!(text.contains("learning_rate = 0.001\n") && text.contains("eps = 0.00000001\n"), "{text}");
+    // What a checkpoint written when these fields were f32 holds.
+    let old = text
+        .replace("learning_rate = 0.001\n", "learning_rate = 0.0010000000474974513\n")
+        .replace("min_lr = 0.0001\n", "min_lr = 0.00009999999747378752\n")
+        .replace("eps = 0.00000001\n", "eps = 0.00000000999999993922529\n");
+    assert_eq!(toml::from_str::<Config>(&old).unwrap(), c);
+    // A value that is no f32 stays as written; the model gets the nearest f32, as before.
+    let c = Config::build(None, None, &["learning_rate=3e-4".into()]).unwrap();
+    assert_eq!((c.learning_rate, c.learning_rate as f32), (3e-4, 3e-4f32));
+}
+
+#[test]
+fn device_is_validated() {
+    assert_eq!(Config::default().device, "cpu");
+    Config::build(None, None, &["device=cpu".into()]).unwrap();
+    let e = Config::build(None, None, &["device=cuda".into()]).unwrap_err().to_string();
+    assert!(e.contains("no CUDA engine yet"), "{e}");
+    let e = Config::build(None, None, &["device=tpu".into()]).unwrap_err().to_string();
+    assert!(e.contains("tpu") && e.contains("cpu, cuda"), "{e}");
+    // Checkpoints from before the key existed read as "cpu".
+    let old = Config::default().to_toml().replace("device = \"cpu\"\n", "");
+    assert_eq!(toml::from_str::<Config>(&old).unwrap().device, "cpu");
+}
