@@ -68,3 +68,30 @@ fn device_is_validated() {
     let old = Config::default().to_toml().replace("device = \"cpu\"\n", "");
     assert_eq!(toml::from_str::<Config>(&old).unwrap().device, "cpu");
 }
+
+fn build(overrides: &[&str]) -> Result<Config> {
+    Config::build(None, None, &overrides.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+}
+
+#[test]
+fn overrides_parse_by_the_keys_type() {
+    // A string key takes the text as it is, whatever it looks like.
+    assert_eq!(build(&["--out_dir=2024"]).unwrap().out_dir, "2024");
+    assert_eq!(build(&["--out_dir=inf"]).unwrap().out_dir, "inf");
+    assert_eq!(build(&["--data_dir=true"]).unwrap().data_dir, "true");
+    assert_eq!(build(&["--out_dir=\"a b\""]).unwrap().out_dir, "a b"); // TOML string syntax still works
+                                                                       // Numbers and booleans parse as their type; a bad one names the key, the value and the type.
+    let c = build(&["--learning_rate=1", "--max_iters=1_000", "--bias=true", "--seed=7"]).unwrap();
+    assert_eq!((c.learning_rate, c.max_iters, c.bias, c.seed), (1.0, 1000, true, 7));
+    for (o, want) in [
+        ("--max_iters=abc", ["max_iters", "'abc'", "non-negative integer"]),
+        ("--max_iters=-1", ["max_iters", "'-1'", "non-negative integer"]),
+        ("--seed=1e3", ["seed", "'1e3'", "non-negative integer"]),
+        ("--learning_rate=fast", ["learning_rate", "'fast'", "a number"]),
+        ("--bias=yes", ["bias", "'yes'", "true or false"]),
+        ("--eval_only=1", ["eval_only", "'1'", "true or false"]),
+    ] {
+        let e = build(&[o]).unwrap_err().to_string();
+        assert!(want.iter().all(|w| e.contains(w)), "{o}: {e}");
+    }
+}
