@@ -32,6 +32,19 @@ impl Default for SampleOptions {
     }
 }
 
+impl SampleOptions {
+    /// The checks that need no model: a finite temperature above 0, top_k at least 1.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(Error::Config(format!("temperature must be a finite number > 0, got {}", self.temperature)));
+        }
+        if self.top_k == Some(0) {
+            return Err(Error::Config("top_k must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
 /// Generate `num_samples` continuations of `start`; each returned string includes the prompt.
 /// `on_sample` sees each one as soon as it is done.
 pub fn generate(
@@ -40,12 +53,7 @@ pub fn generate(
     opts: &SampleOptions,
     on_sample: &mut dyn FnMut(usize, &str),
 ) -> Result<Vec<String>> {
-    if !(opts.temperature > 0.0) {
-        return Err(Error::Config(format!("temperature must be positive, got {}", opts.temperature)));
-    }
-    if opts.top_k == Some(0) {
-        return Err(Error::Config("top_k must be at least 1".into()));
-    }
+    opts.validate()?;
     let prompt: Vec<u32> = tok.encode(&opts.start)?.into_iter().map(u32::from).collect();
     if prompt.is_empty() {
         return Err(Error::Data("the start text is empty: give at least one token".into()));

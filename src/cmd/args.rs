@@ -77,6 +77,7 @@ impl Threads {
 
 /// Size the global rayon pool (0 = one thread per core); the GEMM crate runs on the same pool.
 pub fn set_threads(n: usize) -> Result<()> {
+    quietgpt::config::check_threads(n)?;
     rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("starting the thread pool")
 }
 

@@ -40,21 +40,21 @@ pub struct SampleArgs {
 }
 
 pub fn run(a: SampleArgs) -> Result<()> {
-    let path = a.checkpoint.resolve("sample", Some("out"))?;
-    a.threads.start()?;
-    let ckpt = checkpoint::load(&path).with_context(|| format!("cannot load the checkpoint {}", path.display()))?;
-    let mut start = a.start.unwrap_or(SampleOptions::default().start);
-    if let Some(f) = start.strip_prefix("FILE:") {
-        start = std::fs::read_to_string(f).with_context(|| format!("cannot read the start file {f}"))?;
-    }
-    let opts = SampleOptions {
-        start,
+    let mut opts = SampleOptions {
+        start: a.start.unwrap_or(SampleOptions::default().start),
         num_samples: a.num_samples,
         max_new_tokens: a.max_new_tokens,
         temperature: a.temperature,
         top_k: (a.top_k > 0).then_some(a.top_k),
         seed: a.seed,
     };
+    opts.validate()?;
+    a.threads.start()?;
+    let path = a.checkpoint.resolve("sample", Some("out"))?;
+    let ckpt = checkpoint::load(&path).with_context(|| format!("cannot load the checkpoint {}", path.display()))?;
+    if let Some(f) = opts.start.strip_prefix("FILE:") {
+        opts.start = std::fs::read_to_string(f).with_context(|| format!("cannot read the start file {f}"))?;
+    }
     let tok: Tokenizer = ckpt.tokenizer.clone();
     let mut model = ckpt.cpu_model(1)?;
     generate(&mut model, &tok, &opts, &mut |_, text| {

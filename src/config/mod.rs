@@ -182,7 +182,9 @@ impl Config {
             let (k, v) = parse_override(o)?;
             table.insert(k, v);
         }
-        Config::from_table(table)
+        let config = Config::from_table(table)?;
+        check_threads(config.threads)?;
+        Ok(config)
     }
 
     /// Merge `key=value` overrides into an existing config (used on resume, where only a few keys may change).
@@ -206,8 +208,14 @@ impl Config {
 
     /// Checks that do not need the data (vocab_size may still be 0 here).
     pub fn validate(&self) -> Result<()> {
-        self.model_config(1).validate()?; // vocab_size 0 (from the data) checks as 1
         let bad = |m: String| Err(Error::Config(m));
+        // Every float first, as the model and optimizer take it (f32: 1e300 is inf there).
+        for (key, x) in self.floats() {
+            if !(x as f32).is_finite() {
+                return bad(format!("{key} must be a finite number, got {x}"));
+            }
+        }
+        self.model_config(1).validate()?; // vocab_size 0 (from the data) checks as 1
         if self.batch_size == 0 || self.gradient_accumulation_steps == 0 {
             return bad("batch_size and gradient_accumulation_steps must be at least 1".into());
         }
@@ -232,6 +240,23 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Every float key with its value.
+    fn floats(&self) -> [(&'static str, f64); 11] {
+        [
+            ("dropout", self.dropout),
+            ("clip_zeta", self.clip_zeta),
+            ("clip_alpha", self.clip_alpha),
+            ("gate_init", self.gate_init),
+            ("learning_rate", self.learning_rate),
+            ("weight_decay", self.weight_decay),
+            ("beta1", self.beta1),
+            ("beta2", self.beta2),
+            ("eps", self.eps),
+            ("grad_clip", self.grad_clip),
+            ("min_lr", self.min_lr),
+        ]
     }
 
     /// The model's shape with the vocabulary size resolved (from the data when `vocab_size = 0`).
@@ -270,6 +295,26 @@ pub fn check_device(device: &str) -> Result<()> {
         ))),
         d => Err(Error::Config(format!("unknown device '{d}': expected one of {}", DEVICES.join(", ")))),
     }
+}
+
+/// At most this many worker threads per core: more only slows every step down (they fork and join on
+/// each kernel), so it is refused rather than run.
+pub const MAX_THREADS_PER_CORE: usize = 4;
+
+/// `threads`: 0 (one per core) or at most `MAX_THREADS_PER_CORE` per core of this machine (as
+/// `std::thread::available_parallelism` counts them; unchecked where that is unknown). Checked where a
+/// config is made from the command line and where the thread pool starts, not in `validate`, so that a
+/// checkpoint made on a bigger machine still loads.
+pub fn check_threads(threads: usize) -> Result<()> {
+    let Ok(cores) = std::thread::available_parallelism().map(|n| n.get()) else { return Ok(()) };
+    let max = cores.saturating_mul(MAX_THREADS_PER_CORE);
+    if threads > max {
+        return Err(Error::Config(format!(
+            "threads = {threads} is more than this machine can use: it has {cores} cores; give at most {max} \
+             ({MAX_THREADS_PER_CORE} per core), or 0 for one per core"
+        )));
+    }
+    Ok(())
 }
 
 /// A config float: an f64 that is exactly an f32 (what older checkpoints hold: `0.0010000000474974513`

@@ -88,7 +88,7 @@ impl ModelConfig {
         if self.n_layer == 0 || self.n_head == 0 || self.n_embd == 0 || self.block_size == 0 {
             return bad("n_layer, n_head, n_embd and block_size must all be at least 1".into());
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return bad(format!("n_embd ({}) must be divisible by n_head ({})", self.n_embd, self.n_head));
         }
         if self.vocab_size == 0 {

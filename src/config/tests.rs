@@ -95,3 +95,45 @@ fn overrides_parse_by_the_keys_type() {
         assert!(want.iter().all(|w| e.contains(w)), "{o}: {e}");
     }
 }
+#[test]
+fn floats_must_be_finite() {
+    for key in [
+        "learning_rate",
+        "min_lr",
+        "weight_decay",
+        "grad_clip",
+        "beta1",
+        "beta2",
+        "eps",
+        "dropout",
+        "clip_zeta",
+        "clip_alpha",
+        "gate_init",
+    ] {
+        for v in ["inf", "-inf", "nan", "1e300"] {
+            let e = build(&[&format!("--{key}={v}")]).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("must be a finite number"), "{key}={v}: {e}");
+        }
+    }
+    // In a TOML file too.
+    let dir = std::env::temp_dir().join(format!("quietgpt-finite-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("c.toml");
+    std::fs::write(&f, "learning_rate = inf\n").unwrap();
+    let e = Config::build(None, Some(&f), &[]).unwrap_err().to_string();
+    assert!(e.contains("learning_rate") && e.contains("must be a finite number"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    // The range rules stay as they were.
+    let e = build(&["--learning_rate=-1"]).unwrap_err().to_string();
+    assert!(e.contains("non-negative"), "{e}");
+}
+
+#[test]
+fn every_float_key_is_checked_for_finiteness() {
+    let defaults = toml::Table::try_from(Config::default()).unwrap();
+    let mut want: Vec<&str> = defaults.iter().filter(|(_, v)| v.is_float()).map(|(k, _)| k.as_str()).collect();
+    let mut have: Vec<&str> = Config::default().floats().iter().map(|(k, _)| *k).collect();
+    want.sort();
+    have.sort();
+    assert_eq!(want, have);
+}
