@@ -1,11 +1,13 @@
 //! `quietgpt sample`: generate from a checkpoint, as nanoGPT's sample.py.
 
 use super::args::{CheckpointArgs, Threads};
+use super::out;
 use anyhow::{Context, Result};
 use clap::Args;
 use quietgpt::data::Tokenizer;
-use quietgpt::sample::{generate, SampleOptions};
+use quietgpt::sample::{generate_stream, Piece, SampleOptions};
 use quietgpt::train::checkpoint;
+use std::ops::ControlFlow;
 
 #[derive(Args, Debug)]
 #[command(rename_all = "snake_case")]
@@ -57,9 +59,18 @@ pub fn run(a: SampleArgs) -> Result<()> {
     }
     let tok: Tokenizer = ckpt.tokenizer.clone();
     let mut model = ckpt.cpu_model(1)?;
-    generate(&mut model, &tok, &opts, &mut |_, text| {
-        println!("{text}\n---------------");
+    // Each token is shown as soon as it is sampled; a closed stdout (`| head`) ends the sampling quietly.
+    generate_stream(&mut model, &tok, &opts, &mut |piece| {
+        let open = match piece {
+            Piece::Text { text, .. } => out::write(format_args!("{text}")),
+            Piece::End { .. } => out::write(format_args!("\n---------------\n")),
+        };
+        if open {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
+        }
     })
     .context("sampling failed")?;
-    Ok(())
+    out::finish()
 }
