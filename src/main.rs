@@ -4,6 +4,7 @@ mod cmd;
 
 use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand};
+use cmd::out::say;
 use quietgpt::config::PRESETS;
 use std::process::ExitCode;
 
@@ -75,9 +76,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Config(a) => cmd::train::config(a),
         Command::Presets => {
             for p in PRESETS {
-                println!("{:22} {}", p.name, p.about());
+                say!("{:22} {}", p.name, p.about());
             }
-            Ok(())
+            cmd::out::finish()
         }
     }
 }

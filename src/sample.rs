@@ -5,6 +5,7 @@ use crate::data::Tokenizer;
 use crate::engine::cpu::Gpt;
 use crate::rng::Rng;
 use crate::{Error, Result};
+use std::ops::ControlFlow;
 
 #[derive(Clone, Debug)]
 pub struct SampleOptions {
@@ -32,6 +33,29 @@ impl Default for SampleOptions {
     }
 }
 
+impl SampleOptions {
+    /// The checks that need no model: a finite temperature above 0, top_k at least 1.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(Error::Config(format!("temperature must be a finite number > 0, got {}", self.temperature)));
+        }
+        if self.top_k == Some(0) {
+            return Err(Error::Config("top_k must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// What `generate_stream` reports, in order, for each sample: its text piece by piece (the prompt, then
+/// each new token's text as soon as it is sampled), then the whole sample.
+#[derive(Clone, Copy, Debug)]
+pub enum Piece<'a> {
+    /// More text of sample `sample`.
+    Text { sample: usize, text: &'a str },
+    /// Sample `sample` is done; `text` is all of it, prompt included.
+    End { sample: usize, text: &'a str },
+}
+
 /// Generate `num_samples` continuations of `start`; each returned string includes the prompt.
 /// `on_sample` sees each one as soon as it is done.
 pub fn generate(
@@ -40,12 +64,27 @@ pub fn generate(
     opts: &SampleOptions,
     on_sample: &mut dyn FnMut(usize, &str),
 ) -> Result<Vec<String>> {
-    if !(opts.temperature > 0.0) {
-        return Err(Error::Config(format!("temperature must be positive, got {}", opts.temperature)));
-    }
-    if opts.top_k == Some(0) {
-        return Err(Error::Config("top_k must be at least 1".into()));
-    }
+    let mut out = Vec::new();
+    generate_stream(model, tok, opts, &mut |piece| {
+        if let Piece::End { sample, text } = piece {
+            on_sample(sample, text);
+            out.push(text.to_string());
+        }
+        ControlFlow::Continue(())
+    })?;
+    Ok(out)
+}
+
+/// `generate`, streamed: `on_piece` sees every token's text as it is sampled (see `Piece`) and may stop
+/// the generation (`ControlFlow::Break`, e.g. when the reader has gone). Nothing is kept across samples,
+/// so `num_samples` may be as large as one likes. The same samples as `generate`, token for token.
+pub fn generate_stream(
+    model: &mut Gpt<f32>,
+    tok: &Tokenizer,
+    opts: &SampleOptions,
+    on_piece: &mut dyn FnMut(Piece<'_>) -> ControlFlow<()>,
+) -> Result<()> {
+    opts.validate()?;
     let prompt: Vec<u32> = tok.encode(&opts.start)?.into_iter().map(u32::from).collect();
     if prompt.is_empty() {
         return Err(Error::Data("the start text is empty: give at least one token".into()));
@@ -54,9 +93,14 @@ pub fn generate(
     let mut rng = Rng::new(opts.seed, 0);
     let mut probs = vec![0.0f64; v];
     let mut order: Vec<usize> = (0..v).collect();
-    let mut out = Vec::with_capacity(opts.num_samples);
+    let prompt_text = tok.decode(&prompt);
     for s in 0..opts.num_samples {
         let mut ids = prompt.clone();
+        if on_piece(Piece::Text { sample: s, text: &prompt_text }).is_break() {
+            return Ok(());
+        }
+        // ids[shown..] are sampled but not yet shown: a GPT-2 token may hold part of a character.
+        let mut shown = ids.len();
         for _ in 0..opts.max_new_tokens {
             let ctx = &ids[ids.len().saturating_sub(bs)..];
             let t = ctx.len();
@@ -89,10 +133,21 @@ pub fn generate(
                 r -= p;
             }
             ids.push(next as u32);
+            let piece = tok.decode(&ids[shown..]);
+            // An incomplete character decodes to U+FFFD: wait for its other bytes (at most 4 tokens).
+            if !piece.ends_with(char::REPLACEMENT_CHARACTER) || ids.len() - shown >= 4 {
+                if on_piece(Piece::Text { sample: s, text: &piece }).is_break() {
+                    return Ok(());
+                }
+                shown = ids.len();
+            }
         }
-        let text = tok.decode(&ids);
-        on_sample(s, &text);
-        out.push(text);
+        if shown < ids.len() && on_piece(Piece::Text { sample: s, text: &tok.decode(&ids[shown..]) }).is_break() {
+            return Ok(());
+        }
+        if on_piece(Piece::End { sample: s, text: &tok.decode(&ids) }).is_break() {
+            return Ok(());
+        }
     }
-    Ok(out)
+    Ok(())
 }

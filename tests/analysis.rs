@@ -1,6 +1,9 @@
 //! `analysis`: statistics by hand, residual-stream statistics against the golden stats.json, and an
 //! end-to-end run (train a tiny softmax and quiet model, analyse them, and the `analyze` CLI).
 
+// `!(err <= tol)`: a NaN error must fail a check, which `err > tol` would let pass.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 mod common;
 
 use common::golden::{cases, model};

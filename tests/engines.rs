@@ -7,6 +7,9 @@
 //! Tolerances (f32 against f64): loss 1e-5 abs per micro-step, logits 1e-5, gradients 1e-5 + 1e-4·max|g|
 //! per tensor, parameters after three steps 1e-4 (0.1·lr, the golden end-to-end tolerance).
 
+// `!(err <= tol)`: a NaN error must fail a check, which `err > tol` would let pass.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 mod common;
 
 use common::engines::{cpu_f64, MakeEngine};

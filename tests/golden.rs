@@ -2,6 +2,9 @@
 //! loss, every gradient, the clipped AdamW step and the optimizer moments, with the tolerances of
 //! golden/README.md. The same model in f64 is checked against the float64 reference much more tightly.
 
+// `!(err <= tol)`: a NaN error must fail a check, which `err > tol` would let pass.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 mod common;
 
 use common::engines::MakeEngine;

@@ -17,6 +17,9 @@
 //! float64 losses to 1e-14, is 6e-3 from PyTorch's float32 moments on traj_small_bias_outgate). The key part of
 //! c_attn.bias is not compared for the shift-invariant normalisers (see `check`).
 
+// `!(err <= tol)`: a NaN error must fail a check, which `err > tol` would let pass.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 mod common;
 
 use common::engines::{cpu_f64, MakeEngine};

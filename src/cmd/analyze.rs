@@ -3,6 +3,7 @@
 //! instead (and moves the table to stderr, so that stdout stays valid JSON).
 
 use super::args::{CheckpointArgs, Threads};
+use super::out::{say, show};
 use anyhow::{Context, Result};
 use clap::Args;
 use quietgpt::analysis::analyze::{analyze, AnalyzeOptions};
@@ -55,15 +56,15 @@ pub fn run(a: AnalyzeArgs) -> Result<()> {
     match a.json.as_deref() {
         Some("-") => {
             eprint!("{}", report.table());
-            println!("{json}");
+            say!("{json}");
         }
         Some(file) => {
-            quietgpt::data::write_atomic(Path::new(file), (json + "\n").as_bytes())
+            quietgpt::fs::write_atomic(Path::new(file), (json + "\n").as_bytes())
                 .with_context(|| format!("cannot write {file}"))?;
-            print!("{}", report.table());
-            println!("\nwrote {file}");
+            show!("{}", report.table());
+            say!("\nwrote {file}");
         }
-        None => print!("{}", report.table()),
+        None => show!("{}", report.table()),
     }
-    Ok(())
+    super::out::finish()
 }

@@ -77,6 +77,7 @@ impl Threads {
 
 /// Size the global rayon pool (0 = one thread per core); the GEMM crate runs on the same pool.
 pub fn set_threads(n: usize) -> Result<()> {
+    quietgpt::config::check_threads(n)?;
     rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("starting the thread pool")
 }
 
@@ -109,4 +110,16 @@ impl Overrides {
             _ => None,
         })
     }
+}
+
+/// An output directory (`key` names the option) must be a directory or not exist yet: a file in its
+/// place, or in place of a parent, is refused before any work starts.
+pub fn check_out_dir(key: &str, dir: &Path) -> Result<()> {
+    if let Some(file) = dir.ancestors().find(|p| !p.as_os_str().is_empty() && p.exists() && !p.is_dir()) {
+        if file == dir {
+            bail!("{key} {} is a file, not a directory: give a directory", dir.display());
+        }
+        bail!("{key} {}: {} is a file, not a directory: give a directory", dir.display(), file.display());
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! `quietgpt bench`: time training steps of a preset on random tokens (see `quietgpt::train::bench`).
 
 use super::args::Threads;
+use super::out::{say, show};
 use anyhow::Result;
 use clap::Args;
 use quietgpt::config::Config;
@@ -12,7 +13,7 @@ use quietgpt::config::Config;
   quietgpt bench --preset medium --attention quiet --iters 10 --json
   quietgpt bench --preset medium --batch_size 8 --threads 2")]
 pub struct BenchArgs {
-    /// The shape to time (any preset; tiny and medium are the shapes of shared/bench/torch_reference.py)
+    /// The shape to time (any preset; tiny and medium are the shapes of bench/torch_reference.py)
     #[arg(long, value_name = "NAME", default_value = "tiny")]
     preset: String,
     /// Attention variant: softmax, quiet, clipped, gated, outgate or sink
@@ -73,9 +74,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     a.threads.start()?;
     let r = quietgpt::train::bench::run(&cfg, &cfg.device, &a.preset, a.vocab_size, a.iters, a.warmup)?;
     if a.json {
-        println!("{}", serde_json::to_string(&r)?);
+        say!("{}", serde_json::to_string(&r)?);
     } else {
-        print!("{}", r.table());
+        show!("{}", r.table());
     }
-    Ok(())
+    super::out::finish()
 }

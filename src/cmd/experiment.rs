@@ -1,7 +1,8 @@
 //! `quietgpt experiment`: every attention variant × every seed, analysed, quantized and compared in a
 //! report (see `quietgpt::analysis::experiment`).
 
-use super::args::{set_threads, Overrides};
+use super::args::{check_out_dir, set_threads, Overrides};
+use super::out::say;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use quietgpt::analysis::experiment::{ensure_data, planned_data, Experiment, DEFAULT, QUICK};
@@ -107,6 +108,7 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
         exp.options.analyze.windows = n;
     }
     set_threads(exp.base.threads)?;
+    check_out_dir("--out", &out)?;
 
     // Before anything is written: one experiment per directory, and finished runs that match the arguments
     // (with the data they would use, fingerprinted without writing it).
@@ -121,10 +123,10 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
         }
     })?;
     if prepared {
-        println!("prepared {}", data_dir.display());
+        say!("prepared {}", data_dir.display());
     }
     let c = &exp.base;
-    println!(
+    say!(
         "experiment ({} preset): variants {:?} x seeds {:?}; {} layers, {} heads, n_embd {}, block {}, {} iterations per run; output {}",
         preset.name,
         exp.variants.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
@@ -139,10 +141,10 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
     let start = std::time::Instant::now();
     let (_, report) = exp
         .run(&mut |line| {
-            println!("{line}");
+            say!("{line}");
             let _ = std::io::stdout().flush();
         })
         .with_context(|| format!("experiment in {} failed", out.display()))?;
-    println!("report: {} ({:.1}s)", report.display(), start.elapsed().as_secs_f64());
+    say!("report: {} ({:.1}s)", report.display(), start.elapsed().as_secs_f64());
     Ok(())
 }

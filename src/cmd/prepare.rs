@@ -1,5 +1,6 @@
 //! `quietgpt prepare`: text → train.bin / val.bin / vocab.json.
 
+use super::out::say;
 use anyhow::{Context, Result};
 use clap::Args;
 use quietgpt::data::{self, TokenizerKind};
@@ -35,7 +36,7 @@ pub fn run(a: PrepareArgs) -> Result<()> {
         None => "no --input given and Tiny Shakespeare could not be fetched".into(),
     })?;
     let r = data::prepare(&text, &out, kind).with_context(|| format!("preparing {}", out.display()))?;
-    println!(
+    say!(
         "prepared {} ({} tokenizer): vocab {}, {} train tokens, {} val tokens",
         out.display(),
         kind,

@@ -2,6 +2,7 @@
 //! against float32; a table on stdout, and JSON with `--json FILE|-`.
 
 use super::args::{CheckpointArgs, Threads};
+use super::out::{say, show};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use quietgpt::analysis::quantize_eval::{quantize_eval_with, QuantEvalOptions, Setting};
@@ -59,7 +60,7 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
     };
     let json = a.json.as_deref();
     // With JSON on stdout, everything else goes to stderr.
-    let say = |s: &str| if json == Some("-") { eprintln!("{s}") } else { println!("{s}") };
+    let say = |s: &str| if json == Some("-") { eprintln!("{s}") } else { say!("{s}") };
     say(&format!("{}: evaluating float32 and {} quantized settings", path.display(), opts.settings.len()));
     let mut model = ckpt.cpu_model(batch)?;
     let report = quantize_eval_with(&mut model, &data, &opts, &mut |r| {
@@ -70,11 +71,11 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
     if let Some(out) = json {
         let text = serde_json::to_string_pretty(&report)? + "\n";
         if out == "-" {
-            print!("{text}");
+            show!("{text}");
         } else {
-            quietgpt::data::write_atomic(Path::new(out), text.as_bytes())
+            quietgpt::fs::write_atomic(Path::new(out), text.as_bytes())
                 .with_context(|| format!("cannot write {out}"))?;
         }
     }
-    Ok(())
+    super::out::finish()
 }

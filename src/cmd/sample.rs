@@ -1,11 +1,13 @@
 //! `quietgpt sample`: generate from a checkpoint, as nanoGPT's sample.py.
 
 use super::args::{CheckpointArgs, Threads};
+use super::out;
 use anyhow::{Context, Result};
 use clap::Args;
 use quietgpt::data::Tokenizer;
-use quietgpt::sample::{generate, SampleOptions};
+use quietgpt::sample::{generate_stream, Piece, SampleOptions};
 use quietgpt::train::checkpoint;
+use std::ops::ControlFlow;
 
 #[derive(Args, Debug)]
 #[command(rename_all = "snake_case")]
@@ -40,26 +42,35 @@ pub struct SampleArgs {
 }
 
 pub fn run(a: SampleArgs) -> Result<()> {
-    let path = a.checkpoint.resolve("sample", Some("out"))?;
-    a.threads.start()?;
-    let ckpt = checkpoint::load(&path).with_context(|| format!("cannot load the checkpoint {}", path.display()))?;
-    let mut start = a.start.unwrap_or(SampleOptions::default().start);
-    if let Some(f) = start.strip_prefix("FILE:") {
-        start = std::fs::read_to_string(f).with_context(|| format!("cannot read the start file {f}"))?;
-    }
-    let opts = SampleOptions {
-        start,
+    let mut opts = SampleOptions {
+        start: a.start.unwrap_or(SampleOptions::default().start),
         num_samples: a.num_samples,
         max_new_tokens: a.max_new_tokens,
         temperature: a.temperature,
         top_k: (a.top_k > 0).then_some(a.top_k),
         seed: a.seed,
     };
+    opts.validate()?;
+    a.threads.start()?;
+    let path = a.checkpoint.resolve("sample", Some("out"))?;
+    let ckpt = checkpoint::load(&path).with_context(|| format!("cannot load the checkpoint {}", path.display()))?;
+    if let Some(f) = opts.start.strip_prefix("FILE:") {
+        opts.start = std::fs::read_to_string(f).with_context(|| format!("cannot read the start file {f}"))?;
+    }
     let tok: Tokenizer = ckpt.tokenizer.clone();
     let mut model = ckpt.cpu_model(1)?;
-    generate(&mut model, &tok, &opts, &mut |_, text| {
-        println!("{text}\n---------------");
+    // Each token is shown as soon as it is sampled; a closed stdout (`| head`) ends the sampling quietly.
+    generate_stream(&mut model, &tok, &opts, &mut |piece| {
+        let open = match piece {
+            Piece::Text { text, .. } => out::write(format_args!("{text}")),
+            Piece::End { .. } => out::write(format_args!("\n---------------\n")),
+        };
+        if open {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
+        }
     })
     .context("sampling failed")?;
-    Ok(())
+    out::finish()
 }

@@ -1,6 +1,7 @@
 //! `quietgpt train` and `quietgpt config`.
 
-use super::args::{set_threads, Overrides};
+use super::args::{check_out_dir, set_threads, Overrides};
+use super::out::{say, show};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use quietgpt::config::Config;
@@ -69,10 +70,11 @@ pub fn run(a: TrainArgs) -> Result<()> {
         let t = Trainer::resume(Path::new(&out_dir), overrides).with_context(|| {
             format!("cannot resume from {} (train without --resume to start afresh)", path.display())
         })?;
-        println!("resuming from {} at iter {}", path.display(), t.state.iter_num);
+        say!("resuming from {} at iter {}", path.display(), t.state.iter_num);
         t
     } else {
         let config = Config::build(a.preset.as_deref(), a.config.as_deref(), overrides)?;
+        check_out_dir("out_dir", Path::new(&config.out_dir))?;
         let existing = Path::new(&config.out_dir).join(CKPT_FILE);
         if existing.exists() && !a.overwrite {
             bail!(
@@ -82,14 +84,15 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 config.out_dir
             );
         }
-        Trainer::new(config.clone()).with_context(|| {
-            format!("cannot start training on {} (run `quietgpt prepare` first, or set --data_dir)", config.data_dir)
-        })?
+        // Only a missing data directory calls for `prepare` (its error says so); other data errors stand alone.
+        let hint =
+            if Path::new(&config.data_dir).is_dir() { "" } else { " (or set --data_dir to a prepared directory)" };
+        Trainer::new(config.clone()).with_context(|| format!("cannot start training on {}{hint}", config.data_dir))?
     };
     set_threads(trainer.config.threads)?;
     trainer.peak_flops = gemm_peak_gflops() * 1e9;
     let c = &trainer.config;
-    println!(
+    say!(
         "model: {} layers, {} heads, {} embd, block {}, vocab {}, attention {}, {:.2}M params | {} tokens/iter | {} threads, GEMM peak {:.0} GFLOP/s",
         c.n_layer,
         c.n_head,
@@ -108,23 +111,20 @@ pub fn run(a: TrainArgs) -> Result<()> {
         .run(&mut |e| match e {
             Event::Eval { iter, train_loss, val_loss, saved, .. } => {
                 let s = if *saved { format!(", saved {}", ckpt.display()) } else { String::new() };
-                println!("step {iter}: train loss {train_loss:.4}, val loss {val_loss:.4}{s}");
+                say!("step {iter}: train loss {train_loss:.4}, val loss {val_loss:.4}{s}");
             }
             Event::Step { iter, loss, ms, tokens_per_s, mfu, .. } => {
-                println!(
-                    "iter {iter}: loss {loss:.4}, time {ms:.1}ms, {tokens_per_s:.0} tok/s, mfu {:.1}%",
-                    mfu * 100.0
-                );
+                say!("iter {iter}: loss {loss:.4}, time {ms:.1}ms, {tokens_per_s:.0} tok/s, mfu {:.1}%", mfu * 100.0);
             }
         })
         .context("training failed")?;
-    println!("done in {:.1}s; best val loss {:.4}", start.elapsed().as_secs_f64(), trainer.state.best_val_loss);
+    say!("done in {:.1}s; best val loss {:.4}", start.elapsed().as_secs_f64(), trainer.state.best_val_loss);
     Ok(())
 }
 
 /// Print the resolved config (every key).
 pub fn config(a: ConfigArgs) -> Result<()> {
     let overrides = a.overrides.checked("--preset NAME, --config FILE")?;
-    print!("{}", Config::build(a.preset.as_deref(), a.config.as_deref(), overrides)?.to_toml());
-    Ok(())
+    show!("{}", Config::build(a.preset.as_deref(), a.config.as_deref(), overrides)?.to_toml());
+    super::out::finish()
 }

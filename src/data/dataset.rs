@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::prepare::{TRAIN_BIN, VAL_BIN};
 use super::tokenizer::Tokenizer;
+use super::vocab::{META_PKL, VOCAB_FILE};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
@@ -44,6 +45,17 @@ impl Dataset {
         let tokenizer = Tokenizer::load(dir)?;
         let train = read_bin(&dir.join(TRAIN_BIN), tokenizer.vocab_size())?;
         let val = read_bin(&dir.join(VAL_BIN), tokenizer.vocab_size())?;
+        if tokenizer == Tokenizer::Gpt2 && !dir.join(VOCAB_FILE).exists() && !dir.join(META_PKL).exists() {
+            // Not an error (nanoGPT's GPT-2 data directories have no vocabulary file), but not silent either.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                eprintln!(
+                    "note: {} has no {VOCAB_FILE} or {META_PKL}: its token ids are read as GPT-2 BPE (as nanoGPT \
+                     does); `quietgpt prepare` writes the vocabulary of a char-level directory",
+                    dir.display()
+                )
+            });
+        }
         Ok(Dataset { train, val, tokenizer, dir: dir.to_path_buf() })
     }
 

@@ -7,8 +7,6 @@ mod prepare;
 mod tokenizer;
 mod vocab;
 
-/// Moved to `crate::fs`; re-exported here for the callers that still name it `data::write_atomic`.
-pub use crate::fs::write_atomic;
 pub use dataset::{Dataset, Split};
 pub use prepare::{
     prepare, read_input, tokenize, PrepareReport, INPUT_TXT, TINY_SHAKESPEARE, TINY_SHAKESPEARE_URL, TRAIN_BIN, VAL_BIN,

@@ -26,6 +26,20 @@ pub fn check_same_vocab(data: &Dataset, ckpt_path: &Path, ckpt_tokenizer: &Token
     if data.tokenizer == *ckpt_tokenizer {
         return Ok(());
     }
+    if let (Tokenizer::Char { itos: a }, Tokenizer::Char { itos: b }) = (&data.tokenizer, ckpt_tokenizer) {
+        if a.len() == b.len() {
+            let i = a.iter().zip(b).position(|(x, y)| x != y).expect("equal lengths, not equal: they differ");
+            return Err(Error::Data(format!(
+                "vocabulary mismatch: {} and {} both have {} characters, but not the same ones: token {i} is {:?} in \
+                 the data and {:?} in the checkpoint",
+                data.dir.display(),
+                ckpt_path.display(),
+                a.len(),
+                a[i],
+                b[i]
+            )));
+        }
+    }
     Err(Error::Data(format!(
         "vocabulary mismatch: {} holds a {} vocabulary of {} tokens, but {} was trained on a {} vocabulary of {}",
         data.dir.display(),

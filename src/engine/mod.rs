@@ -130,7 +130,11 @@ pub const DEVICES: [&str; 2] = ["cpu", "cuda"];
 /// run batches of up to `max_batch` sequences.
 pub fn create(device: &str, config: ModelConfig, max_batch: usize) -> Result<Box<dyn Engine>> {
     match device {
-        "cpu" => Ok(Box::new(cpu::CpuEngine::<f32>::new(config, max_batch)?)),
+        "cpu" => {
+            config.validate()?;
+            cpu::memory::check_model(&config, max_batch, 4, cpu::memory::Use::Training)?;
+            Ok(Box::new(cpu::CpuEngine::<f32>::new(config, max_batch)?))
+        }
         "cuda" => Err(Error::Config(
             "device 'cuda': this build has no CUDA engine yet; use --device=cpu (the GPU engine is being built)".into(),
         )),

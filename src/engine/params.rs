@@ -276,6 +276,31 @@ impl ParamLayout {
     }
 }
 
+/// The number of parameters of a model of `cfg` (`ParamLayout::new(cfg).total`), in checked arithmetic:
+/// None when it overflows, so that absurd shapes can be refused before anything is built.
+pub fn param_count(cfg: &ModelConfig) -> Option<u64> {
+    let (c, v, t, nh, l) =
+        (cfg.n_embd as u64, cfg.vocab_size as u64, cfg.block_size as u64, cfg.n_head as u64, cfg.n_layer as u64);
+    let mut total = 0u64;
+    for k in KINDS.iter().filter(|k| k.present(cfg)) {
+        // `Kind::shape`, multiplied out
+        let one = match k {
+            Kind::Wte => v.checked_mul(c)?,
+            Kind::Wpe => t.checked_mul(c)?,
+            Kind::QkvW => c.checked_mul(c)?.checked_mul(3)?,
+            Kind::QkvB => c.checked_mul(3)?,
+            Kind::AttProjW | Kind::OutGateW => c.checked_mul(c)?,
+            Kind::FcW | Kind::FcProjW => c.checked_mul(c)?.checked_mul(4)?,
+            Kind::FcB => c.checked_mul(4)?,
+            Kind::Sink | Kind::GateB => nh,
+            Kind::GateW => nh.checked_mul(c)?,
+            _ => c,
+        };
+        total = total.checked_add(if k.per_layer() { one.checked_mul(l)? } else { one })?;
+    }
+    Some(total)
+}
+
 /// nanoGPT's initialisation: N(0, 0.02) for Linear and Embedding weights, N(0, 0.02/√(2L)) for the
 /// residual projections (attn.c_proj, mlp.c_proj), zero biases, LayerNorm weights 1. The variants'
 /// tensors (see `params`): sink logits 0 (the model starts as softmax1); gate weights N(0, 0.02);

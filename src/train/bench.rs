@@ -9,7 +9,7 @@ use crate::engine::params::init_params;
 use crate::engine::profile::Op;
 use crate::engine::{self, Batch, Buffer, Engine};
 use crate::rng::Rng;
-use crate::Result;
+use crate::{Error, Result};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -54,6 +54,9 @@ pub fn run(
     iters: usize,
     warmup: usize,
 ) -> Result<BenchReport> {
+    if iters == 0 {
+        return Err(Error::Config("bench needs at least 1 timed iteration (--iters)".into()));
+    }
     let peak_before = gemm_peak_gflops();
     // Peak RSS should be the training step's, not the GEMM measurement's: reset the high-water mark
     // (Linux: writing 5 to clear_refs; elsewhere the value simply includes the measurement).

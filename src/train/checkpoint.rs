@@ -7,11 +7,12 @@
 //! `state` (TrainState JSON: step, best val loss, RNG state), `vocab` (the vocab.json text).
 
 use crate::config::{Config, ModelConfig};
-use crate::data::{write_atomic, Tokenizer};
+use crate::data::Tokenizer;
 use crate::engine::cpu::weights::{load_flat, parse, serialize, views};
 use crate::engine::cpu::{CpuEngine, Gpt};
-use crate::engine::params::ParamLayout;
+use crate::engine::params::{param_count, ParamLayout};
 use crate::engine::{Buffer, Engine};
+use crate::fs::write_atomic;
 use crate::rng::Rng;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -126,8 +127,20 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
             format!("{} tokens do not fit vocab_size {}", tokenizer.vocab_size(), model.vocab_size),
         ));
     }
+    // The tensors must add up to the model the metadata describes before anything is built for it.
+    let held: u64 = st
+        .iter()
+        .filter(|(n, _)| !n.starts_with("optimizer."))
+        .map(|(_, t)| t.shape().iter().product::<usize>() as u64)
+        .sum();
+    if param_count(&model) != Some(held) {
+        return Err(bad("model", format!("it describes {} layers, n_embd {}, vocab_size {}, but the file's tensors do not fit that shape ({held} parameters)", model.n_layer, model.n_embd, model.vocab_size)));
+    }
     let layout = ParamLayout::new(&model);
-    let in_file = |e: Error| Error::Checkpoint(format!("{what}: {e}"));
+    let in_file = |e: Error| match e {
+        Error::Checkpoint(m) => Error::Checkpoint(format!("{what}: {m}")),
+        e => Error::Checkpoint(format!("{what}: {e}")),
+    };
     let mut params = vec![0.0f32; layout.total];
     load_flat(&mut params, &layout, &st, "").map_err(in_file)?;
     let (mut exp_avg, mut exp_avg_sq) = (vec![0.0f32; layout.total], vec![0.0f32; layout.total]);

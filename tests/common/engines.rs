@@ -35,12 +35,12 @@ macro_rules! test_engine {
         mod $name {
             #[test]
             fn cpu() {
-                super::$body(crate::common::engines::cpu)
+                super::$body($crate::common::engines::cpu)
             }
 
             #[test]
             fn cpu_reference_attention() {
-                super::$body(crate::common::engines::cpu_reference_attention)
+                super::$body($crate::common::engines::cpu_reference_attention)
             }
         }
     };

@@ -4,6 +4,7 @@
 
 use super::adamw::{clip_grad_norm, AdamW};
 use super::gpt::Gpt;
+use super::memory;
 use super::probe::Probe;
 use super::real::Real;
 use super::shard::on_pool;
@@ -25,6 +26,12 @@ impl<F: Real> CpuEngine<F> {
         let model = Gpt::new(config, max_batch)?;
         let opt = AdamW::new(&model.layout);
         Ok(CpuEngine { model, opt })
+    }
+
+    /// Bytes a training engine of `config` for batches of up to `max_batch` needs (parameters, gradients,
+    /// AdamW's moments, activations; see `memory`), in checked arithmetic: `u64::MAX` when it overflows.
+    pub fn memory_estimate(config: &ModelConfig, max_batch: usize) -> u64 {
+        memory::estimate(config, max_batch, std::mem::size_of::<F>(), memory::Use::Training)
     }
 
     /// An engine around a model, with fresh AdamW state.

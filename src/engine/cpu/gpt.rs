@@ -7,6 +7,7 @@
 
 use super::acts::{Acts, GradActs, ShardState};
 use super::attention_fused;
+use super::memory::{self, Use};
 use super::pass::{backward_shard, forward_shard, Ctx};
 use super::probe::{Probe, Tap};
 use super::real::Real;
@@ -49,6 +50,7 @@ impl<F: Real> Gpt<F> {
         if max_batch == 0 {
             return Err(Error::Config("batch size must be at least 1".into()));
         }
+        memory::check_model(&config, max_batch, std::mem::size_of::<F>(), Use::Inference)?;
         let layout = ParamLayout::new(&config);
         let bt = max_batch * config.block_size;
         let (acts, grad_acts) = (Acts::new(&config, max_batch), GradActs::none());

@@ -16,6 +16,7 @@ pub mod gelu;
 pub mod gpt;
 pub mod layernorm;
 pub mod matmul;
+pub mod memory;
 mod pass;
 pub mod probe;
 pub mod real;

@@ -96,6 +96,12 @@ macro_rules! buffers {
         }
 
         impl<F> $name<Vec<F>> {
+            /// The numbers held, all buffers together.
+            #[allow(dead_code)]
+            $vis fn len(&self) -> usize {
+                0 $(+ self.$f.len())*
+            }
+
             /// The region of b sequences of length t, in buffers made for `cap` = (sequences, length).
             $vis fn view(&mut self, b: usize, t: usize, cap: (usize, usize)) -> $name<&mut [F]> {
                 use $crate::engine::cpu::shard::Unit;

@@ -1,0 +1,327 @@
+//! Every setting of a run in one flat serde struct, as nanoGPT's `train.py` globals: defaults, named
+//! presets, a TOML file and `--key=value` overrides, merged in that order. Unknown keys are errors.
+
+mod attention;
+mod model;
+mod overrides;
+mod presets;
+#[cfg(test)]
+mod tests;
+
+pub use attention::AttentionKind;
+pub use model::{ModelConfig, DEFAULT_CLIP_ALPHA, DEFAULT_CLIP_ZETA, DEFAULT_GATE_INIT};
+pub use overrides::parse_override;
+pub use presets::{Preset, PRESETS};
+
+use crate::{Error, Result};
+use overrides::explain;
+use presets::merge_preset;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// A whole run. Field names and defaults are nanoGPT's `train.py`; `quietgpt train --key=value` sets any.
+///
+/// Floats are kept in f64, as written (`quietgpt config` prints `learning_rate = 0.001`), and the model and
+/// optimizer take them `as f32`: the same f32 that parsing straight into f32 gave. Arithmetic that mixes
+/// them (the learning-rate schedule) starts from those f32 values, so training is bitwise what it was when
+/// these fields were f32. Older checkpoints hold the f32 values widened to f64 (`0.0010000000474974513`);
+/// `de_float` reads such a value back as the short decimal of its f32 (`0.001`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    // I/O
+    /// Directory for checkpoints and the metrics log.
+    pub out_dir: String,
+    /// Evaluate train/val loss (and maybe checkpoint) every this many iterations.
+    pub eval_interval: usize,
+    /// Print a progress line and append a metrics line every this many iterations.
+    pub log_interval: usize,
+    /// Batches averaged per split in each evaluation.
+    pub eval_iters: usize,
+    /// Evaluate once and exit.
+    pub eval_only: bool,
+    /// Save a checkpoint at every evaluation, not only when val loss improves.
+    pub always_save_checkpoint: bool,
+    // data
+    /// Directory with train.bin, val.bin and vocab.json (or nanoGPT's meta.pkl).
+    pub data_dir: String,
+    /// Micro-batches accumulated into one optimizer step.
+    pub gradient_accumulation_steps: usize,
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    /// Context length T (also the size of the position embedding).
+    pub block_size: usize,
+    // model
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_embd: usize,
+    /// Dropout probability in training (embedding, attention weights, residual branches).
+    #[serde(deserialize_with = "de_float")]
+    pub dropout: f64,
+    /// Biases in Linear and LayerNorm layers.
+    pub bias: bool,
+    /// Attention variant: softmax | quiet | clipped | gated | outgate | sink (see `AttentionKind`).
+    pub attention: AttentionKind,
+    /// Clipped softmax ζ ≥ 1 (`attention = "clipped"` only): p = clip((ζ − γ)·softmax + γ, 0, 1).
+    /// Default 1 (Bondarenko et al. 2023).
+    #[serde(deserialize_with = "de_float")]
+    pub clip_zeta: f64,
+    /// Clipped softmax α ≥ 0 (`attention = "clipped"` only): γ = −α/block_size, the same for every row.
+    /// Default 12 (Bondarenko et al.'s OPT causal-LM runs).
+    #[serde(deserialize_with = "de_float")]
+    pub clip_alpha: f64,
+    /// Initial gate opening sigmoid(bias) of `attention = "gated"`, in (0, 1). Default 0.25 (Bondarenko
+    /// et al.'s OPT runs).
+    #[serde(deserialize_with = "de_float")]
+    pub gate_init: f64,
+    /// Vocabulary size; 0 takes it from the data directory. May be larger than the data's (padding).
+    pub vocab_size: usize,
+    // optimizer (AdamW)
+    /// Peak learning rate.
+    #[serde(deserialize_with = "de_float")]
+    pub learning_rate: f64,
+    /// Total optimizer steps.
+    pub max_iters: usize,
+    /// Decoupled weight decay on tensors of 2+ dimensions (matmul weights and embeddings).
+    #[serde(deserialize_with = "de_float")]
+    pub weight_decay: f64,
+    #[serde(deserialize_with = "de_float")]
+    pub beta1: f64,
+    #[serde(deserialize_with = "de_float")]
+    pub beta2: f64,
+    /// AdamW epsilon.
+    #[serde(deserialize_with = "de_float")]
+    pub eps: f64,
+    /// Clip the global gradient norm to this; 0 disables clipping.
+    #[serde(deserialize_with = "de_float")]
+    pub grad_clip: f64,
+    // learning-rate schedule
+    /// Linear warmup then cosine decay; false keeps learning_rate fixed.
+    pub decay_lr: bool,
+    pub warmup_iters: usize,
+    /// Step at which the cosine reaches min_lr (then it stays there).
+    pub lr_decay_iters: usize,
+    #[serde(deserialize_with = "de_float")]
+    pub min_lr: f64,
+    // system
+    /// Seed for initialisation, data order and dropout (separate streams).
+    pub seed: u64,
+    /// Worker threads; 0 uses every core.
+    pub threads: usize,
+    /// Where the model runs, as nanoGPT's `device` (whose default is "cuda"): "cpu", the only engine of
+    /// this build; "cuda" is refused until there is a CUDA engine. See `DEVICES`.
+    pub device: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            out_dir: "out".into(),
+            eval_interval: 2000,
+            log_interval: 1,
+            eval_iters: 200,
+            eval_only: false,
+            always_save_checkpoint: true,
+            data_dir: "data/shakespeare_char".into(),
+            gradient_accumulation_steps: 1,
+            batch_size: 12,
+            block_size: 1024,
+            n_layer: 12,
+            n_head: 12,
+            n_embd: 768,
+            dropout: 0.0,
+            bias: false,
+            attention: AttentionKind::Softmax,
+            clip_zeta: DEFAULT_CLIP_ZETA as f64,
+            clip_alpha: DEFAULT_CLIP_ALPHA as f64,
+            gate_init: DEFAULT_GATE_INIT as f64,
+            vocab_size: 0,
+            learning_rate: 6e-4,
+            max_iters: 600_000,
+            weight_decay: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            grad_clip: 1.0,
+            decay_lr: true,
+            warmup_iters: 2000,
+            lr_decay_iters: 600_000,
+            min_lr: 6e-5,
+            seed: 1337,
+            threads: 0,
+            device: "cpu".into(),
+        }
+    }
+}
+
+/// The values of `device`: those this build runs on, then those it knows but has no engine for.
+pub const DEVICES: &[&str] = &["cpu", "cuda"];
+
+impl Config {
+    /// A named preset.
+    pub fn preset(name: &str) -> Result<Config> {
+        let mut table = toml::Table::new();
+        merge_preset(&mut table, name)?;
+        Config::from_table(table)
+    }
+
+    /// Defaults, then `preset`, then the TOML file, then `overrides` (`key=value`, value in TOML syntax or a
+    /// bare word), later ones winning.
+    pub fn build(preset: Option<&str>, file: Option<&Path>, overrides: &[String]) -> Result<Config> {
+        let mut table = toml::Table::new();
+        if let Some(p) = preset {
+            merge_preset(&mut table, p)?;
+        }
+        if let Some(f) = file {
+            let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
+            let t: toml::Table =
+                text.parse().map_err(|e| Error::Config(format!("{}: not valid TOML: {e}", f.display())))?;
+            table.extend(t);
+        }
+        for o in overrides {
+            let (k, v) = parse_override(o)?;
+            table.insert(k, v);
+        }
+        let config = Config::from_table(table)?;
+        check_threads(config.threads)?;
+        Ok(config)
+    }
+
+    /// Merge `key=value` overrides into an existing config (used on resume, where only a few keys may change).
+    pub fn with_overrides(&self, overrides: &[String]) -> Result<Config> {
+        let mut table = toml::Table::try_from(self).map_err(|e| Error::Config(e.to_string()))?;
+        for o in overrides {
+            let (k, v) = parse_override(o)?;
+            table.insert(k, v);
+        }
+        Config::from_table(table)
+    }
+
+    fn from_table(table: toml::Table) -> Result<Config> {
+        let cfg: Config = match table.clone().try_into() {
+            Ok(c) => c,
+            Err(e) => return Err(Error::Config(explain(&table, e))),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks that do not need the data (vocab_size may still be 0 here).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        // Every float first, as the model and optimizer take it (f32: 1e300 is inf there).
+        for (key, x) in self.floats() {
+            if !(x as f32).is_finite() {
+                return bad(format!("{key} must be a finite number, got {x}"));
+            }
+        }
+        self.model_config(1).validate()?; // vocab_size 0 (from the data) checks as 1
+        if self.batch_size == 0 || self.gradient_accumulation_steps == 0 {
+            return bad("batch_size and gradient_accumulation_steps must be at least 1".into());
+        }
+        if self.eval_interval == 0 || self.log_interval == 0 || self.eval_iters == 0 {
+            return bad("eval_interval, log_interval and eval_iters must be at least 1".into());
+        }
+        if !(self.learning_rate >= 0.0 && self.min_lr >= 0.0 && self.weight_decay >= 0.0 && self.grad_clip >= 0.0) {
+            return bad("learning_rate, min_lr, weight_decay and grad_clip must be non-negative".into());
+        }
+        // beta1, beta2 and eps as the optimizer takes them (f32: 0.999999999 is 1, 1e-50 is 0).
+        if !(0.0..1.0).contains(&(self.beta1 as f32)) || !(0.0..1.0).contains(&(self.beta2 as f32)) {
+            return bad(format!("beta1 and beta2 must be in [0, 1), got {} and {}", self.beta1, self.beta2));
+        }
+        if self.eps as f32 <= 0.0 {
+            return bad("eps must be positive".into());
+        }
+        check_device(&self.device)?;
+        if self.decay_lr && self.lr_decay_iters <= self.warmup_iters {
+            return bad(format!(
+                "lr_decay_iters ({}) must exceed warmup_iters ({}) when decay_lr is on",
+                self.lr_decay_iters, self.warmup_iters
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every float key with its value.
+    fn floats(&self) -> [(&'static str, f64); 11] {
+        [
+            ("dropout", self.dropout),
+            ("clip_zeta", self.clip_zeta),
+            ("clip_alpha", self.clip_alpha),
+            ("gate_init", self.gate_init),
+            ("learning_rate", self.learning_rate),
+            ("weight_decay", self.weight_decay),
+            ("beta1", self.beta1),
+            ("beta2", self.beta2),
+            ("eps", self.eps),
+            ("grad_clip", self.grad_clip),
+            ("min_lr", self.min_lr),
+        ]
+    }
+
+    /// The model's shape with the vocabulary size resolved (from the data when `vocab_size = 0`).
+    pub fn model_config(&self, data_vocab: usize) -> ModelConfig {
+        ModelConfig {
+            n_layer: self.n_layer,
+            n_head: self.n_head,
+            n_embd: self.n_embd,
+            block_size: self.block_size,
+            vocab_size: if self.vocab_size == 0 { data_vocab } else { self.vocab_size },
+            bias: self.bias,
+            dropout: self.dropout as f32,
+            attention: self.attention,
+            clip_zeta: self.clip_zeta as f32,
+            clip_alpha: self.clip_alpha as f32,
+            gate_init: self.gate_init as f32,
+        }
+    }
+
+    /// Tokens per optimizer step.
+    pub fn tokens_per_iter(&self) -> usize {
+        self.gradient_accumulation_steps * self.batch_size * self.block_size
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a Config always serializes")
+    }
+}
+
+/// `device`: "cpu" is accepted; "cuda" (or "cuda:N") is a clear refusal; anything else lists the choices.
+pub fn check_device(device: &str) -> Result<()> {
+    match device {
+        "cpu" => Ok(()),
+        d if d == "cuda" || d.starts_with("cuda:") => Err(Error::Config(format!(
+            "device = \"{d}\": this build has no CUDA engine yet (only the CPU engine); use device=cpu"
+        ))),
+        d => Err(Error::Config(format!("unknown device '{d}': expected one of {}", DEVICES.join(", ")))),
+    }
+}
+
+/// At most this many worker threads per core: more only slows every step down (they fork and join on
+/// each kernel), so it is refused rather than run.
+pub const MAX_THREADS_PER_CORE: usize = 4;
+
+/// `threads`: 0 (one per core) or at most `MAX_THREADS_PER_CORE` per core of this machine (as
+/// `std::thread::available_parallelism` counts them; unchecked where that is unknown). Checked where a
+/// config is made from the command line and where the thread pool starts, not in `validate`, so that a
+/// checkpoint made on a bigger machine still loads.
+pub fn check_threads(threads: usize) -> Result<()> {
+    let Ok(cores) = std::thread::available_parallelism().map(|n| n.get()) else { return Ok(()) };
+    let max = cores.saturating_mul(MAX_THREADS_PER_CORE);
+    if threads > max {
+        return Err(Error::Config(format!(
+            "threads = {threads} is more than this machine can use: it has {cores} cores; give at most {max} \
+             ({MAX_THREADS_PER_CORE} per core), or 0 for one per core"
+        )));
+    }
+    Ok(())
+}
+
+/// A config float: an f64 that is exactly an f32 (what older checkpoints hold: `0.0010000000474974513`
+/// for 0.001) becomes the shortest decimal of that f32 (`0.001`), which gives the same f32 back; any other
+/// value is kept as written.
+fn de_float<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    let x = f64::deserialize(d)?;
+    let short = x as f32;
+    Ok(if short as f64 == x { short.to_string().parse().unwrap_or(x) } else { x })
+}
