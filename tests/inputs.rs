@@ -228,7 +228,7 @@ fn errors_say_what_is_wrong() {
     let (code, _, stderr) = quietgpt(&d, &args(&train(&["--block_size=100000", "--out_dir=x"])));
     assert!(code == 1 && stderr.contains("block_size") && !stderr.contains("prepare"), "{stderr}");
     // A missing data directory is.
-    fails(&d, &args(&train(&["--data_dir=nowhere"])), &["nowhere", "prepare"]);
+    fails(&d, &args(&train(&["--data_dir=nowhere", "--out_dir=fresh"])), &["nowhere", "prepare"]);
 
     // Two char vocabularies of the same size, different characters: say so, and where they differ.
     std::fs::write(d.join("a.txt"), "abcdefghij\n".repeat(100)).unwrap();
