@@ -5,14 +5,15 @@ use anyhow::{Context, Result};
 use clap::Args;
 use quietgpt::data::Tokenizer;
 use quietgpt::sample::{generate, SampleOptions};
-use quietgpt::train::checkpoint;
 
 #[derive(Args, Debug)]
 #[command(rename_all = "snake_case")]
 #[command(after_help = "Examples:
   quietgpt sample --out_dir out-shakespeare-char --start \"ROMEO:\" --num_samples 2 --max_new_tokens 200
   quietgpt sample run/ckpt.safetensors --start FILE:prompt.txt --temperature 0.9 --top_k 50
+  quietgpt sample --init_from gpt2/ --start \"The meaning of life is\" --num_samples 1   # a Hugging Face GPT-2
 
+A Hugging Face GPT-2 (config.json + model.safetensors, or the weights file) samples with the GPT-2 BPE tokenizer.
 Without a checkpoint it reads out/ckpt.safetensors (nanoGPT's default out_dir).")]
 pub struct SampleArgs {
     #[command(flatten)]
@@ -40,9 +41,8 @@ pub struct SampleArgs {
 }
 
 pub fn run(a: SampleArgs) -> Result<()> {
-    let path = a.checkpoint.resolve("sample", Some("out"))?;
     a.threads.start()?;
-    let ckpt = checkpoint::load(&path).with_context(|| format!("cannot load the checkpoint {}", path.display()))?;
+    let (_, ckpt) = a.checkpoint.open_model("sample", Some("out"), None)?;
     let mut start = a.start.unwrap_or(SampleOptions::default().start);
     if let Some(f) = start.strip_prefix("FILE:") {
         start = std::fs::read_to_string(f).with_context(|| format!("cannot read the start file {f}"))?;

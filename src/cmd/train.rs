@@ -5,6 +5,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use quietgpt::config::Config;
 use quietgpt::engine::cpu::flops::gemm_peak_gflops;
+use quietgpt::hf;
 use quietgpt::train::checkpoint::CKPT_FILE;
 use quietgpt::train::trainer::{Event, Trainer};
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ word): model shape, optimizer, schedule, data_dir, out_dir, seed, threads, devic
   quietgpt train --preset shakespeare-char --attention=quiet       # 6/6/384, the GPU recipe
   quietgpt train --config my.toml --max_iters=3000 --out_dir=out/run2
   quietgpt train --resume --out_dir=out-shakespeare-char --max_iters=3000
+  quietgpt train --init_from=gpt2/ --attention=quiet --data_dir=data/shakespeare --block_size=256   # fine-tune GPT-2
 
 {KEYS_HELP}"))]
 pub struct TrainArgs {
@@ -32,6 +34,12 @@ pub struct TrainArgs {
     /// model's shape (e.g. --max_iters) may be given
     #[arg(long)]
     resume: bool,
+    /// Start from a Hugging Face GPT-2 (a directory with config.json and model.safetensors, or the weights
+    /// file), as nanoGPT's init_from='gpt2': the model's shape follows the file (block_size cut to the
+    /// config's if smaller), the rest (attention, dropout, lr, data, ...) the preset and overrides. The data
+    /// must be GPT-2 BPE (prepare --tokenizer gpt2)
+    #[arg(long, value_name = "PATH", conflicts_with = "resume")]
+    init_from: Option<PathBuf>,
     #[command(flatten)]
     overrides: Overrides,
 }
@@ -56,7 +64,7 @@ pub struct ConfigArgs {
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
-    let overrides = a.overrides.checked("--preset NAME, --config FILE, --resume")?;
+    let overrides = a.overrides.checked("--preset NAME, --config FILE, --resume, --init_from PATH")?;
     let mut trainer = if a.resume {
         if a.preset.is_some() || a.config.is_some() {
             bail!("--resume restores the whole config from the checkpoint; pass only --key=value overrides (e.g. --max_iters=3000)");
@@ -68,6 +76,27 @@ pub fn run(a: TrainArgs) -> Result<()> {
         })?;
         println!("resuming from {} at iter {}", path.display(), t.state.iter_num);
         t
+    } else if let Some(from) = &a.init_from {
+        let config = Config::build(a.preset.as_deref(), a.config.as_deref(), overrides)?;
+        let hint = a.overrides.get("n_head").and_then(|n| n.parse().ok());
+        let pre = hf::load(from, hint).with_context(|| format!("cannot load --init_from {}", from.display()))?;
+        let m = &pre.model;
+        println!(
+            "init_from {}: GPT-2 of {} layers, {} heads, {} embd, n_positions {}, vocab {}, {} GELU",
+            pre.source.display(),
+            m.n_layer,
+            m.n_head,
+            m.n_embd,
+            m.block_size,
+            m.vocab_size,
+            m.gelu
+        );
+        hf::init_trainer(&pre, &config).with_context(|| {
+            format!(
+                "cannot start fine-tuning on {} (prepare it with --tokenizer gpt2, or set --data_dir)",
+                config.data_dir
+            )
+        })?
     } else {
         let config = Config::build(a.preset.as_deref(), a.config.as_deref(), overrides)?;
         Trainer::new(config.clone()).with_context(|| {
