@@ -141,8 +141,8 @@ pub fn load(path: &Path, n_head_hint: Option<usize>) -> Result<Pretrained> {
     for n in st.names() {
         names.insert(n.strip_prefix("transformer.").unwrap_or(n).to_string(), n.to_string());
     }
-    if !names.contains_key("wte.weight") {
-        return Err(Error::Checkpoint(format!("{what}: {}", foreign_architecture(&names))));
+    if let Some(why) = foreign_architecture(&names) {
+        return Err(Error::Checkpoint(format!("{what}: {why}")));
     }
     let dims = |n: &str| -> Option<Vec<usize>> { Some(st.tensor(names.get(n)?).ok()?.shape().to_vec()) };
     let shape = match shape_from_config {
@@ -243,21 +243,25 @@ fn missing(what: &str, name: &str) -> Error {
     ))
 }
 
-/// Which architecture a weights file without GPT-2's names holds, for the error.
-fn foreign_architecture(names: &HashMap<String, String>) -> String {
+/// Why a weights file is not GPT-2 (another architecture's names, or no wte), for the error; None if
+/// it may be.
+fn foreign_architecture(names: &HashMap<String, String>) -> Option<String> {
     let any = |s: &str| names.keys().any(|n| n.contains(s));
     let arch = if any("gpt_neox.") {
         Some("GPT-NeoX (gpt_neox.*)")
-    } else if any("self_attn.q_proj") || any("model.layers.") {
-        Some("a LLaMA-style model (model.layers.*.self_attn.q_proj)")
+    } else if any("self_attn.") || any("model.layers.") {
+        Some("a LLaMA-style model (model.layers.*.self_attn.*)")
     } else if any("decoder.layers.") {
         Some("an OPT-style model (decoder.layers.*)")
     } else {
         None
     };
     match arch {
-        Some(a) => format!("this is {a}, not GPT-2: quietgpt reads {SUPPORTED}"),
-        None => format!("no wte.weight or transformer.wte.weight: not a GPT-2 checkpoint; quietgpt reads {SUPPORTED}"),
+        Some(a) => Some(format!("this is {a}, not GPT-2: quietgpt reads {SUPPORTED}")),
+        None if !names.contains_key("wte.weight") => {
+            Some(format!("no wte.weight or transformer.wte.weight: not a GPT-2 checkpoint; quietgpt reads {SUPPORTED}"))
+        }
+        None => None,
     }
 }
 
