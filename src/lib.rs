@@ -12,6 +12,7 @@ pub mod data;
 pub mod engine;
 pub mod error;
 pub mod fs;
+pub mod hf;
 pub mod rng;
 pub mod sample;
 pub mod train;

@@ -42,6 +42,8 @@ enum Command {
     Experiment(cmd::experiment::ExperimentArgs),
     /// Time training steps of a preset's shape on random tokens
     Bench(cmd::bench::BenchArgs),
+    /// Write a checkpoint as a Hugging Face GPT-2 (config.json + model.safetensors)
+    Export(cmd::export::ExportArgs),
     /// Print the resolved training config, every key
     Config(cmd::train::ConfigArgs),
     /// List the presets
@@ -73,6 +75,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::QuantizeEval(a) => cmd::quantize::run(a),
         Command::Experiment(a) => cmd::experiment::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Export(a) => cmd::export::run(a),
         Command::Config(a) => cmd::train::config(a),
         Command::Presets => {
             for p in PRESETS {

@@ -8,14 +8,16 @@ mod common;
 
 use common::fd::*;
 use common::VariantExt;
-use quietgpt::config::{AttentionKind, ModelConfig};
+use quietgpt::config::{AttentionKind, GeluKind, ModelConfig};
 use quietgpt::engine::cpu::attention::{
     attention_backward, attention_forward, backward_scratch, AttnDropout, AttnMask, Variant,
 };
 use quietgpt::engine::cpu::attention_gemm::{small_gemm, Tri};
 use quietgpt::engine::cpu::crossentropy::{crossentropy_backward, crossentropy_forward};
 use quietgpt::engine::cpu::encoder::{encoder_backward, encoder_forward};
-use quietgpt::engine::cpu::gelu::{gelu_backward_from_grad, gelu_forward, gelu_remake_with_grad};
+use quietgpt::engine::cpu::gelu::{
+    gelu_backward_from_grad, gelu_forward, gelu_remake_with_grad, gelu_tanh_forward, gelu_tanh_remake_with_grad,
+};
 use quietgpt::engine::cpu::layernorm::{
     layernorm_backward, layernorm_forward, layernorm_recompute, residual_layernorm_forward,
 };
@@ -336,6 +338,74 @@ fn gelu_backward<F: quietgpt::engine::cpu::Real>(dinp: &mut [F], inp: &[F], dout
     let mut d = dout.to_vec();
     gelu_backward_from_grad(&mut d, &grad);
     dinp.iter_mut().zip(&d).for_each(|(a, &b)| *a += b);
+}
+
+/// GPT-2's tanh GELU (`gelu_new`) in f64, as Hugging Face writes it.
+fn gelu_new_f64(x: f64) -> f64 {
+    0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())
+}
+
+#[test]
+fn gelu_tanh_values_and_remake() {
+    // values against the textbook formula (f64), including the tails where tanh saturates
+    let xs = [1.0, -0.5, 3.0, 0.0, -7.5, 12.0, 1e-3, -30.0, 40.0];
+    let mut out = vec![0.0f64; xs.len()];
+    gelu_tanh_forward(&mut out, &xs);
+    for (&x, &o) in xs.iter().zip(&out) {
+        let want = gelu_new_f64(x);
+        assert!((o - want).abs() <= 1e-14 * (1.0 + want.abs()), "gelu_tanh({x}) = {o}, want {want}");
+    }
+    // the tanh form differs from the erf form (by up to about 1e-3 near |x| ≈ 2)
+    let mut erf = vec![0.0f64; xs.len()];
+    gelu_forward(&mut erf, &xs);
+    assert!((erf[2] - out[2]).abs() > 1e-5, "{} vs {}", erf[2], out[2]);
+    // f32: the remake is bitwise the forward, the kept derivative is gelu_new'(x)
+    let mut rng = Rng::new(22, 4);
+    let x: Vec<f32> = (0..20_000).map(|_| (rng.normal() * 3.0) as f32).collect();
+    let mut out = vec![0.0f32; x.len()];
+    gelu_tanh_forward(&mut out, &x);
+    let (mut again, mut grad) = (vec![f32::NAN; x.len()], x.clone());
+    gelu_tanh_remake_with_grad(&mut again, &mut grad);
+    assert!(out.iter().zip(&again).all(|(p, q)| p.to_bits() == q.to_bits()), "remade gelu_tanh");
+    for ((&xi, &o), &d) in x.iter().zip(&out).zip(&grad).step_by(97) {
+        let xd = xi as f64;
+        assert!((o as f64 - gelu_new_f64(xd)).abs() < 1e-5 * (1.0 + xd.abs()), "gelu_tanh({xi}) = {o}");
+        let want = (gelu_new_f64(xd + 1e-6) - gelu_new_f64(xd - 1e-6)) / 2e-6;
+        assert!((d as f64 - want).abs() < 1e-5, "gelu_tanh'({xi}) = {d}, want {want}");
+    }
+}
+
+#[test]
+fn gelu_tanh_gradient() {
+    for (n, seed) in [(40, 1), (9000, 2)] {
+        let mut rng = Rng::new(seed, 21);
+        let x = randn(&mut rng, n, 2.0);
+        let g = randn(&mut rng, n, 1.0);
+        let f = |x: &[f64]| {
+            let mut out = vec![f64::NAN; n];
+            gelu_tanh_forward(&mut out, x);
+            out
+        };
+        // elementwise: one perturbation of every element at once gives every diagonal derivative
+        let (xp, xm): (Vec<f64>, Vec<f64>) = (x.iter().map(|v| v + H).collect(), x.iter().map(|v| v - H).collect());
+        let (fp, fm) = (f(&xp), f(&xm));
+        let num: Vec<f64> = (0..n).map(|i| g[i] * (fp[i] - fm[i]) / (2.0 * H)).collect();
+        let (mut remade, mut grad) = (vec![0.0; n], x.clone());
+        gelu_tanh_remake_with_grad(&mut remade, &mut grad);
+        let mut d = g.clone();
+        gelu_backward_from_grad(&mut d, &grad);
+        check(&format!("gelu_tanh dinp ({n})"), &d, &num, &all(n));
+    }
+}
+
+/// The whole model's gradient with the tanh GELU (GPT-2's), softmax and quiet.
+#[test]
+fn gpt_gradient_gelu_tanh() {
+    for attention in [AttentionKind::Softmax, AttentionKind::Quiet] {
+        let mut c = model_config(attention, true);
+        c.gelu = GeluKind::Tanh;
+        model_case_cfg(c, 0.0, 2, 5);
+    }
 }
 
 // --------------------------------------------------------------------------------------------- encoder

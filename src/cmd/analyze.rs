@@ -4,19 +4,20 @@
 
 use super::args::{CheckpointArgs, Threads};
 use super::out::{say, show};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use quietgpt::analysis::analyze::{analyze, AnalyzeOptions};
 use quietgpt::data::{check_same_vocab, Dataset};
-use quietgpt::train::checkpoint;
-use std::path::Path;
+use quietgpt::hf::text_dataset;
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 #[command(rename_all = "snake_case")]
 #[command(after_help = "Examples:
   quietgpt analyze out-shakespeare-char
   quietgpt analyze out-shakespeare-char/ckpt.safetensors --json analysis.json --windows 64
-  quietgpt analyze run --json - --data_dir data/shakespeare_char > analysis.json")]
+  quietgpt analyze run --json - --data_dir data/shakespeare_char > analysis.json
+  quietgpt analyze gpt2/ --input wiki.txt --block_size 256   # a Hugging Face GPT-2 on a text file (GPT-2 BPE)")]
 pub struct AnalyzeArgs {
     #[command(flatten)]
     checkpoint: CheckpointArgs,
@@ -26,6 +27,13 @@ pub struct AnalyzeArgs {
     /// The data directory [default: the checkpoint's data_dir]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<String>,
+    /// Analyse this text file instead of the data directory's val split: tokenized with the model's tokenizer
+    /// (GPT-2 BPE for a Hugging Face GPT-2), cut into windows of block_size tokens
+    #[arg(long, value_name = "FILE", conflicts_with = "data_dir")]
+    input: Option<PathBuf>,
+    /// Cut the model's context to N tokens (the windows' length; at most the model's block_size)
+    #[arg(long, value_name = "N")]
+    block_size: Option<usize>,
     /// Val windows (of block_size tokens) to analyse
     #[arg(long, value_name = "N", default_value_t = AnalyzeOptions::default().windows)]
     windows: usize,
@@ -40,16 +48,24 @@ pub struct AnalyzeArgs {
 }
 
 pub fn run(a: AnalyzeArgs) -> Result<()> {
-    let path = a.checkpoint.resolve("analyze", None)?;
     let opts = AnalyzeOptions { windows: a.windows, batch: a.batch, top_k_channels: a.top_k };
     a.threads.start()?;
 
-    let ck = checkpoint::load(&path).with_context(|| format!("cannot load the checkpoint {}", path.display()))?;
-    let data_dir = a.data_dir.unwrap_or_else(|| ck.config.data_dir.clone());
-    let data = Dataset::open(Path::new(&data_dir)).with_context(|| {
-        format!("cannot open the data directory {data_dir} (the checkpoint's data_dir; override with --data_dir)")
-    })?;
-    check_same_vocab(&data, &path, &ck.tokenizer)?;
+    let (path, ck) = a.checkpoint.open_model("analyze", None, a.block_size)?;
+    let data = if let Some(input) = &a.input {
+        text_dataset(input, &ck.tokenizer, ck.model.vocab_size, None)
+            .with_context(|| format!("cannot use {} as evaluation text", input.display()))?
+    } else {
+        let data_dir = a.data_dir.unwrap_or_else(|| ck.config.data_dir.clone());
+        if data_dir.is_empty() {
+            bail!("{} has no data directory: give a text file with --input FILE, or --data_dir DIR", path.display());
+        }
+        let data = Dataset::open(Path::new(&data_dir)).with_context(|| {
+            format!("cannot open the data directory {data_dir} (the checkpoint's data_dir; override with --data_dir)")
+        })?;
+        check_same_vocab(&data, &path, &ck.tokenizer)?;
+        data
+    };
     let mut model = ck.cpu_model(opts.batch.max(1))?;
     let report = analyze(&mut model, &data, &opts).with_context(|| format!("analysing {}", path.display()))?;
     let json = serde_json::to_string_pretty(&report).context("serialising the report")?;

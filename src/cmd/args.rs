@@ -18,15 +18,19 @@ pub struct CheckpointArgs {
     #[arg(long, value_name = "PATH", conflicts_with = "out_dir")]
     checkpoint: Option<PathBuf>,
     /// The same as CHECKPOINT (nanoGPT's sample.py spelling)
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "init_from")]
     out_dir: Option<PathBuf>,
+    /// A Hugging Face GPT-2 checkpoint: a directory with config.json and model.safetensors, or a
+    /// model.safetensors file (CHECKPOINT takes these too)
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["path", "checkpoint"])]
+    init_from: Option<PathBuf>,
 }
 
 impl CheckpointArgs {
     /// The checkpoint file given to `command`, else the one in `default` (a file or directory); with no
     /// default a checkpoint is required.
     pub fn resolve(&self, command: &str, default: Option<&str>) -> Result<PathBuf> {
-        let given = self.path.as_deref().or(self.checkpoint.as_deref()).or(self.out_dir.as_deref());
+        let given = self.given();
         match (given, default) {
             (Some(p), _) => resolve_checkpoint(p),
             (None, Some(d)) => resolve_checkpoint(Path::new(d)),
@@ -35,6 +39,34 @@ impl CheckpointArgs {
                  that holds it"
             ),
         }
+    }
+}
+
+impl CheckpointArgs {
+    /// The path given, in whichever form.
+    fn given(&self) -> Option<&Path> {
+        self.path.as_deref().or(self.checkpoint.as_deref()).or(self.out_dir.as_deref()).or(self.init_from.as_deref())
+    }
+
+    /// The model for an inference command: a quietgpt checkpoint (as `resolve`), or a Hugging Face GPT-2
+    /// directory or weights file (with the GPT-2 tokenizer); the block size cut to `block_size` if given.
+    pub fn open_model(
+        &self,
+        command: &str,
+        default: Option<&str>,
+        block_size: Option<usize>,
+    ) -> Result<(PathBuf, quietgpt::train::checkpoint::Checkpoint)> {
+        let path = match self.given() {
+            Some(p) if quietgpt::hf::is_hf(p) => p.to_path_buf(),
+            Some(_) if self.init_from.is_some() => bail!(
+                "--init_from takes a Hugging Face GPT-2 checkpoint (a directory with config.json and \
+                 model.safetensors, or a model.safetensors file); for a quietgpt checkpoint give it as CHECKPOINT"
+            ),
+            _ => self.resolve(command, default)?,
+        };
+        let ck = quietgpt::hf::open_model(&path, block_size)
+            .with_context(|| format!("cannot load the checkpoint {}", path.display()))?;
+        Ok((path, ck))
     }
 }
 

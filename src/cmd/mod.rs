@@ -4,6 +4,7 @@ pub mod analyze;
 pub mod args;
 pub mod bench;
 pub mod experiment;
+pub mod export;
 pub mod out;
 pub mod prepare;
 pub mod quantize;

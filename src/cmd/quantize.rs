@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use quietgpt::analysis::quantize_eval::{quantize_eval_with, QuantEvalOptions, Setting};
 use quietgpt::data::{check_same_vocab, Dataset};
-use quietgpt::train::checkpoint;
+use quietgpt::hf::text_dataset;
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 #[command(after_help = "Examples:
   quietgpt quantize-eval out-shakespeare-char
   quietgpt quantize-eval out-shakespeare-char/ckpt.safetensors --json quant.json --max_windows 256
-  quietgpt quantize-eval run --json - --percentile 99.9 > quant.json")]
+  quietgpt quantize-eval run --json - --percentile 99.9 > quant.json
+  quietgpt quantize-eval gpt2/ --input wiki.txt --block_size 256 --max_windows 16   # a Hugging Face GPT-2")]
 pub struct QuantizeArgs {
     #[command(flatten)]
     checkpoint: CheckpointArgs,
@@ -25,6 +26,13 @@ pub struct QuantizeArgs {
     /// The data directory [default: the checkpoint's data_dir]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Evaluate on this text file instead of the data directory: tokenized with the model's tokenizer (GPT-2 BPE
+    /// for a Hugging Face GPT-2); the first 90% of its tokens calibrate, the last 10% are evaluated
+    #[arg(long, value_name = "FILE", conflicts_with = "data_dir")]
+    input: Option<PathBuf>,
+    /// Cut the model's context to N tokens (the windows' length; at most the model's block_size)
+    #[arg(long, value_name = "N")]
+    block_size: Option<usize>,
     /// Val windows to evaluate on; 0 = all
     #[arg(long, value_name = "N", default_value_t = 0)]
     max_windows: usize,
@@ -42,17 +50,25 @@ pub struct QuantizeArgs {
 }
 
 pub fn run(a: QuantizeArgs) -> Result<()> {
-    let path = a.checkpoint.resolve("quantize-eval", None)?;
     a.threads.start()?;
     let batch = a.batch_size;
     if batch == 0 {
         bail!("--batch_size must be at least 1");
     }
-    let ckpt = checkpoint::load(&path).with_context(|| format!("cannot load the checkpoint {}", path.display()))?;
-    let data_dir = a.data_dir.unwrap_or_else(|| PathBuf::from(&ckpt.config.data_dir));
-    let data = Dataset::open(&data_dir)
-        .with_context(|| format!("cannot open the data directory {} (set --data_dir)", data_dir.display()))?;
-    check_same_vocab(&data, &path, &ckpt.tokenizer)?;
+    let (path, ckpt) = a.checkpoint.open_model("quantize-eval", None, a.block_size)?;
+    let data = if let Some(input) = &a.input {
+        text_dataset(input, &ckpt.tokenizer, ckpt.model.vocab_size, Some(0.9))
+            .with_context(|| format!("cannot use {} as evaluation text", input.display()))?
+    } else {
+        if a.data_dir.is_none() && ckpt.config.data_dir.is_empty() {
+            bail!("{} has no data directory: give a text file with --input FILE, or --data_dir DIR", path.display());
+        }
+        let data_dir = a.data_dir.unwrap_or_else(|| PathBuf::from(&ckpt.config.data_dir));
+        let data = Dataset::open(&data_dir)
+            .with_context(|| format!("cannot open the data directory {} (set --data_dir)", data_dir.display()))?;
+        check_same_vocab(&data, &path, &ckpt.tokenizer)?;
+        data
+    };
     let opts = QuantEvalOptions {
         max_windows: (a.max_windows > 0).then_some(a.max_windows),
         calib_windows: a.calib_windows,

@@ -6,7 +6,6 @@ use anyhow::{Context, Result};
 use clap::Args;
 use quietgpt::data::Tokenizer;
 use quietgpt::sample::{generate_stream, Piece, SampleOptions};
-use quietgpt::train::checkpoint;
 use std::ops::ControlFlow;
 
 #[derive(Args, Debug)]
@@ -14,7 +13,9 @@ use std::ops::ControlFlow;
 #[command(after_help = "Examples:
   quietgpt sample --out_dir out-shakespeare-char --start \"ROMEO:\" --num_samples 2 --max_new_tokens 200
   quietgpt sample run/ckpt.safetensors --start FILE:prompt.txt --temperature 0.9 --top_k 50
+  quietgpt sample --init_from gpt2/ --start \"The meaning of life is\" --num_samples 1   # a Hugging Face GPT-2
 
+A Hugging Face GPT-2 (config.json + model.safetensors, or the weights file) samples with the GPT-2 BPE tokenizer.
 Without a checkpoint it reads out/ckpt.safetensors (nanoGPT's default out_dir).")]
 pub struct SampleArgs {
     #[command(flatten)]
@@ -52,8 +53,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
     };
     opts.validate()?;
     a.threads.start()?;
-    let path = a.checkpoint.resolve("sample", Some("out"))?;
-    let ckpt = checkpoint::load(&path).with_context(|| format!("cannot load the checkpoint {}", path.display()))?;
+    let (_, ckpt) = a.checkpoint.open_model("sample", Some("out"), None)?;
     if let Some(f) = opts.start.strip_prefix("FILE:") {
         opts.start = std::fs::read_to_string(f).with_context(|| format!("cannot read the start file {f}"))?;
     }

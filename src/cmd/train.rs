@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use quietgpt::config::Config;
 use quietgpt::engine::cpu::flops::gemm_peak_gflops;
+use quietgpt::hf;
 use quietgpt::train::checkpoint::CKPT_FILE;
 use quietgpt::train::trainer::{Event, Trainer};
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ word): model shape, optimizer, schedule, data_dir, out_dir, seed, threads, devic
   quietgpt train --preset shakespeare-char --attention=quiet       # 6/6/384, the GPU recipe
   quietgpt train --config my.toml --max_iters=3000 --out_dir=out/run2
   quietgpt train --resume --out_dir=out-shakespeare-char --max_iters=3000
+  quietgpt train --init_from=gpt2/ --attention=quiet --data_dir=data/shakespeare --block_size=256   # fine-tune GPT-2
 
 {KEYS_HELP}"))]
 pub struct TrainArgs {
@@ -36,6 +38,12 @@ pub struct TrainArgs {
     /// Start afresh even if <out_dir> holds a checkpoint, replacing it (and metrics.jsonl) as training goes
     #[arg(long, conflicts_with = "resume")]
     overwrite: bool,
+    /// Start from a Hugging Face GPT-2 (a directory with config.json and model.safetensors, or the weights
+    /// file), as nanoGPT's init_from='gpt2': the model's shape follows the file (block_size cut to the
+    /// config's if smaller), the rest (attention, dropout, lr, data, ...) the preset and overrides. The data
+    /// must be GPT-2 BPE (prepare --tokenizer gpt2)
+    #[arg(long, value_name = "PATH", conflicts_with = "resume")]
+    init_from: Option<PathBuf>,
     #[command(flatten)]
     overrides: Overrides,
 }
@@ -59,8 +67,22 @@ pub struct ConfigArgs {
     overrides: Overrides,
 }
 
+/// A new run's out_dir must be a directory (or not exist yet) without a checkpoint, unless `overwrite`.
+fn fresh_out_dir(config: &Config, overwrite: bool) -> Result<()> {
+    check_out_dir("out_dir", Path::new(&config.out_dir))?;
+    if Path::new(&config.out_dir).join(CKPT_FILE).exists() && !overwrite {
+        bail!(
+            "{} already holds a checkpoint; pass --resume to continue it (quietgpt train --resume --out_dir={}), \
+             --overwrite to replace it with a fresh run, or another --out_dir",
+            config.out_dir,
+            config.out_dir
+        );
+    }
+    Ok(())
+}
+
 pub fn run(a: TrainArgs) -> Result<()> {
-    let overrides = a.overrides.checked("--preset NAME, --config FILE, --resume")?;
+    let overrides = a.overrides.checked("--preset NAME, --config FILE, --resume, --init_from PATH")?;
     let mut trainer = if a.resume {
         if a.preset.is_some() || a.config.is_some() {
             bail!("--resume restores the whole config from the checkpoint; pass only --key=value overrides (e.g. --max_iters=3000)");
@@ -72,18 +94,31 @@ pub fn run(a: TrainArgs) -> Result<()> {
         })?;
         say!("resuming from {} at iter {}", path.display(), t.state.iter_num);
         t
+    } else if let Some(from) = &a.init_from {
+        let config = Config::build(a.preset.as_deref(), a.config.as_deref(), overrides)?;
+        fresh_out_dir(&config, a.overwrite)?;
+        let hint = a.overrides.get("n_head").and_then(|n| n.parse().ok());
+        let pre = hf::load(from, hint).with_context(|| format!("cannot load --init_from {}", from.display()))?;
+        let m = &pre.model;
+        say!(
+            "init_from {}: GPT-2 of {} layers, {} heads, {} embd, n_positions {}, vocab {}, {} GELU",
+            pre.source.display(),
+            m.n_layer,
+            m.n_head,
+            m.n_embd,
+            m.block_size,
+            m.vocab_size,
+            m.gelu
+        );
+        hf::init_trainer(&pre, &config).with_context(|| {
+            format!(
+                "cannot start fine-tuning on {} (prepare it with --tokenizer gpt2, or set --data_dir)",
+                config.data_dir
+            )
+        })?
     } else {
         let config = Config::build(a.preset.as_deref(), a.config.as_deref(), overrides)?;
-        check_out_dir("out_dir", Path::new(&config.out_dir))?;
-        let existing = Path::new(&config.out_dir).join(CKPT_FILE);
-        if existing.exists() && !a.overwrite {
-            bail!(
-                "{} already holds a checkpoint; pass --resume to continue it (quietgpt train --resume --out_dir={}), \
-                 --overwrite to replace it with a fresh run, or another --out_dir",
-                config.out_dir,
-                config.out_dir
-            );
-        }
+        fresh_out_dir(&config, a.overwrite)?;
         // Only a missing data directory calls for `prepare` (its error says so); other data errors stand alone.
         let hint =
             if Path::new(&config.data_dir).is_dir() { "" } else { " (or set --data_dir to a prepared directory)" };

@@ -9,7 +9,7 @@ mod presets;
 mod tests;
 
 pub use attention::AttentionKind;
-pub use model::{ModelConfig, DEFAULT_CLIP_ALPHA, DEFAULT_CLIP_ZETA, DEFAULT_GATE_INIT};
+pub use model::{GeluKind, ModelConfig, DEFAULT_CLIP_ALPHA, DEFAULT_CLIP_ZETA, DEFAULT_GATE_INIT};
 pub use overrides::parse_override;
 pub use presets::{Preset, PRESETS};
 
@@ -111,6 +111,8 @@ pub struct Config {
     /// Where the model runs, as nanoGPT's `device` (whose default is "cuda"): "cpu", the only engine of
     /// this build; "cuda" is refused until there is a CUDA engine. See `DEVICES`.
     pub device: String,
+    /// The MLP's GELU: "erf" (exact, nanoGPT's) or "tanh" (GPT-2's approximation, `gelu_new`).
+    pub gelu: GeluKind,
 }
 
 impl Default for Config {
@@ -150,6 +152,7 @@ impl Default for Config {
             seed: 1337,
             threads: 0,
             device: "cpu".into(),
+            gelu: GeluKind::Erf,
         }
     }
 }
@@ -273,6 +276,7 @@ impl Config {
             clip_zeta: self.clip_zeta as f32,
             clip_alpha: self.clip_alpha as f32,
             gate_init: self.gate_init as f32,
+            gelu: self.gelu,
         }
     }
 

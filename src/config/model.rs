@@ -4,6 +4,32 @@ use super::AttentionKind;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
+/// The MLP's GELU: `erf`, the exact x·Φ(x) of PyTorch's `nn.GELU()` (nanoGPT, the default), or `tanh`,
+/// the approximation ½x(1 + tanh(√(2/π)(x + 0.044715x³))) of GPT-2 (Hugging Face's `gelu_new`), which a
+/// model loaded from GPT-2 weights needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GeluKind {
+    #[default]
+    Erf,
+    Tanh,
+}
+
+impl GeluKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            GeluKind::Erf => "erf",
+            GeluKind::Tanh => "tanh",
+        }
+    }
+}
+
+impl std::fmt::Display for GeluKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The shape of the network; all the model code needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -24,6 +50,9 @@ pub struct ModelConfig {
     /// Initial opening sigmoid(b) of the per-head gate of `gated` (sets attn.c_gate.bias at init).
     #[serde(default = "default_gate_init")]
     pub gate_init: f32,
+    /// The MLP's GELU form; models saved before the key existed are `erf`.
+    #[serde(default)]
+    pub gelu: GeluKind,
 }
 
 /// ζ = 1: Bondarenko et al. (2023) found stretching above 1 unnecessary, and their OPT runs use ζ = 1
@@ -71,6 +100,7 @@ impl ModelConfig {
             clip_zeta: DEFAULT_CLIP_ZETA,
             clip_alpha: DEFAULT_CLIP_ALPHA,
             gate_init: DEFAULT_GATE_INIT,
+            gelu: GeluKind::Erf,
         }
     }
 

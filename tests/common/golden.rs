@@ -59,6 +59,7 @@ pub fn model_config(c: &Value) -> ModelConfig {
         clip_zeta: f("clip_zeta", quietgpt::config::DEFAULT_CLIP_ZETA),
         clip_alpha: f("clip_alpha", quietgpt::config::DEFAULT_CLIP_ALPHA),
         gate_init: f("gate_init", quietgpt::config::DEFAULT_GATE_INIT),
+        gelu: Default::default(),
     }
 }
 

@@ -18,7 +18,7 @@ use super::attention_fused;
 use super::attention_gate::{gate_backward, gate_forward, gate_kinds, gate_linear_backward, gate_linear_forward};
 use super::crossentropy::{crossentropy_backward, crossentropy_forward};
 use super::encoder::{encoder_backward, encoder_forward};
-use super::gelu::{gelu_backward_from_grad, gelu_forward, gelu_remake_with_grad};
+use super::gelu::{gelu_backward_from_grad, Gelu};
 use super::layernorm::{layernorm_backward, layernorm_forward, layernorm_recompute, residual_layernorm_forward};
 use super::matmul::{matmul_backward, matmul_backward_over_input, matmul_forward, Dinp};
 use super::probe::{Linear, Point, Tap};
@@ -65,6 +65,11 @@ impl<F: Real> Ctx<'_, F> {
         let (w, b) = gate_kinds(self.cfg.attention);
         let bias = self.w(b, l);
         (self.w(w, l), (!bias.is_empty()).then_some(bias))
+    }
+
+    /// The GELU kernels of the model's form (`gelu = "erf" | "tanh"`): the one place that chooses them.
+    fn gelu(&self) -> Gelu<F> {
+        Gelu::of(self.cfg.gelu)
     }
 
     fn variant(&self, l: usize) -> Variant<'_, F> {
@@ -153,7 +158,7 @@ pub(crate) fn forward_shard<F: Real>(
         tap.linear_input(l, Linear::Fc, &mut a.ln[..n * c]);
         let (w, bias) = (cx.w(Kind::FcW, l), cx.b(Kind::FcB, l));
         pf.fwd(Op::Matmul, || matmul_forward(&mut a.fch[r.c4()], a.ln, w, bias, n, c, 4 * c, par));
-        pf.fwd(Op::Gelu, || gelu_forward(&mut a.hidden[..n * 4 * c], &a.fch[r.c4()]));
+        pf.fwd(Op::Gelu, || (cx.gelu().forward)(&mut a.hidden[..n * 4 * c], &a.fch[r.c4()]));
         tap.observe(l, Point::MlpHidden, &a.hidden[..n * 4 * c]);
         tap.linear_input(l, Linear::FcProj, &mut a.hidden[..n * 4 * c]);
         let (w, bias) = (cx.w(Kind::FcProjW, l), cx.b(Kind::FcProjB, l));
@@ -229,7 +234,7 @@ pub(crate) fn backward_shard<F: Real>(
         let site_out = site(l, Site::MlpOut);
         let dproj = pf.bwd(Op::Dropout, || dropout_backward(g.dproj, dres, d, site_out, first));
         // gelu(fch) remade for c_proj's weight gradient, and fch overwritten with gelu'(fch)
-        pf.bwd(Op::Gelu, || gelu_remake_with_grad(&mut a.hidden[..n * 4 * c], &mut a.fch[r.c4()]));
+        pf.bwd(Op::Gelu, || (cx.gelu().remake_with_grad)(&mut a.hidden[..n * 4 * c], &mut a.fch[r.c4()]));
         let (dw, db) = grad.of(grads, Kind::FcProjW, Kind::FcProjB, l);
         let w = cx.w(Kind::FcProjW, l);
         pf.bwd(Op::Matmul, || matmul_backward_over_input(a.hidden, dw, db, dproj, w, n, 4 * c, c, par));
