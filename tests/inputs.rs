@@ -115,6 +115,10 @@ fn sizes_beyond_the_machine_are_refused_before_allocating() {
     }
     fails(&d, &["analyze", "out", "--batch", "100000000", "--windows", "100000000"], &["needs about", "available"]);
     fails(&d, &["quantize-eval", "out", "--batch_size", "100000000"], &["needs about", "available"]);
+    // Thin but 10⁵ layers deep fits in memory, but its checkpoint would not fit the safetensors header:
+    // refused at once (it used to train, then fail at its first save).
+    let deep = ["--n_layer=100000", "--n_embd=2", "--n_head=1", "--block_size=8", "--batch_size=1"];
+    fails(&d, &[&gpt2[..], &deep[..]].concat(), &["header", "fewer layers"]);
     assert!(!d.join("big").exists(), "nothing is written for a run that cannot start");
 
     // A checkpoint whose metadata claims a model its tensors do not hold: refused before building it.

@@ -56,6 +56,28 @@ pub fn save(path: &Path, config: &Config, engine: &dyn Engine, state: &TrainStat
     save_host(path, config, engine.config(), &params, &m, &v, state, tok)
 }
 
+/// The safetensors format caps its JSON header at 100 MB (`safetensors::tensor::MAX_HEADER_SIZE`).
+const MAX_HEADER_BYTES: usize = 100_000_000;
+
+/// Refuses a model whose checkpoint could not be written: three entries (parameters and the two AdamW
+/// moments) of about 80 bytes plus the name per tensor must fit the safetensors header. Checked before
+/// training, so that a model of 10⁵ thin layers fails at once and not at its first save.
+pub fn check_writable(model: &ModelConfig) -> Result<()> {
+    let layout = ParamLayout::new(model);
+    let bytes: usize = layout.named().iter().map(|t| 3 * (t.name.len() + 30 + 80)).sum();
+    if bytes > MAX_HEADER_BYTES {
+        return Err(Error::Config(format!(
+            "a checkpoint of this model ({} layers, {} tensors) needs a header of about {} MB, over the safetensors \
+             limit of {} MB: use fewer layers",
+            model.n_layer,
+            layout.named().len(),
+            bytes / 1_000_000,
+            MAX_HEADER_BYTES / 1_000_000
+        )));
+    }
+    Ok(())
+}
+
 /// Save host buffers (laid out by `ParamLayout::new(model)`).
 #[allow(clippy::too_many_arguments)]
 pub fn save_host(

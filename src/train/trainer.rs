@@ -64,6 +64,7 @@ impl Trainer {
             )));
         }
         let mut engine = engine::create(&config.device, config.model_config(data_vocab), config.batch_size)?;
+        checkpoint::check_writable(engine.config())?;
         // nanoGPT's initialisation, made on the host and written into the engine
         let mut params = vec![0.0f32; engine.layout().total];
         init_params(engine.config(), engine.layout(), &mut Rng::new(config.seed, STREAM_INIT), &mut params);
