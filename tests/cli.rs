@@ -3,18 +3,9 @@
 
 mod common;
 
-use common::cli::{fails_one_line, quietgpt_split, TINY};
+use common::cli::{fails_one_line, quietgpt, quietgpt_split, TINY};
 use common::{shakespeare, temp_dir};
 use std::path::Path;
-use std::process::Command;
-
-/// Runs quietgpt in `dir`; returns (success, stdout + stderr).
-fn quietgpt(dir: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_quietgpt")).args(args).current_dir(dir).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(!text.contains("panicked"), "quietgpt {args:?} panicked:\n{text}");
-    (out.status.success(), text)
-}
 
 fn fails(dir: &Path, args: &[&str], needles: &[&str]) {
     let (ok, text) = quietgpt(dir, args);

@@ -5,19 +5,11 @@
 
 mod common;
 
+use common::cli::quietgpt;
 use common::{shakespeare, temp_dir};
 use quietgpt::fs::{DirLock, LOCK_FILE};
 use quietgpt::train::trainer::{truncate_metrics, Trainer};
 use std::path::Path;
-use std::process::Command;
-
-/// Runs quietgpt in `dir`; returns (success, stdout + stderr).
-fn quietgpt(dir: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_quietgpt")).args(args).current_dir(dir).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(!text.contains("panicked"), "quietgpt {args:?} panicked:\n{text}");
-    (out.status.success(), text)
-}
 
 /// A directory with prepared Tiny Shakespeare in `data/`.
 fn prepared(name: &str) -> std::path::PathBuf {

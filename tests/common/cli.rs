@@ -3,6 +3,12 @@
 use std::path::Path;
 use std::process::Command;
 
+/// Runs quietgpt in `dir`; returns (success, stdout + stderr). A panic fails the test.
+pub fn quietgpt(dir: &Path, args: &[&str]) -> (bool, String) {
+    let (code, stdout, stderr) = quietgpt_split(dir, args);
+    (code == 0, stdout + &stderr)
+}
+
 /// Runs quietgpt in `dir`; returns (exit code, stdout, stderr). A panic fails the test.
 pub fn quietgpt_split(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_quietgpt")).args(args).current_dir(dir).output().unwrap();
