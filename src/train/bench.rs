@@ -2,12 +2,11 @@
 //! per phase and per kernel kind, with model FLOP utilisation against a GEMM peak measured on the spot.
 //! The JSON has the keys of bench/torch_reference.py, so the two can be compared line by line.
 
-use super::trainer::{adamw_config, STREAM_DATA, STREAM_INIT};
+use super::trainer::{adamw_config, fresh_engine, STREAM_DATA};
 use crate::config::Config;
 use crate::engine::cpu::flops::{flops_per_token, gemm_peak_gflops};
-use crate::engine::params::init_params;
 use crate::engine::profile::Op;
-use crate::engine::{self, Batch, Buffer, Engine};
+use crate::engine::{Batch, Engine};
 use crate::rng::Rng;
 use crate::{Error, Result};
 use serde::Serialize;
@@ -63,10 +62,7 @@ pub fn run(
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let mcfg = cfg.model_config(vocab_size);
     let (b, t) = (cfg.batch_size, cfg.block_size);
-    let mut engine = engine::create(device, mcfg.clone(), b)?;
-    let mut params = vec![0.0f32; engine.layout().total];
-    init_params(&mcfg, engine.layout(), &mut Rng::new(cfg.seed, STREAM_INIT), &mut params);
-    engine.write(Buffer::Params, &params)?;
+    let mut engine = fresh_engine(device, mcfg.clone(), b, cfg.seed)?;
     let hp = adamw_config(cfg);
     let mut rng = Rng::new(cfg.seed, STREAM_DATA);
     let mut x = vec![0u32; b * t];

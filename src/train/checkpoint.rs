@@ -223,9 +223,7 @@ impl Checkpoint {
     /// The model on the CPU reference engine, for inference (sampling, analysis, quantization), able to
     /// run batches of up to `max_batch` sequences.
     pub fn cpu_model(&self, max_batch: usize) -> Result<Gpt<f32>> {
-        let mut engine = CpuEngine::<f32>::new(self.model.clone(), max_batch)?;
-        engine.write(Buffer::Params, &self.params)?;
-        Ok(engine.into_model())
+        CpuEngine::model_with(self.model.clone(), max_batch, &self.params)
     }
 }
 

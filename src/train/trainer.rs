@@ -3,7 +3,7 @@
 
 use super::checkpoint::{self, TrainState, CKPT_FILE};
 use super::schedule::learning_rate;
-use crate::config::Config;
+use crate::config::{Config, ModelConfig};
 use crate::data::{check_same_vocab, Dataset, Split};
 use crate::engine::cpu::flops::flops_per_token;
 use crate::engine::cpu::{CpuEngine, Gpt};
@@ -63,12 +63,8 @@ impl Trainer {
                 data.dir.display()
             )));
         }
-        let mut engine = engine::create(&config.device, config.model_config(data_vocab), config.batch_size)?;
+        let engine = fresh_engine(&config.device, config.model_config(data_vocab), config.batch_size, config.seed)?;
         checkpoint::check_writable(engine.config())?;
-        // nanoGPT's initialisation, made on the host and written into the engine
-        let mut params = vec![0.0f32; engine.layout().total];
-        init_params(engine.config(), engine.layout(), &mut Rng::new(config.seed, STREAM_INIT), &mut params);
-        engine.write(Buffer::Params, &params)?;
         let state = TrainState {
             iter_num: 0,
             best_val_loss: f64::INFINITY,
@@ -120,9 +116,7 @@ impl Trainer {
     /// The model as it stands, on the CPU reference engine (analysis and fake quantization run there),
     /// able to run batches of up to `max_batch` sequences.
     pub fn cpu_model(&self, max_batch: usize) -> Result<Gpt<f32>> {
-        let mut cpu = CpuEngine::<f32>::new(self.engine.config().clone(), max_batch)?;
-        cpu.write(Buffer::Params, &self.engine.snapshot(Buffer::Params)?)?;
-        Ok(cpu.into_model())
+        CpuEngine::model_with(self.engine.config().clone(), max_batch, &self.engine.snapshot(Buffer::Params)?)
     }
 
     pub fn checkpoint_path(&self) -> PathBuf {
@@ -281,6 +275,16 @@ impl Trainer {
             }
         }
     }
+}
+
+/// An engine for `model` on `device` with nanoGPT's initialisation from `seed` (made on the host and
+/// written into the engine).
+pub fn fresh_engine(device: &str, model: ModelConfig, max_batch: usize, seed: u64) -> Result<Box<dyn Engine>> {
+    let mut engine = engine::create(device, model, max_batch)?;
+    let mut params = vec![0.0f32; engine.layout().total];
+    init_params(engine.config(), engine.layout(), &mut Rng::new(seed, STREAM_INIT), &mut params);
+    engine.write(Buffer::Params, &params)?;
+    Ok(engine)
 }
 
 /// AdamW's hyper-parameters from the run config.

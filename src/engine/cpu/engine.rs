@@ -54,6 +54,13 @@ impl<F: Real> CpuEngine<F> {
         self.model
     }
 
+    /// A model (for inference on the reference engine) holding the host parameters `params`.
+    pub fn model_with(config: ModelConfig, max_batch: usize, params: &[f32]) -> Result<Gpt<F>> {
+        let mut engine = Self::new(config, max_batch)?;
+        engine.write(Buffer::Params, params)?;
+        Ok(engine.into_model())
+    }
+
     /// `forward` with a probe (see `Gpt::forward_probe`).
     pub fn forward_probe(&mut self, batch: Batch<'_>, probe: Option<&mut (dyn Probe<F> + '_)>) -> Result<Option<f64>> {
         self.model.forward_probe(batch.idx, batch.targets, batch.b, batch.t, None, probe)
