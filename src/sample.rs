@@ -18,6 +18,9 @@ pub struct SampleOptions {
     /// Keep only the k most likely tokens (None: all).
     pub top_k: Option<usize>,
     pub seed: u64,
+    /// The model's BOS id when it was trained with one (`bos`, or the backcopy task): the context then
+    /// always starts with BOS, and the start text may be empty.
+    pub bos: Option<u32>,
 }
 
 impl Default for SampleOptions {
@@ -29,6 +32,7 @@ impl Default for SampleOptions {
             temperature: 0.8,
             top_k: Some(200),
             seed: 1337,
+            bos: None,
         }
     }
 }
@@ -86,10 +90,16 @@ pub fn generate_stream(
 ) -> Result<()> {
     opts.validate()?;
     let prompt: Vec<u32> = tok.encode(&opts.start)?.into_iter().map(u32::from).collect();
-    if prompt.is_empty() {
+    if prompt.is_empty() && opts.bos.is_none() {
         return Err(Error::Data("the start text is empty: give at least one token".into()));
     }
     let (bs, v) = (model.config.block_size, model.config.vocab_size);
+    // With a BOS token the context is BOS and the last block_size − 1 tokens, as in training.
+    let (bos, room): (&[u32], usize) = match &opts.bos {
+        Some(b) => (std::slice::from_ref(b), bs.saturating_sub(1)),
+        None => (&[], bs),
+    };
+    let mut ctx = Vec::with_capacity(bs);
     let mut rng = Rng::new(opts.seed, 0);
     let mut probs = vec![0.0f64; v];
     let mut order: Vec<usize> = (0..v).collect();
@@ -102,9 +112,11 @@ pub fn generate_stream(
         // ids[shown..] are sampled but not yet shown: a GPT-2 token may hold part of a character.
         let mut shown = ids.len();
         for _ in 0..opts.max_new_tokens {
-            let ctx = &ids[ids.len().saturating_sub(bs)..];
+            ctx.clear();
+            ctx.extend_from_slice(bos);
+            ctx.extend_from_slice(&ids[ids.len().saturating_sub(room)..]);
             let t = ctx.len();
-            model.forward(ctx, None, 1, t, None)?;
+            model.forward(&ctx, None, 1, t, None)?;
             let logits = &model.logits()[(t - 1) * v..t * v];
             // Tokens the tokenizer cannot produce (padding of vocab_size) are never sampled.
             let usable = tok.vocab_size().min(v);

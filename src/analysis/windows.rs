@@ -7,10 +7,7 @@ use crate::data::{Dataset, Split};
 
 /// Non-overlapping windows of `block` inputs (+1 target) in a split: window i covers [i·block, (i+1)·block].
 pub fn count_windows(data: &Dataset, split: Split, block: usize) -> usize {
-    if block == 0 {
-        return 0;
-    }
-    data.tokens(split).len().saturating_sub(1) / block
+    data.num_windows(split, block)
 }
 
 /// Windows 0..`count` of a split in batches; `next_batch` lends each batch's inputs and targets.
@@ -67,12 +64,12 @@ impl<'a> Windows<'a> {
 mod tests {
     use super::*;
     use crate::data::Tokenizer;
-    use std::path::PathBuf;
+    use std::path::Path;
 
     #[test]
     fn batches_cover_the_counted_windows_in_order() {
         // 12 val tokens, block 2: windows 0..5 ((12 − 1) / 2), in batches of 2, 2, 1.
-        let d = Dataset { train: vec![], val: (0..12).collect(), tokenizer: Tokenizer::gpt2(), dir: PathBuf::new() };
+        let d = Dataset::from_tokens(vec![], (0..12).collect(), Tokenizer::gpt2(), Path::new(""));
         let mut w = Windows::new(&d, Split::Val, 2, 2, usize::MAX);
         assert_eq!(w.count(), 5);
         let mut seen = vec![];

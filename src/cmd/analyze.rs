@@ -7,6 +7,7 @@ use super::out::{say, show};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use quietgpt::analysis::analyze::{analyze, AnalyzeOptions};
+use quietgpt::config::DataKind;
 use quietgpt::data::{check_same_vocab, Dataset};
 use quietgpt::hf::text_dataset;
 use std::path::{Path, PathBuf};
@@ -55,14 +56,21 @@ pub fn run(a: AnalyzeArgs) -> Result<()> {
     let data = if let Some(input) = &a.input {
         text_dataset(input, &ck.tokenizer, ck.model.vocab_size, None)
             .with_context(|| format!("cannot use {} as evaluation text", input.display()))?
+            .bos_if(ck.config.has_bos())
+    } else if ck.config.data == DataKind::Backcopy && a.data_dir.is_none() {
+        Dataset::for_config(&ck.config, Path::new(""))?
     } else {
         let data_dir = a.data_dir.unwrap_or_else(|| ck.config.data_dir.clone());
         if data_dir.is_empty() {
             bail!("{} has no data directory: give a text file with --input FILE, or --data_dir DIR", path.display());
         }
-        let data = Dataset::open(Path::new(&data_dir)).with_context(|| {
-            format!("cannot open the data directory {data_dir} (the checkpoint's data_dir; override with --data_dir)")
-        })?;
+        let data = Dataset::open(Path::new(&data_dir))
+            .with_context(|| {
+                format!(
+                    "cannot open the data directory {data_dir} (the checkpoint's data_dir; override with --data_dir)"
+                )
+            })?
+            .bos_if(ck.config.has_bos());
         check_same_vocab(&data, &path, &ck.tokenizer)?;
         data
     };

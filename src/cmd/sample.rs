@@ -50,6 +50,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
         temperature: a.temperature,
         top_k: (a.top_k > 0).then_some(a.top_k),
         seed: a.seed,
+        bos: None,
     };
     opts.validate()?;
     a.threads.start()?;
@@ -58,6 +59,9 @@ pub fn run(a: SampleArgs) -> Result<()> {
         opts.start = std::fs::read_to_string(f).with_context(|| format!("cannot read the start file {f}"))?;
     }
     let tok: Tokenizer = ckpt.tokenizer.clone();
+    if ckpt.config.has_bos() {
+        opts.bos = Some(tok.vocab_size() as u32);
+    }
     let mut model = ckpt.cpu_model(1)?;
     // Each token is shown as soon as it is sampled; a closed stdout (`| head`) ends the sampling quietly.
     generate_stream(&mut model, &tok, &opts, &mut |piece| {

@@ -144,9 +144,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let ckpt = trainer.checkpoint_path();
     trainer
         .run(&mut |e| match e {
-            Event::Eval { iter, train_loss, val_loss, saved, .. } => {
+            Event::Eval { iter, train_loss, val_loss, saved, copy_loss, bigram_loss, .. } => {
                 let s = if *saved { format!(", saved {}", ckpt.display()) } else { String::new() };
-                say!("step {iter}: train loss {train_loss:.4}, val loss {val_loss:.4}{s}");
+                let task = match (copy_loss, bigram_loss) {
+                    (Some(c), Some(b)) => format!(" (copy {c:.4}, bigram {b:.4})"),
+                    _ => String::new(),
+                };
+                say!("step {iter}: train loss {train_loss:.4}, val loss {val_loss:.4}{task}{s}");
             }
             Event::Step { iter, loss, ms, tokens_per_s, mfu, .. } => {
                 say!("iter {iter}: loss {loss:.4}, time {ms:.1}ms, {tokens_per_s:.0} tok/s, mfu {:.1}%", mfu * 100.0);

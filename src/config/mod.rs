@@ -2,6 +2,7 @@
 //! presets, a TOML file and `--key=value` overrides, merged in that order. Unknown keys are errors.
 
 mod attention;
+mod data;
 mod model;
 mod overrides;
 mod presets;
@@ -9,6 +10,7 @@ mod presets;
 mod tests;
 
 pub use attention::AttentionKind;
+pub use data::DataKind;
 pub use model::{GeluKind, ModelConfig, DEFAULT_CLIP_ALPHA, DEFAULT_CLIP_ZETA, DEFAULT_GATE_INIT};
 pub use overrides::parse_override;
 pub use presets::{Preset, PRESETS};
@@ -43,8 +45,16 @@ pub struct Config {
     /// Save a checkpoint at every evaluation, not only when val loss improves.
     pub always_save_checkpoint: bool,
     // data
-    /// Directory with train.bin, val.bin and vocab.json (or nanoGPT's meta.pkl).
+    /// Directory with train.bin, val.bin and vocab.json (or nanoGPT's meta.pkl); read when `data = "text"`.
     pub data_dir: String,
+    /// "text" (the prepared `data_dir`) or "backcopy" (Guo et al.'s Bigram-Backcopy task over Tiny
+    /// Shakespeare's characters, generated from the seed; see `data::Backcopy`).
+    pub data: DataKind,
+    /// Start every training and evaluation window of text with a BOS token (one more vocabulary id).
+    /// The backcopy task always has one.
+    pub bos: bool,
+    /// Backcopy: how many of the most frequent characters are triggers (Guo et al.'s k).
+    pub triggers: usize,
     /// Micro-batches accumulated into one optimizer step.
     pub gradient_accumulation_steps: usize,
     /// Sequences per micro-batch.
@@ -125,6 +135,9 @@ impl Default for Config {
             eval_only: false,
             always_save_checkpoint: true,
             data_dir: "data/shakespeare_char".into(),
+            data: DataKind::Text,
+            bos: false,
+            triggers: crate::data::DEFAULT_TRIGGERS,
             gradient_accumulation_steps: 1,
             batch_size: 12,
             block_size: 1024,
@@ -278,6 +291,11 @@ impl Config {
             gate_init: self.gate_init as f32,
             gelu: self.gelu,
         }
+    }
+
+    /// Whether every window starts with a BOS token (`bos`, or the backcopy task, which always has one).
+    pub fn has_bos(&self) -> bool {
+        self.bos || self.data == DataKind::Backcopy
     }
 
     /// Tokens per optimizer step.

@@ -1,12 +1,15 @@
 //! Data: tokenizers, `prepare` (text → train.bin / val.bin / vocab.json, as nanoGPT's prepare.py),
-//! and `Dataset` (the prepared bins in memory, with nanoGPT's random batches and fixed eval windows).
+//! `Dataset` (the prepared bins in memory, with nanoGPT's random batches and fixed eval windows), and
+//! the synthetic Bigram-Backcopy task (`backcopy`) behind the same `Dataset`.
 
+mod backcopy;
 mod dataset;
 mod pickle;
 mod prepare;
 mod tokenizer;
 mod vocab;
 
+pub use backcopy::{Backcopy, TaskLoss, DEFAULT_TRIGGERS, TRAIN_WINDOWS, VAL_SEQUENCES};
 pub use dataset::{Dataset, Split};
 pub use prepare::{
     prepare, read_input, tokenize, PrepareReport, INPUT_TXT, TINY_SHAKESPEARE, TINY_SHAKESPEARE_URL, TRAIN_BIN, VAL_BIN,

@@ -139,7 +139,7 @@ pub fn text_dataset(
             (tokens[..cut].to_vec(), tokens[cut..].to_vec())
         }
     };
-    Ok(Dataset { train, val, tokenizer: tokenizer.clone(), dir: path.to_path_buf() })
+    Ok(Dataset::from_tokens(train, val, tokenizer.clone(), path))
 }
 
 /// A fresh training run from these weights (nanoGPT's `init_from`): the run config is

@@ -4,7 +4,7 @@
 use super::checkpoint::{self, TrainState, CKPT_FILE};
 use super::schedule::learning_rate;
 use crate::config::{Config, ModelConfig};
-use crate::data::{check_same_vocab, Dataset, Split};
+use crate::data::{check_same_vocab, Dataset, Split, TaskLoss};
 use crate::engine::cpu::flops::flops_per_token;
 use crate::engine::cpu::{CpuEngine, Gpt};
 use crate::engine::dropout::Dropout;
@@ -30,8 +30,26 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "event", rename_all = "lowercase")]
 pub enum Event {
-    Eval { iter: usize, train_loss: f64, val_loss: f64, lr: f64, saved: bool },
-    Step { iter: usize, loss: f64, lr: f64, ms: f64, tokens_per_s: f64, mfu: f64 },
+    Eval {
+        iter: usize,
+        train_loss: f64,
+        val_loss: f64,
+        lr: f64,
+        saved: bool,
+        /// Backcopy task: the val loss on copy positions and on bigram positions (`data::TaskLoss`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        copy_loss: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bigram_loss: Option<f64>,
+    },
+    Step {
+        iter: usize,
+        loss: f64,
+        lr: f64,
+        ms: f64,
+        tokens_per_s: f64,
+        mfu: f64,
+    },
 }
 
 pub struct Trainer {
@@ -55,7 +73,7 @@ impl Trainer {
     /// A fresh run: data from `config.data_dir`, weights from nanoGPT's initialisation.
     pub fn new(config: Config) -> Result<Trainer> {
         let data = open_data(&config)?;
-        let data_vocab = data.tokenizer.vocab_size();
+        let data_vocab = data.vocab_size();
         if config.vocab_size != 0 && config.vocab_size < data_vocab {
             return Err(Error::Config(format!(
                 "vocab_size = {} is smaller than the data's vocabulary of {data_vocab} ({})",
@@ -124,10 +142,13 @@ impl Trainer {
     }
 
     /// Mean loss over `eval_iters` random batches of each split, without dropout. The batches come from
-    /// their own stream keyed by the step, so evaluating never moves the training data order.
-    pub fn estimate_loss(&mut self) -> Result<(f64, f64)> {
+    /// their own stream keyed by the step, so evaluating never moves the training data order. For the
+    /// backcopy task also the val loss split into copy and bigram positions.
+    pub fn estimate_loss(&mut self) -> Result<(f64, f64, Option<TaskLoss>)> {
         let (b, t) = (self.config.batch_size, self.config.block_size);
         let mut out = [0.0; 2];
+        let mut task = self.data.task.as_ref().map(|_| TaskLoss::default());
+        let mut logits = Vec::new();
         for (k, split) in [Split::Train, Split::Val].into_iter().enumerate() {
             let mut rng = Rng::new(self.config.seed ^ (self.state.iter_num as u64) << 20, STREAM_EVAL + k as u64);
             let mut sum = 0.0;
@@ -135,10 +156,14 @@ impl Trainer {
                 self.data.get_batch(split, b, t, &mut rng, &mut self.x, &mut self.y);
                 let batch = Batch { idx: &self.x, targets: Some(&self.y), b, t };
                 sum += self.engine.forward(batch, None)?.expect("targets given");
+                if let (Split::Val, Some(acc), Some(bb)) = (split, task.as_mut(), self.data.task.as_ref()) {
+                    self.engine.read_logits(&mut logits)?;
+                    acc.add(bb, &self.x, &self.y, &logits);
+                }
             }
             out[k] = sum / self.config.eval_iters as f64;
         }
-        Ok((out[0], out[1]))
+        Ok((out[0], out[1], task))
     }
 
     fn save(&mut self) -> Result<()> {
@@ -215,7 +240,7 @@ impl Trainer {
 
             // eval and checkpoint
             if iter.is_multiple_of(cfg.eval_interval) || iter == cfg.max_iters {
-                let (train_loss, val_loss) = self.estimate_loss()?;
+                let (train_loss, val_loss, task) = self.estimate_loss()?;
                 if !train_loss.is_finite() || !val_loss.is_finite() {
                     let what = format!("the eval loss is {train_loss} (train) / {val_loss} (val)");
                     return Err(self.diverged(iter, &what, lr));
@@ -229,7 +254,8 @@ impl Trainer {
                         saved = true;
                     }
                 }
-                emit(Event::Eval { iter, train_loss, val_loss, lr, saved })?;
+                let (copy_loss, bigram_loss) = (task.map(|l| l.copy()), task.map(|l| l.bigram()));
+                emit(Event::Eval { iter, train_loss, val_loss, lr, saved, copy_loss, bigram_loss })?;
             }
             if cfg.eval_only || iter >= cfg.max_iters {
                 return Ok(());
@@ -321,7 +347,7 @@ pub fn truncate_metrics(path: &Path, iter_num: usize) -> Result<usize> {
 }
 
 fn open_data(config: &Config) -> Result<Dataset> {
-    let data = Dataset::open(Path::new(&config.data_dir))?;
+    let data = Dataset::for_config(config, Path::new(&config.data_dir))?;
     data.check_block_size(config.block_size)?;
     Ok(data)
 }
