@@ -14,13 +14,19 @@ The model is karpathy/nanoGPT's `model.py` (same module order and initialisation
   sink     learned sink logit per head: p_j = exp(s_j) / (exp(sigma_h) + sum_k exp(s_k))  (attn.sink)
 
 The gates act on the attention core's output before c_proj; their input is the attention block's input
-ln_1(x). All of it follows quietgpt's definitions (src/config.rs, src/model/attention.rs,
+ln_1(x).
+
+The model options of quietgpt's Bigram-Backcopy preset (Guo et al. 2024) are here too: `activation`
+("gelu" | "relu", the MLP's), `tie_weights` (False: lm_head.weight of its own, named last), `init`
+("nanogpt" | "pytorch": PyTorch's module defaults, no _init_weights), and the optimizer of a trajectory
+(torch.optim.AdamW or torch.optim.SGD with momentum, both with nanoGPT's groups): the `traj_opts_*` cases. All of it follows quietgpt's definitions (src/config.rs, src/model/attention.rs,
 attention_gate.rs, params.rs, gpt.rs) and tests/golden/README.md, which defines every file.
 
 Usage (torch 2.15.0 CPU, see scripts/requirements-golden.txt):
 
   python scripts/make_golden.py --out tests/golden                  # every case
   python scripts/make_golden.py --out /tmp/g --cases small_bias_gated traj_small_bias_quiet
+  python scripts/make_golden.py --out tests/golden --cases traj_opts_relu_untied_sgd traj_opts_relu_untied_adamw
   python scripts/make_golden.py --check tests/golden/small_bias_quiet  # recompute a stored case from its
                                                                        # model + batch, print max differences
 """
@@ -69,6 +75,12 @@ class Cfg:
     quiet_form: str = "stable"
     # softmax-normalised variants: F.scaled_dot_product_attention (nanoGPT's default) or the manual path
     manual: bool = False
+    # the MLP's activation: "gelu" (nn.GELU(), exact erf) or "relu"
+    activation: str = "gelu"
+    # lm_head tied to wte (nanoGPT) or its own lm_head.weight
+    tie_weights: bool = True
+    # "nanogpt" (_init_weights, scaled c_proj) or "pytorch" (the modules' own defaults)
+    init: str = "nanogpt"
 
 
 class LayerNorm(nn.Module):
@@ -168,11 +180,11 @@ class MLP(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.gelu = nn.GELU()
+        self.act = nn.ReLU() if cfg.activation == "relu" else nn.GELU()
         self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
 
     def forward(self, x):
-        return self.c_proj(self.gelu(self.c_fc(x)))
+        return self.c_proj(self.act(self.c_fc(x)))
 
 
 class Block(nn.Module):
@@ -202,11 +214,13 @@ class GPT(nn.Module):
             )
         )
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # tied
-        self.apply(self._init_weights)
-        for pn, p in self.named_parameters():
-            if pn.endswith("c_proj.weight"):
-                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        if cfg.tie_weights:
+            self.transformer.wte.weight = self.lm_head.weight  # tied
+        if cfg.init == "nanogpt":
+            self.apply(self._init_weights)
+            for pn, p in self.named_parameters():
+                if pn.endswith("c_proj.weight"):
+                    torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
         self.residuals = []
 
     @staticmethod
@@ -265,16 +279,19 @@ def quiet_order(cfg: Cfg):
         per += ["ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias"]
         names += [h + p for p in per]
     names += ["transformer.ln_f.weight", "transformer.ln_f.bias"]
+    if not cfg.tie_weights:
+        names.append("lm_head.weight")
     params = dict(named_params(None, cfg))
     return [n for n in names if n in params]
 
 
 def named_params(model, cfg=None):
-    """name -> parameter, wte once, no lm_head (with model None: the names only, from a fresh model)."""
+    """name -> parameter, wte once, lm_head only when untied (with model None: the names only, from a
+    fresh model)."""
     if model is None:
         with torch.random.fork_rng():
             model = GPT(cfg)
-    return [(n, p) for n, p in model.named_parameters() if n != "lm_head.weight"]
+    return [(n, p) for n, p in model.named_parameters() if n != "lm_head.weight" or not model.cfg.tie_weights]
 
 
 def params_dict(model):
@@ -305,6 +322,9 @@ def cfg_from_json(c, traj):
         clip_alpha=c.get("clip_alpha", 12.0),
         gate_init=c.get("gate_init", 0.25),
         quiet_form="stable" if traj else "surftmex",
+        activation=c.get("activation", "gelu"),
+        tie_weights=c.get("tie_weights", True),
+        init=c.get("init", "nanogpt"),
     )
 
 
@@ -320,6 +340,10 @@ def cfg_json(cfg: Cfg):
         d["gate_init"] = cfg.gate_init
     if cfg.attention == "quiet":
         d["quiet_form"] = cfg.quiet_form
+    # the model options, written only where they are not nanoGPT's (older files have none)
+    for k, default in (("activation", "gelu"), ("tie_weights", True), ("init", "nanogpt")):
+        if getattr(cfg, k) != default:
+            d[k] = getattr(cfg, k)
     return d
 
 
@@ -570,11 +594,23 @@ def get_lr(it, s):
     return min_lr + coeff * (lr - min_lr)
 
 
-def run_traj(cfg, sd, idx, targets, sched, dtype, betas=(0.9, 0.95), eps=1e-8, wd=0.1, clip=1.0):
+ADAMW = dict(betas=[0.9, 0.95], eps=1e-8, weight_decay=0.1)
+
+
+def run_traj(cfg, sd, idx, targets, sched, dtype, adamw=ADAMW, sgd=None, clip=1.0):
+    """S iterations of nanoGPT's loop; the optimizer is torch.optim.AdamW (`adamw`: betas, eps,
+    weight_decay) or, with `sgd` (momentum, weight_decay), torch.optim.SGD (dampening 0, no Nesterov),
+    both with nanoGPT's groups. clip = 0: no clipping (the norm is still measured)."""
     model = GPT(cfg).to(dtype).eval()
     load_params(model, {k: v.to(dtype) for k, v in sd.items()})
-    groups, ps = adamw_groups(model, wd)
-    opt = torch.optim.AdamW(groups, lr=sched["learning_rate"], betas=betas, eps=eps)
+    if sgd is None:
+        groups, ps = adamw_groups(model, adamw["weight_decay"])
+        opt = torch.optim.AdamW(groups, lr=sched["learning_rate"], betas=tuple(adamw["betas"]), eps=adamw["eps"])
+        state_keys = ["exp_avg", "exp_avg_sq"]
+    else:
+        groups, ps = adamw_groups(model, sgd["weight_decay"])
+        opt = torch.optim.SGD(groups, lr=sched["learning_rate"], momentum=sgd["momentum"], dampening=0, nesterov=False)
+        state_keys = ["momentum_buffer"]
     S, A = idx.shape[0], idx.shape[1]
     losses, norms, lrs = [], [], []
     for it in range(S):
@@ -586,7 +622,7 @@ def run_traj(cfg, sd, idx, targets, sched, dtype, betas=(0.9, 0.95), eps=1e-8, w
             _, loss = model(idx[it, a], targets[it, a])
             tot += loss.item()
             (loss / A).backward()
-        norm = torch.nn.utils.clip_grad_norm_([p for _, p in ps], clip)
+        norm = torch.nn.utils.clip_grad_norm_([p for _, p in ps], clip if clip > 0 else float("inf"))
         opt.step()
         opt.zero_grad(set_to_none=True)
         losses.append(tot / A)
@@ -595,8 +631,8 @@ def run_traj(cfg, sd, idx, targets, sched, dtype, betas=(0.9, 0.95), eps=1e-8, w
     params = {n: p.detach().clone() for n, p in ps}
     state = {}
     for n, p in ps:
-        state[f"exp_avg.{n}"] = opt.state[p]["exp_avg"].clone()
-        state[f"exp_avg_sq.{n}"] = opt.state[p]["exp_avg_sq"].clone()
+        for k in state_keys:
+            state[f"{k}.{n}"] = opt.state[p][k].clone()
     return losses, norms, lrs, params, state
 
 
@@ -613,9 +649,49 @@ def traj_batches(data, S, A, B, T, seed):
     return torch.stack(xs).view(S, A, B, T), torch.stack(ys).view(S, A, B, T)
 
 
-def make_traj(out: Path, name):
+# The model options beside nanoGPT's, as quietgpt's configs/bb-guo.toml uses them (ReLU MLP, untied lm_head,
+# PyTorch's default init, no biases), with the two optimizers: SGD with momentum, weight decay and an active
+# clip under warmup + cosine; AdamW with Guo et al.'s betas (0.9, 0.99), a constant lr and no clipping.
+OPTS_MODEL = dict(bias=False, activation="relu", tie_weights=False, init="pytorch")
+OPTS = {
+    "traj_opts_relu_untied_sgd": dict(
+        sgd=dict(momentum=0.9, weight_decay=0.1),
+        clip=0.7,  # its grad norms are 0.58..0.92: about half the steps are clipped
+        sched=dict(learning_rate=0.1, min_lr=0.01, warmup_iters=5, lr_decay_iters=20, decay_lr=True),
+    ),
+    "traj_opts_relu_untied_adamw": dict(
+        adamw=dict(betas=[0.9, 0.99], eps=1e-8, weight_decay=0.1),
+        clip=0.0,
+        sched=dict(learning_rate=0.001, min_lr=0.001, warmup_iters=0, lr_decay_iters=20, decay_lr=False),
+    ),
+}
+GROUPS = "decay on tensors of 2+ dims (nanoGPT configure_optimizers)"
+
+
+def traj_spec(name):
+    """(cfg, optimizer settings) of a trajectory case."""
+    if name in OPTS:
+        o = OPTS[name]
+        spec = dict(adamw=o.get("adamw", ADAMW), sgd=o.get("sgd"), clip=o["clip"], sched=o["sched"])
+        return Cfg(quiet_form="stable", **OPTS_MODEL), spec
     variant = name.split("_")[-1]
     cfg = Cfg(attention=variant, quiet_form="stable", **(CLIP_CASE if variant == "clipped" else {}))
+    return cfg, dict(adamw=ADAMW, sgd=None, clip=1.0, sched=TRAJ["sched"])
+
+
+def traj_spec_json(tj):
+    """The optimizer settings of a stored trajectory.json (older ones: AdamW, clip 1)."""
+    sgd = tj.get("sgd")
+    adamw = {k: tj["adamw"][k] for k in ("betas", "eps", "weight_decay")} if "adamw" in tj else ADAMW
+    return dict(adamw=adamw, sgd=sgd and {k: sgd[k] for k in ("momentum", "weight_decay")}, clip=tj.get("grad_clip", 1.0), sched=tj["schedule"])
+
+
+def state_file(spec):
+    return "adamw_state.safetensors" if spec["sgd"] is None else "sgd_state.safetensors"
+
+
+def make_traj(out: Path, name):
+    cfg, spec = traj_spec(name)
     P = TRAJ
     torch.manual_seed(P["model_seed"])
     model = GPT(cfg)
@@ -623,16 +699,21 @@ def make_traj(out: Path, name):
     sd = {n: p.detach().clone() for n, p in named_params(model)}
     data, _ = shakespeare_train_tokens()
     idx, targets = traj_batches(data, P["S"], P["A"], P["B"], P["T"], P["data_seed"])
-    l32, n32, lrs, p32, s32 = run_traj(cfg, sd, idx, targets, P["sched"], torch.float32)
-    l64, n64, _, p64, _ = run_traj(cfg, sd, idx, targets, P["sched"], torch.float64)
+    opt = dict(adamw=spec["adamw"], sgd=spec["sgd"], clip=spec["clip"])
+    l32, n32, lrs, p32, s32 = run_traj(cfg, sd, idx, targets, spec["sched"], torch.float32, **opt)
+    l64, n64, _, p64, _ = run_traj(cfg, sd, idx, targets, spec["sched"], torch.float64, **opt)
     order = quiet_order(cfg)
     d = out / name
     d.mkdir(parents=True, exist_ok=True)
-    md = {"case": name, "tied": TIED}
+    md = {"case": name, "tied": TIED if cfg.tie_weights else "lm_head.weight is its own tensor (untied)"}
     save_file({n: sd[n].contiguous() for n in order}, d / "model.safetensors", md)
     save_file({"idx": idx.contiguous(), "targets": targets.contiguous()}, d / "batches.safetensors", md)
     save_file({n: p32[n].contiguous() for n in order}, d / "after_steps.safetensors", md)
-    save_file({k: v.contiguous() for k, v in s32.items()}, d / "adamw_state.safetensors", md)
+    save_file({k: v.contiguous() for k, v in s32.items()}, d / state_file(spec), md)
+    if spec["sgd"] is None:
+        optimizer = {"adamw": {**spec["adamw"], "groups": GROUPS}}
+    else:
+        optimizer = {"sgd": {**spec["sgd"], "dampening": 0.0, "nesterov": False, "groups": GROUPS}}
     per = [abs(a - b) for a, b in zip(l32, l64)]
     j = {
         "case": name,
@@ -644,9 +725,10 @@ def make_traj(out: Path, name):
         "model_seed": P["model_seed"],
         "variant_init_seed": P["model_seed"] + 1,
         "data_seed": P["data_seed"],
-        "schedule": P["sched"],
-        "adamw": {"betas": [0.9, 0.95], "eps": 1e-08, "weight_decay": 0.1, "groups": "decay on tensors of 2+ dims (nanoGPT configure_optimizers)"},
-        "grad_clip": 1.0,
+        "schedule": spec["sched"],
+        **optimizer,
+        "grad_clip": spec["clip"],
+        "clipped_steps": sum(n > spec["clip"] for n in n32) if spec["clip"] > 0 else 0,
         "losses": l32,
         "grad_norms_before_clip": n32,
         "lrs": lrs,
@@ -662,7 +744,7 @@ def make_traj(out: Path, name):
         "generator": "scripts/make_golden.py",
     }
     (d / "trajectory.json").write_text(json.dumps(j, indent=1))
-    print(f"{name}: losses {l32[0]:.4f} -> {l32[-1]:.4f}, f32 vs f64 max loss {max(per):.1e}")
+    print(f"{name}: losses {l32[0]:.4f} -> {l32[-1]:.4f}, f32 vs f64 max loss {max(per):.1e}, grad norms {min(n32):.3f}..{max(n32):.3f}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -723,11 +805,13 @@ def check_traj(d: Path):
     cfg = cfg_from_json(tj["config"], traj=True)
     sd = load_file(d / "model.safetensors")
     b = load_file(d / "batches.safetensors")
-    l32, n32, lrs, p32, s32 = run_traj(cfg, sd, b["idx"], b["targets"], tj["schedule"], torch.float32)
-    l64, _, _, _, _ = run_traj(cfg, sd, b["idx"], b["targets"], tj["schedule"], torch.float64)
+    spec = traj_spec_json(tj)
+    opt = dict(adamw=spec["adamw"], sgd=spec["sgd"], clip=spec["clip"])
+    l32, n32, lrs, p32, s32 = run_traj(cfg, sd, b["idx"], b["targets"], spec["sched"], torch.float32, **opt)
+    l64, _, _, _, _ = run_traj(cfg, sd, b["idx"], b["targets"], spec["sched"], torch.float64, **opt)
     rep = []
     cmp_file(d / "after_steps.safetensors", p32, rep)
-    cmp_file(d / "adamw_state.safetensors", s32, rep)
+    cmp_file(d / state_file(spec), s32, rep)
     js = [
         ("losses (f32)", max(abs(a - b_) for a, b_ in zip(l32, tj["losses"]))),
         ("grad_norms_before_clip", max(abs(a - b_) for a, b_ in zip(n32, tj["grad_norms_before_clip"]))),
@@ -756,7 +840,7 @@ def all_cases():
     one = []
     for v in VARIANTS:
         one += [f"small_bias_{v}", f"small_bias_{v}_perturbed"]
-    return one + [f"traj_small_bias_{v}" for v in VARIANTS]
+    return one + [f"traj_small_bias_{v}" for v in VARIANTS] + list(OPTS)
 
 
 def main():

@@ -7,7 +7,7 @@ use quietgpt::config::{AttentionKind, ModelConfig};
 use quietgpt::engine::cpu::matmul::in_gemm;
 use quietgpt::engine::cpu::CpuEngine;
 use quietgpt::engine::dropout::Dropout;
-use quietgpt::engine::{AdamWConfig, Batch, Engine};
+use quietgpt::engine::{AdamWConfig, Batch, Engine, OptimConfig};
 use quietgpt::rng::Rng;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -49,7 +49,7 @@ static ALLOC: Counting = Counting;
 fn a_training_step_allocates_nothing_outside_the_gemm_crate() {
     // 2 workers and 4 sequences: two shards, each with single-threaded GEMMs (in_gemm sees them whole)
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-    let hp = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
+    let hp = OptimConfig::AdamW(AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 });
     for kind in AttentionKind::ALL {
         for (bias, p) in [(true, 0.0), (false, 0.2)] {
             let cfg = ModelConfig::new(2, 2, 32, 16, 11, bias, p, kind);

@@ -17,10 +17,10 @@ use common::{max_abs, max_abs_diff};
 use quietgpt::config::{AttentionKind, ModelConfig};
 use quietgpt::engine::dropout::Dropout;
 use quietgpt::engine::params::init_params;
-use quietgpt::engine::{AdamWConfig, Batch, Buffer, Engine};
+use quietgpt::engine::{AdamWConfig, Batch, Buffer, Engine, OptimConfig};
 use quietgpt::rng::Rng;
 
-const HP: AdamWConfig = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
+const HP: OptimConfig = OptimConfig::AdamW(AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 });
 
 fn setup(make: MakeEngine, cfg: &ModelConfig, b: usize) -> Box<dyn Engine> {
     let mut e = make(cfg.clone(), b);

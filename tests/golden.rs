@@ -11,7 +11,7 @@ use common::engines::MakeEngine;
 use common::golden::{cases, engine, host, model, read, tensor};
 use common::{max_abs, max_abs_diff};
 use quietgpt::config::AttentionKind;
-use quietgpt::engine::{AdamWConfig, Batch, Buffer};
+use quietgpt::engine::{AdamWConfig, Batch, Buffer, OptimConfig};
 
 /// Collects every failed comparison of a case, so that one run reports them all.
 struct Checker {
@@ -26,7 +26,7 @@ impl Checker {
     }
 }
 
-const HP: AdamWConfig = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
+const HP: OptimConfig = OptimConfig::AdamW(AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 });
 
 #[test]
 fn every_variant_has_a_case() {

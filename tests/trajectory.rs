@@ -1,7 +1,10 @@
 //! Several steps of nanoGPT's training loop against PyTorch (the golden `traj_*` folders): from the same
 //! initial weights and micro-batches, S iterations of warmup+cosine lr, gradient accumulation over A
 //! micro-batches (loss scale 1/A), clip(1.0) and AdamW with nanoGPT's groups; every step's loss and grad
-//! norm, and the parameters and AdamW moments after the last step. A one-step check cannot see a slow
+//! norm, and the parameters and AdamW moments after the last step. The `traj_opts_*` folders do the
+//! same with the model options (ReLU, untied lm_head) and their own optimizer settings from
+//! `trajectory.json`: torch.optim.SGD with momentum (`sgd`, its momentum buffer compared as the moments
+//! are), or AdamW with other betas, a constant lr and no clipping (`grad_clip` 0). A one-step check cannot see a slow
 //! drift (a schedule off by one step, a bias correction with the wrong step count, accumulation scaled
 //! wrongly); this does. Through the engine seam: every engine in f32, and the f64 CPU engine.
 //!
@@ -27,13 +30,11 @@ use common::golden::{host, model_config, traj_dirs};
 use common::max_abs_diff;
 use quietgpt::config::{AttentionKind, Config};
 use quietgpt::engine::cpu::weights::{parse, to_vec};
-use quietgpt::engine::{AdamWConfig, Batch, Buffer, Engine};
+use quietgpt::engine::{AdamWConfig, Batch, Buffer, Engine, OptimConfig, SgdConfig};
 use quietgpt::train::schedule::learning_rate;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-const HP: AdamWConfig = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
-const CLIP: f64 = 1.0;
 /// Grad norms after the first step: relative, drift-tolerant (see the module doc).
 const NORM_REL_LATER: f64 = 1e-2;
 /// AdamW moments after S steps: max |ours − theirs| relative to the tensor's largest moment.
@@ -46,6 +47,7 @@ fn run_steps(
     e: &mut dyn Engine,
     batches: &[Vec<(Vec<u32>, Vec<u32>)>],
     lrs: &[f64],
+    (opt, clip): (OptimConfig, f64),
     b: usize,
     t: usize,
 ) -> Vec<(f64, f64)> {
@@ -57,7 +59,7 @@ fn run_steps(
             loss += e.forward(Batch { idx, targets: Some(targets), b, t }, None).unwrap().unwrap();
             e.backward(1.0 / micro.len() as f64).unwrap();
         }
-        let norm = e.step(lr, &HP, CLIP).unwrap();
+        let norm = e.step(lr, &opt, clip).unwrap();
         out.push((loss / micro.len() as f64, norm));
     }
     out
@@ -92,6 +94,25 @@ fn load(dir: &Path) -> Traj {
         })
         .collect();
     Traj { name: dir.file_name().unwrap().to_string_lossy().into(), dir: dir.to_path_buf(), j, b, t, batches }
+}
+
+/// The trajectory's optimizer and clip: `sgd` {momentum, weight_decay}, else `adamw` {betas, eps,
+/// weight_decay}; `grad_clip` (0: none). With its state file and the names of the state tensors in it.
+fn optimizer(tr: &Traj) -> ((OptimConfig, f64), &'static str, &'static [&'static str]) {
+    let clip = tr.j["grad_clip"].as_f64().unwrap();
+    let f = |v: &Value| v.as_f64().unwrap();
+    if let Some(s) = tr.j.get("sgd") {
+        let opt = OptimConfig::Sgd(SgdConfig { momentum: f(&s["momentum"]), weight_decay: f(&s["weight_decay"]) });
+        return ((opt, clip), "sgd_state.safetensors", &["momentum_buffer"]);
+    }
+    let a = &tr.j["adamw"];
+    let opt = OptimConfig::AdamW(AdamWConfig {
+        beta1: f(&a["betas"][0]),
+        beta2: f(&a["betas"][1]),
+        eps: f(&a["eps"]),
+        weight_decay: f(&a["weight_decay"]),
+    });
+    ((opt, clip), "adamw_state.safetensors", &["exp_avg", "exp_avg_sq"])
 }
 
 fn f64s(v: &Value) -> Vec<f64> {
@@ -140,7 +161,8 @@ fn check(make: MakeEngine, f64_engine: bool) -> Vec<String> {
             fail(&tr, format!("lr of iteration {it} (rel)"), (a - b).abs() / b, 0.0);
         }
         let mut e = engine(make, &tr);
-        let got = run_steps(e.as_mut(), &tr.batches, &lrs, tr.b, tr.t);
+        let (opt, state_file, state_keys) = optimizer(&tr);
+        let got = run_steps(e.as_mut(), &tr.batches, &lrs, opt, tr.b, tr.t);
         assert_eq!(got.len(), want_lrs.len());
         let (losses, losses64, norms) =
             (f64s(&tr.j["losses"]), f64s(&tr.j["losses_f64"]), f64s(&tr.j["grad_norms_before_clip"]));
@@ -170,7 +192,7 @@ fn check(make: MakeEngine, f64_engine: bool) -> Vec<String> {
             worst_norm
         );
         let after = std::fs::read(tr.dir.join("after_steps.safetensors")).unwrap();
-        let state = std::fs::read(tr.dir.join("adamw_state.safetensors")).unwrap();
+        let state = std::fs::read(tr.dir.join(state_file)).unwrap();
         let (params, mm, vv) = (
             e.snapshot(Buffer::Params).unwrap(),
             e.snapshot(Buffer::AdamM).unwrap(),
@@ -194,7 +216,7 @@ fn check(make: MakeEngine, f64_engine: bool) -> Vec<String> {
             let e = max_abs_diff(&sel(&p), &sel(&tensor(&after, &t.name)));
             worst_p = worst_p.max(e);
             fail(&tr, format!("parameter {} after the steps", t.name), e, 1e-4);
-            for (key, ours) in [("exp_avg", &mm), ("exp_avg_sq", &vv)] {
+            for (&key, ours) in state_keys.iter().zip([&mm, &vv]) {
                 let r = sel(&tensor(&state, &format!("{key}.{}", t.name)));
                 let big = r.iter().fold(0.0f64, |a, &b| a.max(b.abs()));
                 let err = max_abs_diff(&sel(&wide(&ours[t.offset..t.offset + t.len])), &r) / big.max(1e-300);
@@ -202,7 +224,7 @@ fn check(make: MakeEngine, f64_engine: bool) -> Vec<String> {
                 fail(&tr, format!("{key} {} (rel to the tensor's max)", t.name), err, MOMENT_REL);
             }
         }
-        eprintln!("{}: parameters max abs diff {worst_p:.2e}, AdamW moments max rel diff {worst_m:.2e}", tr.name);
+        eprintln!("{}: parameters max abs diff {worst_p:.2e}, optimizer state max rel diff {worst_m:.2e}", tr.name);
     }
     fails
 }

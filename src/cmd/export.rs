@@ -14,8 +14,9 @@ use std::path::PathBuf;
   python -c \"from transformers import GPT2LMHeadModel; GPT2LMHeadModel.from_pretrained('hf-out')\"
 
 Writes config.json and model.safetensors (Conv1D weights transposed to (in, out), names with the transformer.
-prefix, lm_head tied). Only softmax attention exports: GPT-2 has no form for the other variants. A model without
-biases is written with zero biases; activation_function is gelu_new for gelu = \"tanh\", gelu for \"erf\".")]
+prefix, lm_head tied, or lm_head.weight with tie_word_embeddings false for tie_weights = false). Only softmax
+attention exports: GPT-2 has no form for the other variants. A model without biases is written with zero biases;
+activation_function is gelu_new for gelu = \"tanh\", gelu for \"erf\", relu for activation = \"relu\".")]
 pub struct ExportArgs {
     /// The output format; hf (Hugging Face GPT-2) is the one there is
     #[arg(long, value_name = "FORMAT", default_value = "hf")]

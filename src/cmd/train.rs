@@ -4,7 +4,7 @@ use super::args::{check_out_dir, set_threads, Overrides};
 use super::out::{say, show};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use quietgpt::config::Config;
+use quietgpt::config::{ActivationKind, Config};
 use quietgpt::engine::cpu::flops::gemm_peak_gflops;
 use quietgpt::hf;
 use quietgpt::train::checkpoint::CKPT_FILE;
@@ -12,7 +12,9 @@ use quietgpt::train::trainer::{Event, Trainer};
 use std::path::{Path, PathBuf};
 
 const KEYS_HELP: &str = "Every key that `quietgpt config` prints can be set with --key=value (a TOML value or a bare \
-word): model shape, optimizer, schedule, data_dir, out_dir, seed, threads, device (cpu; cuda is not built yet).";
+word): model shape, optimizer, schedule, data_dir, out_dir, seed, threads, device (cpu; cuda is not built yet). \
+Model and optimizer options beside nanoGPT's defaults: activation = gelu|relu, tie_weights = true|false (false: \
+lm_head.weight of its own), init = nanogpt|pytorch, optimizer = adamw|sgd (momentum, default 0.9).";
 
 #[derive(Args, Debug)]
 #[command(rename_all = "snake_case")]
@@ -101,14 +103,18 @@ pub fn run(a: TrainArgs) -> Result<()> {
         let pre = hf::load(from, hint).with_context(|| format!("cannot load --init_from {}", from.display()))?;
         let m = &pre.model;
         say!(
-            "init_from {}: GPT-2 of {} layers, {} heads, {} embd, n_positions {}, vocab {}, {} GELU",
+            "init_from {}: GPT-2 of {} layers, {} heads, {} embd, n_positions {}, vocab {}, {}{}",
             pre.source.display(),
             m.n_layer,
             m.n_head,
             m.n_embd,
             m.block_size,
             m.vocab_size,
-            m.gelu
+            match m.activation {
+                ActivationKind::Gelu => format!("{} GELU", m.gelu),
+                ActivationKind::Relu => "ReLU".to_string(),
+            },
+            if m.tie_weights { "" } else { ", untied lm_head" }
         );
         hf::init_trainer(&pre, &config).with_context(|| {
             format!(
@@ -128,14 +134,17 @@ pub fn run(a: TrainArgs) -> Result<()> {
     trainer.peak_flops = gemm_peak_gflops() * 1e9;
     let c = &trainer.config;
     say!(
-        "model: {} layers, {} heads, {} embd, block {}, vocab {}, attention {}, {:.2}M params | {} tokens/iter | {} threads, GEMM peak {:.0} GFLOP/s",
+        "model: {} layers, {} heads, {} embd, block {}, vocab {}, attention {}, {}{}, {:.2}M params | {} | {} tokens/iter | {} threads, GEMM peak {:.0} GFLOP/s",
         c.n_layer,
         c.n_head,
         c.n_embd,
         c.block_size,
         trainer.engine.config().vocab_size,
         c.attention,
+        c.activation,
+        if c.tie_weights { "" } else { ", untied lm_head" },
         trainer.engine.num_params() as f64 / 1e6,
+        c.optimizer,
         c.tokens_per_iter(),
         rayon::current_num_threads(),
         trainer.peak_flops / 1e9

@@ -4,6 +4,7 @@
 mod attention;
 mod data;
 mod model;
+mod optimizer;
 mod overrides;
 mod presets;
 #[cfg(test)]
@@ -11,7 +12,10 @@ mod tests;
 
 pub use attention::AttentionKind;
 pub use data::DataKind;
-pub use model::{GeluKind, ModelConfig, DEFAULT_CLIP_ALPHA, DEFAULT_CLIP_ZETA, DEFAULT_GATE_INIT};
+pub use model::{
+    ActivationKind, GeluKind, InitKind, ModelConfig, DEFAULT_CLIP_ALPHA, DEFAULT_CLIP_ZETA, DEFAULT_GATE_INIT,
+};
+pub use optimizer::OptimizerKind;
 pub use overrides::parse_override;
 pub use presets::{Preset, PRESETS};
 
@@ -86,15 +90,31 @@ pub struct Config {
     pub gate_init: f64,
     /// Vocabulary size; 0 takes it from the data directory. May be larger than the data's (padding).
     pub vocab_size: usize,
-    // optimizer (AdamW)
+    /// The MLP's activation: "gelu" (nanoGPT's; its form is `gelu`) or "relu" (max(x, 0)).
+    pub activation: ActivationKind,
+    /// lm_head shares wte's weights (nanoGPT, GPT-2); false gives it its own `lm_head.weight` (vocab, C).
+    pub tie_weights: bool,
+    /// Initialisation: "nanogpt" (N(0, 0.02), residual projections N(0, 0.02/√(2·n_layer)), zero biases)
+    /// or "pytorch" (PyTorch's module defaults: embeddings N(0, 1), Linear weights and biases
+    /// U(±1/√fan_in)).
+    pub init: InitKind,
+    // optimizer
+    /// "adamw" (torch.optim.AdamW) or "sgd" (torch.optim.SGD with `momentum`, dampening 0, no Nesterov);
+    /// both with nanoGPT's groups (weight_decay on tensors of 2+ dimensions only).
+    pub optimizer: OptimizerKind,
+    /// SGD's momentum (`optimizer = "sgd"` only), in [0, 1).
+    #[serde(deserialize_with = "de_float")]
+    pub momentum: f64,
     /// Peak learning rate.
     #[serde(deserialize_with = "de_float")]
     pub learning_rate: f64,
     /// Total optimizer steps.
     pub max_iters: usize,
-    /// Decoupled weight decay on tensors of 2+ dimensions (matmul weights and embeddings).
+    /// Weight decay on tensors of 2+ dimensions (matmul weights and embeddings): AdamW's decoupled
+    /// p ← p·(1 − lr·wd), or SGD's L2 term g ← g + wd·p.
     #[serde(deserialize_with = "de_float")]
     pub weight_decay: f64,
+    /// AdamW's β1 and β2.
     #[serde(deserialize_with = "de_float")]
     pub beta1: f64,
     #[serde(deserialize_with = "de_float")]
@@ -151,6 +171,11 @@ impl Default for Config {
             clip_alpha: DEFAULT_CLIP_ALPHA as f64,
             gate_init: DEFAULT_GATE_INIT as f64,
             vocab_size: 0,
+            activation: ActivationKind::Gelu,
+            tie_weights: true,
+            init: InitKind::NanoGpt,
+            optimizer: OptimizerKind::AdamW,
+            momentum: 0.9,
             learning_rate: 6e-4,
             max_iters: 600_000,
             weight_decay: 0.1,
@@ -248,6 +273,10 @@ impl Config {
         if self.eps as f32 <= 0.0 {
             return bad("eps must be positive".into());
         }
+        // as the optimizer takes it (f32)
+        if !(0.0..1.0).contains(&(self.momentum as f32)) {
+            return bad(format!("momentum must be in [0, 1), got {}", self.momentum));
+        }
         check_device(&self.device)?;
         if self.decay_lr && self.lr_decay_iters <= self.warmup_iters {
             return bad(format!(
@@ -259,7 +288,7 @@ impl Config {
     }
 
     /// Every float key with its value.
-    fn floats(&self) -> [(&'static str, f64); 11] {
+    fn floats(&self) -> [(&'static str, f64); 12] {
         [
             ("dropout", self.dropout),
             ("clip_zeta", self.clip_zeta),
@@ -270,6 +299,7 @@ impl Config {
             ("beta1", self.beta1),
             ("beta2", self.beta2),
             ("eps", self.eps),
+            ("momentum", self.momentum),
             ("grad_clip", self.grad_clip),
             ("min_lr", self.min_lr),
         ]
@@ -290,6 +320,9 @@ impl Config {
             clip_alpha: self.clip_alpha as f32,
             gate_init: self.gate_init as f32,
             gelu: self.gelu,
+            activation: self.activation,
+            tie_weights: self.tie_weights,
+            init: self.init,
         }
     }
 

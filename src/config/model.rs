@@ -30,6 +30,58 @@ impl std::fmt::Display for GeluKind {
     }
 }
 
+/// The MLP's activation: `gelu` (nanoGPT, GPT-2; its form is `GeluKind`) or `relu`, max(x, 0) (Guo et
+/// al. 2024's Bigram-Backcopy model, `F.relu`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActivationKind {
+    #[default]
+    Gelu,
+    Relu,
+}
+
+impl ActivationKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ActivationKind::Gelu => "gelu",
+            ActivationKind::Relu => "relu",
+        }
+    }
+}
+
+impl std::fmt::Display for ActivationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How the parameters start (`engine::params::init_params`): `nanogpt` (N(0, 0.02), residual projections
+/// N(0, 0.02/√(2L)), zero biases) or `pytorch`, PyTorch's default module init (nn.Embedding N(0, 1),
+/// nn.Linear weights and biases U(±1/√fan_in)), which models without an init of their own get (Guo et al.
+/// 2024).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitKind {
+    #[default]
+    NanoGpt,
+    PyTorch,
+}
+
+impl InitKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            InitKind::NanoGpt => "nanogpt",
+            InitKind::PyTorch => "pytorch",
+        }
+    }
+}
+
+impl std::fmt::Display for InitKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The shape of the network; all the model code needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -53,6 +105,19 @@ pub struct ModelConfig {
     /// The MLP's GELU form; models saved before the key existed are `erf`.
     #[serde(default)]
     pub gelu: GeluKind,
+    /// The MLP's activation (`gelu` in the form `gelu` says, or `relu`); older models are `gelu`.
+    #[serde(default)]
+    pub activation: ActivationKind,
+    /// lm_head tied to wte (nanoGPT, GPT-2; older models); false gives lm_head its own `lm_head.weight`.
+    #[serde(default = "tied")]
+    pub tie_weights: bool,
+    /// The initialisation scheme (read only by `init_params`); older models are `nanogpt`.
+    #[serde(default)]
+    pub init: InitKind,
+}
+
+fn tied() -> bool {
+    true
 }
 
 /// ζ = 1: Bondarenko et al. (2023) found stretching above 1 unnecessary, and their OPT runs use ζ = 1
@@ -101,6 +166,9 @@ impl ModelConfig {
             clip_alpha: DEFAULT_CLIP_ALPHA,
             gate_init: DEFAULT_GATE_INIT,
             gelu: GeluKind::Erf,
+            activation: ActivationKind::Gelu,
+            tie_weights: true,
+            init: InitKind::NanoGpt,
         }
     }
 

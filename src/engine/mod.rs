@@ -2,8 +2,8 @@
 //! beside `train_gpt2.cu`. The trainer, bench, checkpoints and the golden tests talk to an engine only
 //! through this trait; what is inside (kernels, buffers, threads, a GPU) is the engine's own business.
 //!
-//! An engine owns the parameters, their gradients and the AdamW moments, in its own memory and
-//! precision. The host sees them as f32 snapshots laid out by `ParamLayout` (nanoGPT's names), through
+//! An engine owns the parameters, their gradients and the optimizer's state (AdamW's two moments, or
+//! SGD's momentum buffer), in its own memory and precision. The host sees them as f32 snapshots laid out by `ParamLayout` (nanoGPT's names), through
 //! `read` and `write`: that is how checkpoints are saved and loaded and how initial weights get in.
 //!
 //! Determinism contract. The CPU engine (`cpu::CpuEngine`, the reference) is bitwise deterministic for
@@ -30,9 +30,9 @@ pub enum Buffer {
     Params,
     /// ∂loss/∂params, accumulated by `backward` since the last `zero_grad`.
     Grads,
-    /// AdamW's first moment (`exp_avg`).
+    /// AdamW's first moment (`exp_avg`), or SGD's momentum buffer (`momentum_buffer`).
     AdamM,
-    /// AdamW's second moment (`exp_avg_sq`).
+    /// AdamW's second moment (`exp_avg_sq`); unused (zero) under SGD.
     AdamV,
 }
 
@@ -52,6 +52,52 @@ pub struct AdamWConfig {
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
+}
+
+/// SGD's hyper-parameters (the learning rate comes with each step): torch.optim.SGD with dampening 0
+/// and no Nesterov, `weight_decay` the L2 term added to the gradient.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdConfig {
+    pub momentum: f64,
+    pub weight_decay: f64,
+}
+
+/// The optimizer of a step and its hyper-parameters. Every engine implements each kind, with nanoGPT's
+/// groups (weight decay only on tensors of 2+ dimensions):
+///
+/// - `AdamW` (torch.optim.AdamW): p ← p·(1 − lr·wd); m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
+///   p ← p − lr/(1−β1ᵗ) · m / (√v/√(1−β2ᵗ) + eps). State: m in `Buffer::AdamM`, v in `Buffer::AdamV`.
+/// - `Sgd` (torch.optim.SGD): g ← g + wd·p; buf ← g at the first step, else momentum·buf + g;
+///   p ← p − lr·buf. State: buf in `Buffer::AdamM`.
+///
+/// The state of one kind means nothing to the other: an engine refuses a step of another kind than the
+/// steps before it, and a checkpoint records which optimizer wrote its state.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OptimConfig {
+    AdamW(AdamWConfig),
+    Sgd(SgdConfig),
+}
+
+impl OptimConfig {
+    /// "adamw" or "sgd" (the `optimizer` key's values).
+    pub fn name(&self) -> &'static str {
+        match self {
+            OptimConfig::AdamW(_) => "adamw",
+            OptimConfig::Sgd(_) => "sgd",
+        }
+    }
+}
+
+impl From<AdamWConfig> for OptimConfig {
+    fn from(hp: AdamWConfig) -> Self {
+        OptimConfig::AdamW(hp)
+    }
+}
+
+impl From<SgdConfig> for OptimConfig {
+    fn from(hp: SgdConfig) -> Self {
+        OptimConfig::Sgd(hp)
+    }
 }
 
 /// A training engine: forward, backward, the optimizer step, and host access to its buffers.
@@ -79,15 +125,16 @@ pub trait Engine: Send {
     /// Sets the gradients to zero.
     fn zero_grad(&mut self);
 
-    /// Clips the gradients to a global L2 norm of `grad_clip` (0: no clipping), then takes one AdamW
-    /// step at learning rate `lr` (nanoGPT's groups: decay on tensors of 2+ dimensions). Returns the
-    /// gradient norm before clipping.
-    fn step(&mut self, lr: f64, hp: &AdamWConfig, grad_clip: f64) -> Result<f64>;
+    /// Clips the gradients to a global L2 norm of `grad_clip` (0: no clipping), then takes one step of
+    /// the optimizer `opt` at learning rate `lr` (see `OptimConfig`). Returns the gradient norm before
+    /// clipping. An error, changing nothing, if earlier steps of this engine were of another optimizer.
+    fn step(&mut self, lr: f64, opt: &OptimConfig, grad_clip: f64) -> Result<f64>;
 
-    /// AdamW's step count (for its bias correction).
+    /// The optimizer's step count (AdamW's bias correction; SGD's first step, which sets the momentum
+    /// buffer to the gradient).
     fn adam_step(&self) -> u64;
 
-    /// Sets AdamW's step count (a resumed run continues it).
+    /// Sets the optimizer's step count (a resumed run continues it).
     fn set_adam_step(&mut self, step: u64);
 
     /// Copies a buffer to the host; `out` has `layout().total` elements.

@@ -2,7 +2,10 @@
 //!
 //! Tensors of the same kind are stored together across layers, as in llm.c: `qkvw` is (L, 3C, C).
 //! `named()` maps them to nanoGPT's per-layer names in `named_parameters()` order. The lm_head is
-//! tied to `wte` and exists once. With bias = false the bias tensors have length 0 and no name.
+//! tied to `wte` and exists once (nanoGPT), unless `tie_weights = false`: then `lm_head.weight` (V, C)
+//! is a tensor of its own, stored last and named last (after ln_f, as in nanoGPT's `named_parameters()`
+//! of an untied model and in Hugging Face's GPT-2), decayed as a 2-D tensor. With bias = false the bias
+//! tensors have length 0 and no name.
 //!
 //! The attention variants' own tensors come last in storage and have length 0 (and no name) unless the
 //! variant uses them, so the layout of softmax and quiet models, and their checkpoints, are unchanged:
@@ -49,10 +52,12 @@ pub enum Kind {
     /// attn.c_outgate (C, C) + bias (C, with bias = true): the elementwise output gate of `outgate`.
     OutGateW,
     OutGateB,
+    /// lm_head.weight (V, C): the classifier of an untied model (`tie_weights = false`).
+    LmHead,
 }
 
 /// Every kind, in storage order (= the enum's order).
-pub const KINDS: [Kind; 21] = [
+pub const KINDS: [Kind; 22] = [
     Kind::Wte,
     Kind::Wpe,
     Kind::Ln1W,
@@ -74,6 +79,7 @@ pub const KINDS: [Kind; 21] = [
     Kind::GateB,
     Kind::OutGateW,
     Kind::OutGateB,
+    Kind::LmHead,
 ];
 
 /// The per-layer kinds in naming (`named_parameters()`) order: the attention's own tensors after c_proj.
@@ -123,11 +129,12 @@ impl Kind {
             Kind::GateB => h("attn.c_gate.bias"),
             Kind::OutGateW => h("attn.c_outgate.weight"),
             Kind::OutGateB => h("attn.c_outgate.bias"),
+            Kind::LmHead => "lm_head.weight".into(),
         }
     }
 
     pub fn per_layer(self) -> bool {
-        !matches!(self, Kind::Wte | Kind::Wpe | Kind::LnfW | Kind::LnfB)
+        !matches!(self, Kind::Wte | Kind::Wpe | Kind::LnfW | Kind::LnfB | Kind::LmHead)
     }
 
     /// Biases that exist only with `bias = true` (and start at 0).
@@ -152,6 +159,7 @@ impl Kind {
             Kind::Sink => cfg.attention == A::Sink,
             Kind::GateW | Kind::GateB => cfg.attention == A::Gated,
             Kind::OutGateW | Kind::OutGateB => cfg.attention == A::Outgate,
+            Kind::LmHead => !cfg.tie_weights,
             _ => true,
         };
         variant && (cfg.bias || !self.is_bias())
@@ -161,7 +169,7 @@ impl Kind {
     pub fn shape(self, cfg: &ModelConfig) -> Vec<usize> {
         let (c, v, t) = (cfg.n_embd, cfg.vocab_size, cfg.block_size);
         match self {
-            Kind::Wte => vec![v, c],
+            Kind::Wte | Kind::LmHead => vec![v, c],
             Kind::Wpe => vec![t, c],
             Kind::QkvW => vec![3 * c, c],
             Kind::QkvB => vec![3 * c],
@@ -244,6 +252,7 @@ impl ParamLayout {
         }
         push(Kind::LnfW, 0);
         push(Kind::LnfB, 0);
+        push(Kind::LmHead, 0);
         debug_assert_eq!(named.iter().map(|t| t.len).sum::<usize>(), off, "a present tensor has no name");
         ParamLayout { groups, decays, total: off, named }
     }
@@ -285,7 +294,7 @@ pub fn param_count(cfg: &ModelConfig) -> Option<u64> {
     for k in KINDS.iter().filter(|k| k.present(cfg)) {
         // `Kind::shape`, multiplied out
         let one = match k {
-            Kind::Wte => v.checked_mul(c)?,
+            Kind::Wte | Kind::LmHead => v.checked_mul(c)?,
             Kind::Wpe => t.checked_mul(c)?,
             Kind::QkvW => c.checked_mul(c)?.checked_mul(3)?,
             Kind::QkvB => c.checked_mul(3)?,
@@ -301,31 +310,86 @@ pub fn param_count(cfg: &ModelConfig) -> Option<u64> {
     Some(total)
 }
 
-/// nanoGPT's initialisation: N(0, 0.02) for Linear and Embedding weights, N(0, 0.02/√(2L)) for the
-/// residual projections (attn.c_proj, mlp.c_proj), zero biases, LayerNorm weights 1. The variants'
-/// tensors (see `params`): sink logits 0 (the model starts as softmax1); gate weights N(0, 0.02);
-/// the per-head gate's bias logit(gate_init), the output gate's bias 0 (σ = ½).
+/// How a tensor starts (see `init_of`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    /// Every element this value.
+    Const(f64),
+    /// N(0, std²).
+    Normal(f64),
+    /// U(−bound, bound).
+    Uniform(f64),
+}
+
+/// How a tensor of `kind` starts in a model of `config`, by `config.init`:
 ///
-/// The tensors every variant has are drawn first, in nanoGPT order, so that they get the same values
-/// as softmax's for the same seed; the variant's own tensors follow from the same stream.
+/// | tensor                                  | `nanogpt` (nanoGPT's `_init_weights`) | `pytorch` (module defaults)  |
+/// |-----------------------------------------|---------------------------------------|------------------------------|
+/// | wte, wpe (nn.Embedding)                 | N(0, 0.02)                            | N(0, 1)                      |
+/// | Linear weights, lm_head, gate weights   | N(0, 0.02)                            | U(±1/√fan_in)                |
+/// | attn.c_proj, mlp.c_proj weights         | N(0, 0.02/√(2L))                      | U(±1/√fan_in)                |
+/// | Linear biases (bias = true)             | 0                                     | U(±1/√fan_in)                |
+/// | LayerNorm weight / bias                 | 1 / 0                                 | 1 / 0                        |
+/// | attn.sink                               | 0 (starts as softmax1)                | 0                            |
+/// | attn.c_gate.bias (`gated`)              | logit(gate_init)                      | logit(gate_init)             |
+/// | attn.c_outgate.bias (`outgate`)         | 0 (gate ½ open)                       | U(±1/√C), an nn.Linear bias  |
+///
+/// fan_in is the Linear's input width: C, or 4C for mlp.c_proj. U(±1/√fan_in) is nn.Linear's
+/// `kaiming_uniform_(a=√5)` for the weight (bound √3·√(1/3)/√fan_in) and its bias init.
+pub fn init_of(kind: Kind, config: &ModelConfig) -> Init {
+    use crate::config::InitKind;
+    let c = config.n_embd as f64;
+    // the input width of the Linear a weight or bias belongs to
+    let fan_in = match kind {
+        Kind::FcProjW | Kind::FcProjB => Some(4.0 * c),
+        Kind::QkvW
+        | Kind::QkvB
+        | Kind::AttProjW
+        | Kind::AttProjB
+        | Kind::FcW
+        | Kind::FcB
+        | Kind::GateW
+        | Kind::OutGateW
+        | Kind::OutGateB
+        | Kind::LmHead => Some(c),
+        _ => None,
+    };
+    match kind {
+        Kind::Ln1W | Kind::Ln2W | Kind::LnfW => Init::Const(1.0),
+        Kind::Ln1B | Kind::Ln2B | Kind::LnfB | Kind::Sink => Init::Const(0.0),
+        Kind::GateB => {
+            let g = config.gate_init as f64;
+            Init::Const((g / (1.0 - g)).ln())
+        }
+        k => match (config.init, fan_in) {
+            (InitKind::NanoGpt, _) if k.is_bias() => Init::Const(0.0),
+            (InitKind::NanoGpt, _) if matches!(k, Kind::AttProjW | Kind::FcProjW) => {
+                Init::Normal(0.02 / (2.0 * config.n_layer as f64).sqrt())
+            }
+            (InitKind::NanoGpt, _) => Init::Normal(0.02),
+            (InitKind::PyTorch, Some(fan_in)) => Init::Uniform(1.0 / fan_in.sqrt()),
+            (InitKind::PyTorch, None) => Init::Normal(1.0), // wte, wpe: nn.Embedding
+        },
+    }
+}
+
+/// The initialisation of `config.init` (see `init_of`), drawn from `rng` on the host, the same for
+/// every engine.
+///
+/// The tensors every variant has are drawn first, in nanoGPT order (an untied lm_head last), so that
+/// they get the same values as softmax's for the same seed; the variant's own tensors follow from the
+/// same stream.
 pub fn init_params<F: Real>(config: &ModelConfig, layout: &ParamLayout, rng: &mut Rng, params: &mut [F]) {
-    let proj_std = 0.02 / (2.0 * config.n_layer as f64).sqrt();
-    let gate_init = config.gate_init as f64;
     let own = |k: Kind| matches!(k, Kind::Sink | Kind::GateW | Kind::GateB | Kind::OutGateW | Kind::OutGateB);
     let named = layout.named();
     let order: Vec<_> =
         named.iter().filter(|t| !own(t.kind)).chain(named.iter().filter(|t| own(t.kind))).cloned().collect();
     for t in order {
         let p = &mut params[t.offset..t.offset + t.len];
-        match t.kind {
-            Kind::Ln1W | Kind::Ln2W | Kind::LnfW => p.fill(F::ONE),
-            Kind::Sink => p.fill(F::ZERO),
-            Kind::GateB => p.fill(F::from_f64((gate_init / (1.0 - gate_init)).ln())),
-            k if k.is_bias() => p.fill(F::ZERO),
-            k => {
-                let std = if matches!(k, Kind::AttProjW | Kind::FcProjW) { proj_std } else { 0.02 };
-                p.iter_mut().for_each(|x| *x = F::from_f64(rng.normal() * std));
-            }
+        match init_of(t.kind, config) {
+            Init::Const(x) => p.fill(F::from_f64(x)),
+            Init::Normal(std) => p.iter_mut().for_each(|x| *x = F::from_f64(rng.normal() * std)),
+            Init::Uniform(bound) => p.iter_mut().for_each(|x| *x = F::from_f64(bound * (2.0 * rng.uniform() - 1.0))),
         }
     }
 }

@@ -4,7 +4,9 @@ use super::*;
 
 /// Write a model as a Hugging Face GPT-2 directory (`config.json`, `model.safetensors`) that
 /// `GPT2LMHeadModel.from_pretrained` loads. Softmax attention only: the other variants compute what
-/// GPT-2 cannot express. A model without biases is written with zero biases (the same function).
+/// GPT-2 cannot express. A model without biases is written with zero biases (the same function). The
+/// activation is GPT-2's `activation_function` (`gelu_new`, `gelu` or `relu`); an untied lm_head is
+/// written as `lm_head.weight` with `tie_word_embeddings: false`.
 pub fn export(dir: &Path, model: &ModelConfig, params: &[f32]) -> Result<()> {
     if model.attention != AttentionKind::Softmax {
         return Err(Error::Config(format!(
@@ -51,7 +53,11 @@ pub fn export(dir: &Path, model: &ModelConfig, params: &[f32]) -> Result<()> {
     let mut config = serde_json::json!({
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
-        "activation_function": match model.gelu { GeluKind::Tanh => "gelu_new", GeluKind::Erf => "gelu" },
+        "activation_function": match (model.activation, model.gelu) {
+            (ActivationKind::Relu, _) => "relu",
+            (ActivationKind::Gelu, GeluKind::Tanh) => "gelu_new",
+            (ActivationKind::Gelu, GeluKind::Erf) => "gelu",
+        },
         "n_layer": model.n_layer,
         "n_head": model.n_head,
         "n_embd": model.n_embd,
@@ -67,7 +73,7 @@ pub fn export(dir: &Path, model: &ModelConfig, params: &[f32]) -> Result<()> {
         "scale_attn_weights": true,
         "scale_attn_by_inverse_layer_idx": false,
         "reorder_and_upcast_attn": false,
-        "tie_word_embeddings": true,
+        "tie_word_embeddings": model.tie_weights,
         "use_cache": true,
         "torch_dtype": "float32",
     });

@@ -7,12 +7,13 @@
 //! files). GPT-2's linear layers are `Conv1D`s whose weights are stored (in, out), transposed relative
 //! to `nn.Linear` and to quietgpt's [out, in]: c_attn, attn.c_proj, c_fc and mlp.c_proj are transposed
 //! on the way in and out. `attn.bias` / `attn.masked_bias` are the causal-mask buffers (skipped);
-//! `lm_head.weight`, when present, must equal wte (GPT-2 ties them). The model: biases everywhere,
-//! LayerNorm eps 1e-5, GELU from `activation_function` (`gelu_new` → tanh, `gelu` → erf),
-//! n_positions → block_size. Only `model_type = "gpt2"` is read: GPT-2 small/medium/large/xl and
+//! `lm_head.weight`, when present, must equal wte (GPT-2 ties them), unless config.json says
+//! `tie_word_embeddings: false`: then it is the model's own (`tie_weights = false`). The model: biases
+//! everywhere, LayerNorm eps 1e-5, the MLP activation from `activation_function` (`gelu_new` → tanh GELU,
+//! `gelu` → erf GELU, `relu` → ReLU), n_positions → block_size. Only `model_type = "gpt2"` is read: GPT-2 small/medium/large/xl and
 //! models of the same architecture (distilgpt2, nanoGPT exports).
 
-use crate::config::{AttentionKind, Config, GeluKind, ModelConfig};
+use crate::config::{ActivationKind, AttentionKind, Config, GeluKind, ModelConfig};
 use crate::data::{Dataset, Tokenizer};
 use crate::engine::cpu::layernorm::EPS;
 use crate::engine::cpu::weights::{parse, serialize};
@@ -51,6 +52,9 @@ struct Shape {
     n_positions: usize,
     vocab_size: usize,
     gelu: GeluKind,
+    activation: ActivationKind,
+    /// `tie_word_embeddings` (GPT-2's default true: lm_head is wte).
+    tied: bool,
 }
 
 /// Whether `path` is a Hugging Face checkpoint (a directory with config.json or model.safetensors and
@@ -160,7 +164,8 @@ pub fn load(path: &Path, n_head_hint: Option<usize>) -> Result<Pretrained> {
                      (or put the model's {CONFIG_JSON} beside the file)"
                 ))
             })?;
-            Shape { n_layer, n_head, n_embd, n_positions, vocab_size, gelu: GeluKind::Tanh }
+            let (gelu, activation, tied) = (GeluKind::Tanh, ActivationKind::Gelu, true);
+            Shape { n_layer, n_head, n_embd, n_positions, vocab_size, gelu, activation, tied }
         }
     };
     let mut model = ModelConfig::new(
@@ -173,7 +178,7 @@ pub fn load(path: &Path, n_head_hint: Option<usize>) -> Result<Pretrained> {
         0.0,
         AttentionKind::Softmax,
     );
-    model.gelu = shape.gelu;
+    (model.gelu, model.activation, model.tie_weights) = (shape.gelu, shape.activation, shape.tied);
     model.validate().map_err(|e| Error::Checkpoint(format!("{what}: {e}")))?;
     let layout = ParamLayout::new(&model);
     let mut params = vec![0.0f32; layout.total];
@@ -223,8 +228,10 @@ pub fn load(path: &Path, n_head_hint: Option<usize>) -> Result<Pretrained> {
             let wte = &params[layout.range(Kind::Wte)];
             if view.shape() != [model.vocab_size, model.n_embd] || to_f32(&view, name, &what)? != wte {
                 return Err(Error::Checkpoint(format!(
-                    "{what}: lm_head.weight differs from wte.weight; GPT-2 ties them and so does quietgpt \
-                     (an untied lm_head is not supported)"
+                    "{what}: lm_head.weight differs from wte.weight, but the model ties them (GPT-2's default; \
+                     transformers would replace lm_head by wte): an untied model's config.json says \
+                     \"tie_word_embeddings\": false{}",
+                    if config_json.is_none() { " (put it beside the weights file)" } else { "" }
                 )));
             }
             continue;
@@ -324,21 +331,28 @@ fn read_config(path: &Path) -> Result<Shape> {
         }
     };
     let n_embd = int("n_embd")?;
+    let (activation, gelu) = match v.get("activation_function").and_then(Value::as_str).unwrap_or("gelu_new") {
+        "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => (ActivationKind::Gelu, GeluKind::Tanh),
+        "gelu" => (ActivationKind::Gelu, GeluKind::Erf),
+        "relu" => (ActivationKind::Relu, GeluKind::Erf),
+        other => {
+            return Err(bad(format!(
+                "activation_function \"{other}\" is not supported (gelu_new, gelu_pytorch_tanh, gelu_fast: tanh \
+                 GELU; gelu: exact erf GELU; relu)"
+            )))
+        }
+    };
     let shape = Shape {
         n_layer: int("n_layer")?,
         n_head: int("n_head")?,
         n_embd,
         n_positions: int("n_positions")?,
         vocab_size: int("vocab_size")?,
-        gelu: match v.get("activation_function").and_then(Value::as_str).unwrap_or("gelu_new") {
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => GeluKind::Tanh,
-            "gelu" => GeluKind::Erf,
-            other => {
-                return Err(bad(format!(
-                    "activation_function \"{other}\" is not supported (gelu_new, gelu_pytorch_tanh, gelu_fast: tanh \
-                     GELU; gelu: exact erf GELU)"
-                )))
-            }
+        gelu,
+        activation,
+        tied: match v.get("tie_word_embeddings") {
+            None => true,
+            Some(x) => x.as_bool().ok_or_else(|| bad(format!("\"tie_word_embeddings\" = {x} is not true or false")))?,
         },
     };
     if let Some(eps) = v.get("layer_norm_epsilon").and_then(Value::as_f64) {

@@ -10,8 +10,9 @@ impl Pretrained {
     /// made by `init_params` keeps the variant's initialisation.
     pub fn transplant(&self, target: &ModelConfig, dst: &mut [f32]) -> Result<()> {
         let m = &self.model;
-        if (target.n_layer, target.n_head, target.n_embd, target.vocab_size, target.bias, target.gelu)
-            != (m.n_layer, m.n_head, m.n_embd, m.vocab_size, m.bias, m.gelu)
+        let kinds = |c: &ModelConfig| (c.bias, c.gelu, c.activation, c.tie_weights);
+        if (target.n_layer, target.n_head, target.n_embd, target.vocab_size, kinds(target))
+            != (m.n_layer, m.n_head, m.n_embd, m.vocab_size, kinds(m))
             || target.block_size > m.block_size
         {
             return Err(Error::Config(format!(
@@ -40,6 +41,8 @@ impl Pretrained {
             vocab_size: m.vocab_size,
             bias: true,
             gelu: m.gelu,
+            activation: m.activation,
+            tie_weights: m.tie_weights,
             ..config.clone()
         }
     }
@@ -67,6 +70,8 @@ impl Pretrained {
             vocab_size: model.vocab_size,
             bias: true,
             gelu: model.gelu,
+            activation: model.activation,
+            tie_weights: model.tie_weights,
             data_dir: String::new(),
             ..Config::default()
         };

@@ -2,7 +2,7 @@
 //! per phase and per kernel kind, with model FLOP utilisation against a GEMM peak measured on the spot.
 //! The JSON has the keys of bench/torch_reference.py, so the two can be compared line by line.
 
-use super::trainer::{adamw_config, fresh_engine, STREAM_DATA};
+use super::trainer::{fresh_engine, optim_config, STREAM_DATA};
 use crate::config::Config;
 use crate::engine::cpu::flops::{flops_per_token, gemm_peak_gflops};
 use crate::engine::profile::Op;
@@ -63,7 +63,7 @@ pub fn run(
     let mcfg = cfg.model_config(vocab_size);
     let (b, t) = (cfg.batch_size, cfg.block_size);
     let mut engine = fresh_engine(device, mcfg.clone(), b, cfg.seed)?;
-    let hp = adamw_config(cfg);
+    let opt = optim_config(cfg);
     let mut rng = Rng::new(cfg.seed, STREAM_DATA);
     let mut x = vec![0u32; b * t];
     let mut y = vec![0u32; b * t];
@@ -85,7 +85,7 @@ pub fn run(
             marks[1] = Instant::now();
             e.backward(1.0)?;
             marks[2] = Instant::now();
-            e.step(cfg.learning_rate, &hp, cfg.grad_clip)?;
+            e.step(cfg.learning_rate, &opt, cfg.grad_clip)?;
             marks[3] = Instant::now();
             Ok(loss)
         })?;

@@ -1,12 +1,15 @@
 //! Checkpoints: one safetensors file, written to a temporary file and renamed into place, so a crash
 //! mid-save leaves the previous checkpoint intact.
 //!
-//! Tensors: the parameters under nanoGPT's names (lm_head tied to `transformer.wte.weight`, stored
-//! once), and the AdamW moments as `optimizer.exp_avg.<name>` / `optimizer.exp_avg_sq.<name>`.
+//! Tensors: the parameters under nanoGPT's names (a tied lm_head is `transformer.wte.weight`, stored
+//! once; an untied one is `lm_head.weight`), and the optimizer's state under torch's names for it: the
+//! AdamW moments as `optimizer.exp_avg.<name>` / `optimizer.exp_avg_sq.<name>`, SGD's momentum buffer as
+//! `optimizer.momentum_buffer.<name>`. Which optimizer wrote them is the config's `optimizer` (older
+//! checkpoints: adamw), and the names say it too; a state of another optimizer is refused on load.
 //! Metadata (strings): `format`, `config` (the whole run config as TOML), `model` (ModelConfig JSON),
 //! `state` (TrainState JSON: step, best val loss, RNG state), `vocab` (the vocab.json text).
 
-use crate::config::{Config, ModelConfig};
+use crate::config::{Config, ModelConfig, OptimizerKind};
 use crate::data::Tokenizer;
 use crate::engine::cpu::weights::{load_flat, parse, serialize, views};
 use crate::engine::cpu::{CpuEngine, Gpt};
@@ -30,26 +33,38 @@ pub struct TrainState {
     /// +∞ until the first evaluation; JSON has no infinity, so it is stored as null.
     #[serde(with = "infinite_as_null")]
     pub best_val_loss: f64,
-    /// AdamW's step count (bias correction).
+    /// The optimizer's step count (AdamW's bias correction, SGD's first step); named when AdamW was the
+    /// only optimizer.
     pub adam_step: u64,
     /// The data-sampling stream, as it stands before step `iter_num`.
     pub data_rng: Rng,
 }
 
-/// A checkpoint on the host: the run config, the model shape, the parameters and AdamW moments as
+/// A checkpoint on the host: the run config, the model shape, the parameters and optimizer state as
 /// flat f32 buffers laid out by `ParamLayout::new(&model)`, the training state and the vocabulary.
 pub struct Checkpoint {
     pub config: Config,
     pub model: ModelConfig,
     pub params: Vec<f32>,
-    /// AdamW's moments (zero when the file has none, e.g. an exported model).
+    /// The optimizer state of `config.optimizer` (zero when the file has none, e.g. an exported model):
+    /// AdamW's moments, or SGD's momentum buffer in `exp_avg` (and `exp_avg_sq` zero). They are
+    /// `Buffer::AdamM` and `Buffer::AdamV` of an engine.
     pub exp_avg: Vec<f32>,
     pub exp_avg_sq: Vec<f32>,
     pub state: TrainState,
     pub tokenizer: Tokenizer,
 }
 
-/// Save an engine's parameters and AdamW moments with the run's config and state.
+/// The name prefixes of an optimizer's state tensors in a checkpoint, for `Buffer::AdamM` and (AdamW
+/// only) `Buffer::AdamV`: torch's names of that optimizer's state.
+pub fn state_prefixes(optimizer: OptimizerKind) -> &'static [&'static str] {
+    match optimizer {
+        OptimizerKind::AdamW => &["optimizer.exp_avg.", "optimizer.exp_avg_sq."],
+        OptimizerKind::Sgd => &["optimizer.momentum_buffer."],
+    }
+}
+
+/// Save an engine's parameters and optimizer state with the run's config and state.
 pub fn save(path: &Path, config: &Config, engine: &dyn Engine, state: &TrainState, tok: &Tokenizer) -> Result<()> {
     let (params, m, v) =
         (engine.snapshot(Buffer::Params)?, engine.snapshot(Buffer::AdamM)?, engine.snapshot(Buffer::AdamV)?);
@@ -59,8 +74,8 @@ pub fn save(path: &Path, config: &Config, engine: &dyn Engine, state: &TrainStat
 /// The safetensors format caps its JSON header at 100 MB (`safetensors::tensor::MAX_HEADER_SIZE`).
 const MAX_HEADER_BYTES: usize = 100_000_000;
 
-/// Refuses a model whose checkpoint could not be written: three entries (parameters and the two AdamW
-/// moments) of about 80 bytes plus the name per tensor must fit the safetensors header. Checked before
+/// Refuses a model whose checkpoint could not be written: three entries (parameters and at most two
+/// optimizer buffers) of about 80 bytes plus the name per tensor must fit the safetensors header. Checked before
 /// training, so that a model of 10⁵ thin layers fails at once and not at its first save.
 pub fn check_writable(model: &ModelConfig) -> Result<()> {
     let layout = ParamLayout::new(model);
@@ -91,8 +106,13 @@ pub fn save_host(
     tok: &Tokenizer,
 ) -> Result<()> {
     let layout = ParamLayout::new(model);
+    let buffers: Vec<(&[f32], &str)> = [params, exp_avg, exp_avg_sq]
+        .into_iter()
+        .zip([""].iter().chain(state_prefixes(config.optimizer)))
+        .map(|(b, p)| (b, *p))
+        .collect();
     // Never write a model that cannot be used (a diverged run): the last good checkpoint stays.
-    for (buf, prefix) in [(params, ""), (exp_avg, "optimizer.exp_avg."), (exp_avg_sq, "optimizer.exp_avg_sq.")] {
+    for &(buf, prefix) in &buffers {
         if let Some(bad) = first_non_finite(buf, &layout, prefix) {
             return Err(Error::Diverged(format!(
                 "refusing to save {}: {bad}; the file on disk is left as it was",
@@ -100,9 +120,7 @@ pub fn save_host(
             )));
         }
     }
-    let mut tensors = views(params, &layout, "");
-    tensors.extend(views(exp_avg, &layout, "optimizer.exp_avg."));
-    tensors.extend(views(exp_avg_sq, &layout, "optimizer.exp_avg_sq."));
+    let tensors = buffers.iter().flat_map(|&(buf, prefix)| views(buf, &layout, prefix)).collect();
     let meta = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("config".to_string(), config.to_toml()),
@@ -166,9 +184,21 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     let mut params = vec![0.0f32; layout.total];
     load_flat(&mut params, &layout, &st, "").map_err(in_file)?;
     let (mut exp_avg, mut exp_avg_sq) = (vec![0.0f32; layout.total], vec![0.0f32; layout.total]);
+    let prefixes = state_prefixes(config.optimizer);
+    if let Some(other) =
+        st.names().into_iter().find(|n| n.starts_with("optimizer.") && !prefixes.iter().any(|p| n.starts_with(p)))
+    {
+        return Err(Error::Checkpoint(format!(
+            "{what}: tensor '{other}' is state of another optimizer than the one its config names (optimizer = \
+             \"{}\", whose state is {}*)",
+            config.optimizer,
+            prefixes.join("*, ")
+        )));
+    }
     if st.names().iter().any(|n| n.starts_with("optimizer.")) {
-        load_flat(&mut exp_avg, &layout, &st, "optimizer.exp_avg.").map_err(in_file)?;
-        load_flat(&mut exp_avg_sq, &layout, &st, "optimizer.exp_avg_sq.").map_err(in_file)?;
+        for (buf, prefix) in [&mut exp_avg, &mut exp_avg_sq].into_iter().zip(prefixes) {
+            load_flat(buf, &layout, &st, prefix).map_err(in_file)?;
+        }
     }
     let ck = Checkpoint { config, model, params, exp_avg, exp_avg_sq, state, tokenizer };
     ck.check_finite(path)?;
@@ -190,9 +220,8 @@ impl Checkpoint {
     /// that diverged cannot sample, be analysed or train on).
     pub fn check_finite(&self, path: &Path) -> Result<()> {
         let layout = ParamLayout::new(&self.model);
-        for (buf, prefix) in
-            [(&self.params, ""), (&self.exp_avg, "optimizer.exp_avg."), (&self.exp_avg_sq, "optimizer.exp_avg_sq.")]
-        {
+        let prefixes = [""].iter().chain(state_prefixes(self.config.optimizer));
+        for (buf, prefix) in [&self.params, &self.exp_avg, &self.exp_avg_sq].into_iter().zip(prefixes) {
             if let Some(bad) = first_non_finite(buf, &layout, prefix) {
                 return Err(Error::Checkpoint(format!(
                     "{}: {bad}: the model is unusable (saved from a run that diverged?); use an earlier checkpoint or \
@@ -204,7 +233,7 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// Load parameters, moments and AdamW's step count into an engine made for this model.
+    /// Load parameters, optimizer state and step count into an engine made for this model.
     pub fn load_into(&self, engine: &mut dyn Engine) -> Result<()> {
         if engine.config() != &self.model {
             return Err(Error::Checkpoint(format!(

@@ -3,13 +3,13 @@
 
 use super::checkpoint::{self, TrainState, CKPT_FILE};
 use super::schedule::learning_rate;
-use crate::config::{Config, ModelConfig};
+use crate::config::{Config, ModelConfig, OptimizerKind};
 use crate::data::{check_same_vocab, Dataset, Split, TaskLoss};
 use crate::engine::cpu::flops::flops_per_token;
 use crate::engine::cpu::{CpuEngine, Gpt};
 use crate::engine::dropout::Dropout;
 use crate::engine::params::init_params;
-use crate::engine::{self, AdamWConfig, Batch, Buffer, Engine};
+use crate::engine::{self, AdamWConfig, Batch, Buffer, Engine, OptimConfig, SgdConfig};
 use crate::fs::{tmp_path, write_atomic, DirLock};
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -70,7 +70,7 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A fresh run: data from `config.data_dir`, weights from nanoGPT's initialisation.
+    /// A fresh run: data from `config.data_dir`, weights from the initialisation of `config.init`.
     pub fn new(config: Config) -> Result<Trainer> {
         let data = open_data(&config)?;
         let data_vocab = data.vocab_size();
@@ -101,8 +101,19 @@ impl Trainer {
         config.out_dir = out_dir.display().to_string();
         if config.model_config(ckpt.model.vocab_size) != ckpt.model {
             return Err(Error::Config(format!(
-                "overrides change the model's shape, which a resume cannot: the checkpoint has {:?}",
+                "overrides change the model (its shape, activation, tie_weights or init), which a resume cannot: \
+                 the checkpoint has {:?}",
                 ckpt.model
+            )));
+        }
+        if config.optimizer != ckpt.config.optimizer {
+            return Err(Error::Config(format!(
+                "optimizer = \"{}\" cannot resume {}: its optimizer state was written by {} (it would be taken \
+                 for the other's); resume with --optimizer={}, or start a new run",
+                config.optimizer,
+                path.display(),
+                ckpt.config.optimizer,
+                ckpt.config.optimizer
             )));
         }
         let data = open_data(&config)?;
@@ -231,7 +242,7 @@ impl Trainer {
         };
         let cfg = self.config.clone();
         let (b, t, accum) = (cfg.batch_size, cfg.block_size, cfg.gradient_accumulation_steps);
-        let hp = adamw_config(&cfg);
+        let opt = optim_config(&cfg);
         let flops_per_iter = flops_per_token(self.engine.config(), t) * cfg.tokens_per_iter() as f64;
         let dropout_seed = Rng::new(cfg.seed, STREAM_DROPOUT).next_u64();
         loop {
@@ -280,7 +291,7 @@ impl Trainer {
                     e.backward(1.0 / accum as f64)?;
                 }
                 // clip → step (the norm is the one before clipping)
-                let norm = e.step(lr, &hp, cfg.grad_clip)?;
+                let norm = e.step(lr, &opt, cfg.grad_clip)?;
                 if !norm.is_finite() {
                     bad = Some(format!("the gradient norm is {norm} (loss {loss})"));
                 }
@@ -303,8 +314,8 @@ impl Trainer {
     }
 }
 
-/// An engine for `model` on `device` with nanoGPT's initialisation from `seed` (made on the host and
-/// written into the engine).
+/// An engine for `model` on `device` with the initialisation of `model.init` from `seed` (made on the
+/// host and written into the engine).
 pub fn fresh_engine(device: &str, model: ModelConfig, max_batch: usize, seed: u64) -> Result<Box<dyn Engine>> {
     let mut engine = engine::create(device, model, max_batch)?;
     let mut params = vec![0.0f32; engine.layout().total];
@@ -313,9 +324,18 @@ pub fn fresh_engine(device: &str, model: ModelConfig, max_batch: usize, seed: u6
     Ok(engine)
 }
 
-/// AdamW's hyper-parameters from the run config.
-pub fn adamw_config(cfg: &Config) -> AdamWConfig {
-    AdamWConfig { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weight_decay: cfg.weight_decay }
+/// The optimizer and its hyper-parameters from the run config (`optimizer`, `weight_decay`, AdamW's
+/// `beta1`, `beta2`, `eps`, SGD's `momentum`).
+pub fn optim_config(cfg: &Config) -> OptimConfig {
+    match cfg.optimizer {
+        OptimizerKind::AdamW => OptimConfig::AdamW(AdamWConfig {
+            beta1: cfg.beta1,
+            beta2: cfg.beta2,
+            eps: cfg.eps,
+            weight_decay: cfg.weight_decay,
+        }),
+        OptimizerKind::Sgd => OptimConfig::Sgd(SgdConfig { momentum: cfg.momentum, weight_decay: cfg.weight_decay }),
+    }
 }
 
 /// Cut the trainer's log back to the events of iterations before `iter_num`, dropping a torn last line

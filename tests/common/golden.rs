@@ -37,7 +37,8 @@ pub fn cases() -> Vec<Case> {
 }
 
 /// The model config of a case's `config` object: the attention kind from `attention` (the first cases
-/// have only `quiet`: true/false), the variant hyper-parameters where given, else quietgpt's defaults.
+/// have only `quiet`: true/false), the variant hyper-parameters and the model options (`activation`,
+/// `tie_weights`, `init`) where given, else quietgpt's defaults.
 pub fn model_config(c: &Value) -> ModelConfig {
     let u = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("config.{k}")) as usize;
     let f =
@@ -60,7 +61,15 @@ pub fn model_config(c: &Value) -> ModelConfig {
         clip_alpha: f("clip_alpha", quietgpt::config::DEFAULT_CLIP_ALPHA),
         gate_init: f("gate_init", quietgpt::config::DEFAULT_GATE_INIT),
         gelu: Default::default(),
+        activation: c.get("activation").map_or(Default::default(), |v| from_str(v, "activation")),
+        tie_weights: c.get("tie_weights").map_or(true, |v| v.as_bool().expect("config.tie_weights")),
+        init: c.get("init").map_or(Default::default(), |v| from_str(v, "init")),
     }
+}
+
+/// A JSON string as a config enum (`"relu"`, `"pytorch"`), by its serde name.
+fn from_str<T: serde::de::DeserializeOwned>(v: &Value, key: &str) -> T {
+    serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("config.{key} = {v}: {e}"))
 }
 
 /// The multi-step cases: every folder with a `trajectory.json` (at least one).

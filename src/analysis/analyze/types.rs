@@ -72,7 +72,8 @@ pub struct HeadStats {
     pub gate_mean: Option<f64>,
 }
 
-/// Statistics of one parameter tensor (nanoGPT name; lm_head is tied to wte and not repeated).
+/// Statistics of one parameter tensor (nanoGPT name; a tied lm_head is wte and not repeated, an untied
+/// one is `lm_head.weight`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WeightStats {
     pub name: String,

@@ -3,7 +3,7 @@
 //! What is quantized (as in Bondarenko et al. 2023, "Quantizable Transformers"): the weight and the
 //! input of each of the four Linear layers of every block — attn.c_attn, attn.c_proj, mlp.c_fc,
 //! mlp.c_proj. Biases, LayerNorms, wte/wpe (an embedding lookup is not a matmul) and the lm_head (tied
-//! to wte) stay float32.
+//! to wte, or untied `lm_head.weight`: the head, as Bondarenko et al. leave it) stay float32.
 //!
 //! The gated variants' gate maps (attn.c_gate, attn.c_outgate) are Linear layers too, and Bondarenko et
 //! al. quantize every Linear layer but the head, their gates included: their weights are quantized like

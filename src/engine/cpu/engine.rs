@@ -1,23 +1,28 @@
 //! The CPU engine: the reference implementation of `engine::Engine`. The model (`Gpt`: kernels over
-//! preallocated buffers, one shard of the batch per worker thread) and its AdamW state, in precision F
-//! (f32 for training, f64 for the reference tests).
+//! preallocated buffers, one shard of the batch per worker thread) and its optimizer state (AdamW's
+//! moments, or SGD's momentum buffer in the first of them), in precision F (f32 for training, f64 for
+//! the reference tests).
 
 use super::adamw::{clip_grad_norm, AdamW};
 use super::gpt::Gpt;
 use super::memory;
 use super::probe::Probe;
 use super::real::Real;
+use super::sgd::sgd_update;
 use super::shard::on_pool;
 use crate::config::ModelConfig;
 use crate::engine::dropout::Dropout;
 use crate::engine::params::ParamLayout;
 use crate::engine::profile::Profile;
-use crate::engine::{check_len, AdamWConfig, Batch, Buffer, Engine};
-use crate::Result;
+use crate::engine::{check_len, Batch, Buffer, Engine, OptimConfig};
+use crate::{Error, Result};
 
 pub struct CpuEngine<F: Real = f32> {
     model: Gpt<F>,
+    /// The optimizer state: AdamW's m and v, or SGD's momentum buffer in m; the step count.
     opt: AdamW<F>,
+    /// The optimizer of this engine's steps so far ("adamw", "sgd"), which later steps must keep.
+    stepped_with: Option<&'static str>,
 }
 
 impl<F: Real> CpuEngine<F> {
@@ -25,7 +30,7 @@ impl<F: Real> CpuEngine<F> {
     pub fn new(config: ModelConfig, max_batch: usize) -> Result<Self> {
         let model = Gpt::new(config, max_batch)?;
         let opt = AdamW::new(&model.layout);
-        Ok(CpuEngine { model, opt })
+        Ok(CpuEngine { model, opt, stepped_with: None })
     }
 
     /// Bytes a training engine of `config` for batches of up to `max_batch` needs (parameters, gradients,
@@ -37,7 +42,7 @@ impl<F: Real> CpuEngine<F> {
     /// An engine around a model, with fresh AdamW state.
     pub fn from_model(model: Gpt<F>) -> Self {
         let opt = AdamW::new(&model.layout);
-        CpuEngine { model, opt }
+        CpuEngine { model, opt, stepped_with: None }
     }
 
     /// The model, for what only the reference engine offers: probes (analysis, fake quantization),
@@ -114,10 +119,24 @@ impl<F: Real> Engine for CpuEngine<F> {
         self.model.zero_grad();
     }
 
-    fn step(&mut self, lr: f64, hp: &AdamWConfig, grad_clip: f64) -> Result<f64> {
+    fn step(&mut self, lr: f64, opt: &OptimConfig, grad_clip: f64) -> Result<f64> {
+        if let Some(before) = self.stepped_with.filter(|&b| b != opt.name()) {
+            return Err(Error::Config(format!(
+                "a {} step on an engine whose optimizer state was made by {before}: the two optimizers' states \
+                 mean different things; keep optimizer = \"{before}\"",
+                opt.name()
+            )));
+        }
+        self.stepped_with = Some(opt.name());
         let norm = clip_grad_norm(&mut self.model.grads, grad_clip);
         let Gpt { params, grads, layout, .. } = &mut self.model;
-        self.opt.update(params, grads, layout, lr, hp);
+        match opt {
+            OptimConfig::AdamW(hp) => self.opt.update(params, grads, layout, lr, hp),
+            OptimConfig::Sgd(hp) => {
+                self.opt.step += 1;
+                sgd_update(params, grads, &mut self.opt.m, self.opt.step == 1, layout, lr, hp);
+            }
+        }
         Ok(norm)
     }
 

@@ -1,10 +1,12 @@
 //! GELU, exact erf form as PyTorch's `nn.GELU()` (nanoGPT's, `gelu = "erf"`, the default):
 //! gelu(x) = x·Φ(x) = ½·x·(1 + erf(x/√2)),   gelu'(x) = Φ(x) + x·φ(x),   φ(x) = exp(−x²/2)/√(2π);
 //! and the tanh approximation of GPT-2 / llm.c (Hugging Face's `gelu_new`, `gelu = "tanh"`), below the
-//! erf form with the same pair of functions. `Gelu::of` chooses between them.
+//! erf form with the same pair of functions. `Activation::of` chooses the MLP's activation among them
+//! and ReLU (`relu`, `activation = "relu"`).
 
 use super::real::Real;
-use crate::config::GeluKind;
+use super::relu::{relu_forward, relu_remake_with_grad};
+use crate::config::{ActivationKind, GeluKind};
 use crate::multiversion;
 use rayon::prelude::*;
 use std::f64::consts::FRAC_1_SQRT_2;
@@ -123,19 +125,24 @@ fn gelu_tanh_sigmoid<F: Real>(x: F) -> F {
     F::ONE / (F::ONE + (F::from_f64(-2.0) * u).exp())
 }
 
-/// The GELU kernels of one form: the forward and the backward's remake-with-derivative (the backward's
-/// second half, `gelu_backward_from_grad`, is the same for both forms).
-pub struct Gelu<F> {
+/// The kernels of one MLP activation: the forward and the backward's remake-with-derivative (the
+/// backward's second half, `gelu_backward_from_grad`, is the same for every activation).
+pub struct Activation<F> {
     pub forward: fn(&mut [F], &[F]),
     pub remake_with_grad: fn(&mut [F], &mut [F]),
 }
 
-impl<F: Real> Gelu<F> {
-    /// The kernels of `kind`.
-    pub fn of(kind: GeluKind) -> Gelu<F> {
-        match kind {
-            GeluKind::Erf => Gelu { forward: gelu_forward, remake_with_grad: gelu_remake_with_grad },
-            GeluKind::Tanh => Gelu { forward: gelu_tanh_forward, remake_with_grad: gelu_tanh_remake_with_grad },
+impl<F: Real> Activation<F> {
+    /// The kernels of `activation`; a GELU in the form `gelu`.
+    pub fn of(activation: ActivationKind, gelu: GeluKind) -> Activation<F> {
+        match (activation, gelu) {
+            (ActivationKind::Gelu, GeluKind::Erf) => {
+                Activation { forward: gelu_forward, remake_with_grad: gelu_remake_with_grad }
+            }
+            (ActivationKind::Gelu, GeluKind::Tanh) => {
+                Activation { forward: gelu_tanh_forward, remake_with_grad: gelu_tanh_remake_with_grad }
+            }
+            (ActivationKind::Relu, _) => Activation { forward: relu_forward, remake_with_grad: relu_remake_with_grad },
         }
     }
 }

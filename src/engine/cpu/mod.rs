@@ -1,6 +1,6 @@
 //! The CPU engine, the reference: one file per kernel (forward and backward side by side, same names),
 //! the GPT that strings them (`gpt`: buffers and entry points; `pass`: the forward and backward pass,
-//! one kernel call per line), and `CpuEngine`, its `Engine` implementation with AdamW inside.
+//! one kernel call per line), and `CpuEngine`, its `Engine` implementation with the optimizers (AdamW, SGD) inside.
 
 pub mod acts;
 pub mod adamw;
@@ -20,6 +20,8 @@ pub mod memory;
 mod pass;
 pub mod probe;
 pub mod real;
+pub mod relu;
+pub mod sgd;
 pub mod shard;
 pub mod simd;
 pub mod weights;

@@ -4,11 +4,12 @@
 //!   x = drop(wte[idx] + wpe[0..T))                                   (B, T, C)
 //!   per block:  x = x + drop(attn(ln_1(x)));  x = x + drop(mlp(ln_2(x)))
 //!   attn(h) = c_proj(gate(h) ⊙ core(c_attn(h)))   (gate ≡ 1 except for the gated variants)
-//!   logits = ln_f(x) @ wteᵀ                                          (B, T, V), lm_head tied to wte
+//!   logits = ln_f(x) @ lm_headᵀ    (B, T, V), lm_head = wte when tied (nanoGPT), its own tensor when not
 //!   loss = mean_n cross_entropy(logits_n, target_n)
 //!
 //! Every LayerNorm after the first is fused with the residual add before it. Backward remakes the
-//! LayerNorm outputs and gelu(c_fc) from what forward kept. The residual stream's gradient `dres`
+//! LayerNorm outputs and gelu(c_fc) (or relu(c_fc): `gelu` below is the MLP's activation, whichever it
+//! is) from what forward kept. The residual stream's gradient `dres`
 //! accumulates: each LayerNorm backward adds its input gradient to it, which is the backward of the
 //! residual add (x = x + f(x) passes ∂L/∂x through unchanged and adds the branch's part).
 
@@ -18,7 +19,7 @@ use super::attention_fused;
 use super::attention_gate::{gate_backward, gate_forward, gate_kinds, gate_linear_backward, gate_linear_forward};
 use super::crossentropy::{crossentropy_backward, crossentropy_forward};
 use super::encoder::{encoder_backward, encoder_forward};
-use super::gelu::{gelu_backward_from_grad, Gelu};
+use super::gelu::{gelu_backward_from_grad, Activation};
 use super::layernorm::{layernorm_backward, layernorm_forward, layernorm_recompute, residual_layernorm_forward};
 use super::matmul::{matmul_backward, matmul_backward_over_input, matmul_forward, Dinp};
 use super::probe::{Linear, Point, Tap};
@@ -50,7 +51,7 @@ impl<F: Real> Ctx<'_, F> {
         &self.p[self.lay.layer_range(k, l, self.cfg.n_layer)]
     }
 
-    /// A model-wide parameter tensor: wte, wpe, ln_f.
+    /// A model-wide parameter tensor: wte, wpe, ln_f, lm_head.
     fn whole(&self, k: Kind) -> &[F] {
         &self.p[self.lay.range(k)]
     }
@@ -67,9 +68,19 @@ impl<F: Real> Ctx<'_, F> {
         (self.w(w, l), (!bias.is_empty()).then_some(bias))
     }
 
-    /// The GELU kernels of the model's form (`gelu = "erf" | "tanh"`): the one place that chooses them.
-    fn gelu(&self) -> Gelu<F> {
-        Gelu::of(self.cfg.gelu)
+    /// The MLP activation's kernels (`activation = "gelu" | "relu"`, the GELU in the form `gelu = "erf" |
+    /// "tanh"`): the one place that chooses them.
+    fn gelu(&self) -> Activation<F> {
+        Activation::of(self.cfg.activation, self.cfg.gelu)
+    }
+
+    /// The classifier's weight (V, C): wte when tied (nanoGPT), else lm_head.
+    fn head(&self) -> Kind {
+        if self.cfg.tie_weights {
+            Kind::Wte
+        } else {
+            Kind::LmHead
+        }
     }
 
     fn variant(&self, l: usize) -> Variant<'_, F> {
@@ -184,7 +195,8 @@ pub(crate) fn forward_shard<F: Real>(
         tap.observe(l, Point::Residual, &a.residual3[r.c()]);
     }
     tap.observe(nl, Point::LnF, &a.lnf[..n * c]);
-    pf.fwd(Op::Matmul, || matmul_forward(a.logits, a.lnf, wte, None, n, c, v, par));
+    let head = cx.whole(cx.head());
+    pf.fwd(Op::Matmul, || matmul_forward(a.logits, a.lnf, head, None, n, c, v, par));
     if let Some(y) = cx.targets {
         let y = &y[seq0 * t..(seq0 + b) * t];
         pf.fwd(Op::CrossEntropy, || crossentropy_forward(a.losses, a.logits, y, n, v));
@@ -217,8 +229,8 @@ pub(crate) fn backward_shard<F: Real>(
 
     let dlogits = &mut a.logits[..n * v]; // ∂L/∂logits written over the logits
     pf.bwd(Op::CrossEntropy, || crossentropy_backward(dlogits, targets, dloss, n, v));
-    let (dwte, wte) = (&mut grads[lay.range(Kind::Wte)], cx.whole(Kind::Wte));
-    pf.bwd(Op::Matmul, || matmul_backward(g.dln, Dinp::Write, dwte, None, dlogits, a.lnf, wte, n, c, v, par));
+    let (dhead, head) = (&mut grads[lay.range(cx.head())], cx.whole(cx.head()));
+    pf.bwd(Op::Matmul, || matmul_backward(g.dln, Dinp::Write, dhead, None, dlogits, a.lnf, head, n, c, v, par));
     dres.fill(F::ZERO);
     let last = &a.residual3[cx.layer(nl - 1, b).c()];
     let (dw, db) = split_pair(grads, lay.range(Kind::LnfW), lay.range(Kind::LnfB), has_bias);

@@ -1,6 +1,6 @@
-//! Parameters to and from safetensors, under nanoGPT's names. The lm_head is tied to
-//! `transformer.wte.weight` and stored once; a stray `lm_head.weight` on load is accepted only if it
-//! equals wte.
+//! Parameters to and from safetensors, under nanoGPT's names. A tied lm_head is
+//! `transformer.wte.weight`, stored once; a stray `lm_head.weight` on load is accepted only if it equals
+//! wte. An untied model (`tie_weights = false`) has `lm_head.weight` of its own.
 
 use super::gpt::Gpt;
 use super::real::Real;
@@ -58,8 +58,22 @@ pub fn load_flat<F: Real>(dst: &mut [F], layout: &ParamLayout, st: &SafeTensors,
             }
         }
     }
+    // a tied model reads an lm_head.weight beside wte only if it is wte
+    if let (true, None, Some(wte), Ok(head)) =
+        (prefix.is_empty(), layout.find(LM_HEAD), layout.find(WTE), st.tensor(LM_HEAD))
+    {
+        if head.shape() != wte.shape.as_slice() || to_vec::<F>(&head)? != dst[wte.offset..wte.offset + wte.len] {
+            return Err(Error::Checkpoint(format!(
+                "tensor '{LM_HEAD}' differs from '{WTE}': the weights are of an untied model, but this model ties \
+                 them (tie_weights = true); load them into a model with tie_weights = false"
+            )));
+        }
+    }
     Ok(())
 }
+
+const LM_HEAD: &str = "lm_head.weight";
+const WTE: &str = "transformer.wte.weight";
 
 /// Keys a weights file may carry that are not parameters of our layout.
 fn is_foreign(name: &str) -> bool {
