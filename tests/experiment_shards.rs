@@ -207,3 +207,38 @@ fn a_partial_merge_names_the_missing_runs_and_a_held_run_is_refused() {
         assert!(!ok && text.contains(needle), "{all:?} should fail mentioning {needle:?}:\n{text}");
     }
 }
+
+#[test]
+fn the_slurm_script_runs_its_shard_and_the_merge() {
+    // scripts/slurm-experiment.sh as Slurm would run it: two array tasks, then the merge job.
+    let dir = temp_dir("experiment-slurm");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/slurm-experiment.sh");
+    let input = shakespeare();
+    let run = |env: &[(&str, &str)], args: &[&str]| {
+        let mut c = Command::new("bash");
+        c.arg(script).args(args).current_dir(&dir).env("QUIETGPT", env!("CARGO_BIN_EXE_quietgpt"));
+        for v in ["SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX"] {
+            c.env_remove(v);
+        }
+        let o = c.envs(env.iter().copied()).output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        (o.status.success(), text)
+    };
+    let args = ["--quick", "--input", input.to_str().unwrap(), "--variants", "softmax", "--out", "exp"];
+    for task in ["0", "1"] {
+        let env = [
+            ("SLURM_ARRAY_TASK_ID", task),
+            ("SLURM_ARRAY_TASK_MIN", "0"),
+            ("SLURM_ARRAY_TASK_MAX", "1"),
+            ("SLURM_CPUS_PER_TASK", "1"),
+        ];
+        let (ok, text) = run(&env, &args);
+        assert!(ok && text.contains(&format!("shard {task}/2: 1 of the 2 runs")), "{text}");
+    }
+    let (ok, text) = run(&[], &["--merge", "--out", "exp"]);
+    assert!(ok && text.contains("report: exp/report.md"), "{text}");
+    assert_eq!(json(&dir.join("exp/metrics.json"))["runs"].as_array().unwrap().len(), 2);
+    let (ok, text) =
+        run(&[("SLURM_ARRAY_TASK_ID", "1"), ("SLURM_ARRAY_TASK_MIN", "1"), ("SLURM_ARRAY_TASK_MAX", "2")], &args);
+    assert!(!ok && text.contains("--array=0-(N-1)"), "{text}");
+}
