@@ -22,7 +22,7 @@ use std::path::PathBuf;
   quietgpt experiment --variants softmax,quiet,clipped,gated,outgate,sink --seeds 5 --out exp-all
   quietgpt experiment --input my.txt --analyze_every 500 --max_iters=5000
   quietgpt experiment --variants softmax,quiet,lowlr:learning_rate=3e-4+weight_decay=0 --seeds 3
-  quietgpt experiment --shard 0/4 --out exp ...   # then 1/4, 2/4, 3/4 (anywhere, at once), with the same arguments
+  quietgpt experiment --shard 0/4 --out exp ...   # and 1/4, 2/4, 3/4, side by side, with the same arguments
   quietgpt experiment --merge --out exp           # the report of whatever runs in exp are finished
 
 Runs start from the experiment (or, with --quick, experiment-quick) preset; --key=value overrides apply to
