@@ -7,6 +7,7 @@ use super::quantize_eval::QuantReport;
 use crate::config::{AttentionKind, Config};
 use crate::data::Dataset;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The options that change a run's results besides its config (part of `RunSpec`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -27,6 +28,10 @@ pub struct RunSpec {
     pub config: Config,
     pub data: DataFingerprint,
     pub options: RunOptions,
+    /// The arm's own `key=value` overrides (see `experiment::Arm`), as given; none for an arm that is an
+    /// attention variant alone (which older records, without the field, were).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<String>,
 }
 
 /// Identifies the prepared data: sizes and an FNV-1a hash of both splits' token ids.
@@ -71,7 +76,8 @@ pub struct QuantResult {
     pub gap: Option<f64>,
 }
 
-/// Per-layer numbers of an analysis.
+/// Per-layer numbers of an analysis. The sink fields (absent from records written before them) read
+/// the residual stream after the block and the layer's heads; definitions in `analysis::analyze`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LayerSummary {
     pub max_abs_residual: Option<f64>,
@@ -79,6 +85,31 @@ pub struct LayerSummary {
     pub kurtosis_attn_out: Option<f64>,
     pub kurtosis_residual: Option<f64>,
     pub outlier_fraction_residual: Option<f64>,
+    /// ‖x_0‖ / mean_{t≥1} ‖x_t‖ and / median, and ‖x_0‖ − mean_{t≥1} ‖x_t‖ (`FirstNorm`).
+    #[serde(default)]
+    pub first_norm_ratio: Option<f64>,
+    #[serde(default)]
+    pub first_norm_ratio_median: Option<f64>,
+    #[serde(default)]
+    pub first_norm_diff: Option<f64>,
+    /// The largest |x| (Sun et al.'s top-1 massive activation) and its ratio to the median |x|.
+    #[serde(default)]
+    pub massive_top1: Option<f64>,
+    #[serde(default)]
+    pub massive_ratio: Option<f64>,
+    /// Mean over the layer's heads of the attention on the first position (queries i ≥ 1), and the
+    /// fraction of its heads above `SINK_THRESHOLD` (Gu et al.'s sink metric).
+    #[serde(default)]
+    pub sink_mean: Option<f64>,
+    #[serde(default)]
+    pub sink_fraction: Option<f64>,
+    /// Mean over the layer's heads of the logit gap, of ‖W_O^h v_0‖ and of the drain ratio.
+    #[serde(default)]
+    pub logit_gap: Option<f64>,
+    #[serde(default)]
+    pub drain_first: Option<f64>,
+    #[serde(default)]
+    pub drain_ratio: Option<f64>,
 }
 
 /// The numbers of an `Analysis` that the report uses. Kurtosis is the excess kurtosis
@@ -104,10 +135,29 @@ pub struct Summary {
     pub layers: Vec<LayerSummary>,
     /// max |x| of the residual stream per layer and channel (L × C).
     pub residual_channel_max: Vec<Vec<f32>>,
+    /// Max over layers of the first position's norm / the others' mean norm.
+    #[serde(default)]
+    pub first_norm_ratio: Option<f64>,
+    /// Max over layers of the largest |x| / the median |x|.
+    #[serde(default)]
+    pub massive_ratio: Option<f64>,
+    /// Mean over all heads of the logit gap, and of the value-drain ratio.
+    #[serde(default)]
+    pub logit_gap: Option<f64>,
+    #[serde(default)]
+    pub drain_ratio: Option<f64>,
+    /// Losses of the data task's probes by name (e.g. copy, bigram), where the data has a task; none
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub task_losses: BTreeMap<String, f64>,
 }
 
 fn fin(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)
+}
+
+fn max(xs: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
+    xs.into_iter().flatten().filter(|x| x.is_finite()).reduce(f64::max)
 }
 
 fn mean(xs: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
@@ -129,6 +179,11 @@ impl Summary {
             sink_heads: 0,
             layers: vec![],
             residual_channel_max: vec![],
+            first_norm_ratio: None,
+            massive_ratio: None,
+            logit_gap: None,
+            drain_ratio: None,
+            task_losses: BTreeMap::new(),
         }
     }
 
@@ -136,18 +191,38 @@ impl Summary {
         let layers: Vec<LayerSummary> = a
             .layers
             .iter()
-            .map(|l| LayerSummary {
-                max_abs_residual: fin(l.residual.max_abs),
-                max_abs_attn_out: fin(l.attn_out.max_abs),
-                kurtosis_attn_out: l.attn_out.excess_kurtosis.and_then(fin),
-                kurtosis_residual: l.residual.excess_kurtosis.and_then(fin),
-                outlier_fraction_residual: fin(l.residual.outlier_fraction),
+            .map(|l| {
+                let top = l.massive.top.first();
+                let heads = || l.heads.iter();
+                LayerSummary {
+                    max_abs_residual: fin(l.residual.max_abs),
+                    max_abs_attn_out: fin(l.attn_out.max_abs),
+                    kurtosis_attn_out: l.attn_out.excess_kurtosis.and_then(fin),
+                    kurtosis_residual: l.residual.excess_kurtosis.and_then(fin),
+                    outlier_fraction_residual: fin(l.residual.outlier_fraction),
+                    first_norm_ratio: l.first_norm.ratio_mean,
+                    first_norm_ratio_median: l.first_norm.ratio_median,
+                    first_norm_diff: l.first_norm.diff_mean,
+                    massive_top1: top.and_then(|m| fin(m.value.abs() as f64)),
+                    massive_ratio: top.and_then(|m| m.ratio_to_median),
+                    sink_mean: mean(heads().map(|h| h.sink)),
+                    sink_fraction: (!l.heads.is_empty())
+                        .then(|| heads().filter(|h| h.is_sink).count() as f64 / l.heads.len() as f64),
+                    logit_gap: mean(heads().map(|h| h.logit_gap)),
+                    drain_first: mean(heads().map(|h| h.drain_first)),
+                    drain_ratio: mean(heads().map(|h| h.drain_ratio)),
+                }
             })
             .collect();
         let (outliers, numel) =
             a.layers.iter().fold((0u64, 0u64), |(o, n), l| (o + l.residual.outliers, n + l.residual.numel));
         let heads = a.layers.iter().flat_map(|l| &l.heads);
         Summary {
+            first_norm_ratio: max(layers.iter().map(|l| l.first_norm_ratio)),
+            massive_ratio: max(layers.iter().map(|l| l.massive_ratio)),
+            logit_gap: mean(heads.clone().map(|h| h.logit_gap)),
+            drain_ratio: mean(heads.clone().map(|h| h.drain_ratio)),
+            task_losses: BTreeMap::new(),
             loss: a.loss.and_then(fin),
             max_abs_residual: layers.iter().filter_map(|l| l.max_abs_residual).reduce(f64::max),
             kurtosis_attn_out: mean(layers.iter().map(|l| l.kurtosis_attn_out)),
@@ -178,6 +253,11 @@ pub struct Snapshot {
 /// A finished run: `done.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
+    /// The arm's name (runs/<arm>-seed<seed>/); records written before arms existed have none, and
+    /// `experiment` reads them as the attention variant's name.
+    #[serde(default)]
+    pub arm: String,
+    /// The arm's attention variant.
     pub variant: AttentionKind,
     pub seed: u64,
     pub spec: RunSpec,
@@ -221,7 +301,7 @@ impl QuantResult {
 /// the residual stream after the block and the attention output (after c_proj, before the residual add).
 #[derive(Clone, Debug, PartialEq)]
 pub struct HistSamples {
-    pub variant: AttentionKind,
+    pub arm: String,
     pub seed: u64,
     pub residual: Vec<Vec<f32>>,
     pub attn_out: Vec<Vec<f32>>,

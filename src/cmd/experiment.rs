@@ -1,12 +1,15 @@
-//! `quietgpt experiment`: every attention variant × every seed, analysed, quantized and compared in a
-//! report (see `quietgpt::analysis::experiment`).
+//! `quietgpt experiment`: every arm (an attention variant, or a name with config overrides) × every
+//! seed, analysed, quantized and compared in a report (see `quietgpt::analysis::experiment`); or one
+//! shard of those runs (`--shard i/n`), or the report of the finished runs (`--merge`).
 
 use super::args::{check_out_dir, set_threads, Overrides};
 use super::out::say;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use quietgpt::analysis::experiment::{ensure_data, planned_data, Experiment, DEFAULT, QUICK};
-use quietgpt::config::{AttentionKind, Config};
+use quietgpt::analysis::experiment::{
+    ensure_data, parse_shard, planned_data, Arm, Experiment, DEFAULT, PLAN_FILE, QUICK,
+};
+use quietgpt::config::Config;
 use quietgpt::data::TokenizerKind;
 use std::io::Write;
 use std::path::PathBuf;
@@ -18,10 +21,22 @@ use std::path::PathBuf;
   quietgpt experiment --quick                      # a smoke test of the whole pipeline, under a minute
   quietgpt experiment --variants softmax,quiet,clipped,gated,outgate,sink --seeds 5 --out exp-all
   quietgpt experiment --input my.txt --analyze_every 500 --max_iters=5000
+  quietgpt experiment --variants softmax,quiet,lowlr:learning_rate=3e-4+weight_decay=0 --seeds 3
+  quietgpt experiment --shard 0/4 --out exp ...   # and 1/4, 2/4, 3/4, side by side, with the same arguments
+  quietgpt experiment --merge --out exp           # the report of whatever runs in exp are finished
 
 Runs start from the experiment (or, with --quick, experiment-quick) preset; --key=value overrides apply to
 every run (attention, seed and out_dir are set per run: use --variants, --seeds and --out). An override of
-max_iters alone moves lr_decay_iters with it.")]
+max_iters alone moves lr_decay_iters with it.
+
+--variants entries, separated by commas: an attention variant (softmax, quiet, ...), or an arm
+NAME:key=value+key=value with config overrides of its own on top of the others (attention=VARIANT among
+them; softmax when NAME is no variant). Overrides are separated by '+' (or ';', quoted for a shell); NAME
+(letters, digits, _ and -) names its run folders and its column in the report.
+
+--shard i/n trains run k of the plan (seed-major: every arm of the first seed, then the next seed) when
+k mod n = i, into the shared --out, and writes no report; --merge --out DIR then writes the report from the
+finished runs (their done.json), naming the missing ones. See scripts/slurm-experiment.sh.")]
 pub struct ExperimentArgs {
     /// A text to prepare into <out>/data (without it and --data_dir, Tiny Shakespeare is used)
     #[arg(long, value_name = "FILE")]
@@ -32,7 +47,7 @@ pub struct ExperimentArgs {
     /// Tokenizer for --input: char or gpt2
     #[arg(long, value_name = "char|gpt2", default_value = "char")]
     tokenizer: String,
-    /// Attention variants to compare, comma-separated
+    /// Arms to compare, comma-separated: attention variants, or NAME:key=value+key=value (see below)
     #[arg(long, value_name = "LIST", default_value = "softmax,quiet")]
     variants: String,
     /// Seeds 0..N [default: 3, or 2 with --quick]
@@ -56,20 +71,35 @@ pub struct ExperimentArgs {
     /// The smoke-test preset: tiny models, few iterations and windows (numbers mean nothing)
     #[arg(long)]
     quick: bool,
+    /// Train only shard i of n of the runs (run k when k mod n = i) into --out; no report
+    #[arg(long, value_name = "i/n", conflicts_with = "plot_layer")]
+    shard: Option<String>,
+    /// Write the report of the finished runs in --out (the plan of the experiment or shards started there)
+    #[arg(long, conflicts_with_all = ["input", "data_dir", "variants", "seeds", "seed_list", "analyze_every",
+        "analyze_windows", "quant_windows", "quick", "shard"])]
+    merge: bool,
+    /// The layer whose sink metrics the report plots through training [default: the last]
+    #[arg(long, value_name = "L")]
+    plot_layer: Option<usize>,
     #[command(flatten)]
     overrides: Overrides,
 }
 
 pub fn run(a: ExperimentArgs) -> Result<()> {
     let overrides = a.overrides.checked("those of `quietgpt experiment --help`")?;
+    if a.merge {
+        if let Some(o) = overrides.first() {
+            bail!(
+                "{o}: --merge takes the settings from {}/{PLAN_FILE}; give only --out (and --plot_layer)",
+                a.out.display()
+            );
+        }
+        return merge(&a.out, a.plot_layer);
+    }
+    let shard = a.shard.as_deref().map(parse_shard).transpose()?;
     let preset = if a.quick { &QUICK } else { &DEFAULT };
 
-    let variants = a
-        .variants
-        .split(',')
-        .map(|s| s.trim().parse::<AttentionKind>())
-        .collect::<Result<Vec<_>, _>>()
-        .context("--variants")?;
+    let arms = Arm::parse_list(&a.variants)?;
     let seeds: Vec<u64> = match (&a.seed_list, a.seeds) {
         (Some(_), Some(_)) => bail!("give --seeds N or --seed_list a,b,c, not both"),
         (Some(list), None) => list
@@ -98,9 +128,10 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
     }
 
     let mut exp =
-        Experiment::new(preset, overrides, variants, seeds, out.clone()).context("invalid experiment settings")?;
+        Experiment::new(preset, overrides, arms, seeds, out.clone()).context("invalid experiment settings")?;
     exp.base.data_dir = data_dir.display().to_string();
     exp.options.analyze_every = a.analyze_every;
+    exp.plot_layer = a.plot_layer;
     if let Some(n) = a.quant_windows {
         exp.options.quant_windows = n;
     }
@@ -110,9 +141,11 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
     set_threads(exp.base.threads)?;
     check_out_dir("--out", &out)?;
 
-    // Before anything is written: one experiment per directory, and finished runs that match the arguments
-    // (with the data they would use, fingerprinted without writing it).
-    exp.lock().context("cannot start the experiment")?;
+    // Before anything is written: one experiment per directory (a shard locks only its runs), and finished
+    // runs that match the arguments (with the data they would use, fingerprinted without writing it).
+    if shard.is_none() {
+        exp.lock().context("cannot start the experiment")?;
+    }
     if let Some(fp) = planned_data(input.as_deref(), &data_dir, kind).context("cannot read the data")? {
         exp.check_finished(&fp).with_context(|| format!("experiment in {} failed", out.display()))?;
     }
@@ -127,9 +160,9 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
     }
     let c = &exp.base;
     say!(
-        "experiment ({} preset): variants {:?} x seeds {:?}; {} layers, {} heads, n_embd {}, block {}, {} iterations per run; output {}",
+        "experiment ({} preset): arms {:?} x seeds {:?}; {} layers, {} heads, n_embd {}, block {}, {} iterations per run; output {}",
         preset.name,
-        exp.variants.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+        exp.arms.iter().map(|a| a.describe()).collect::<Vec<_>>(),
         exp.seeds,
         c.n_layer,
         c.n_head,
@@ -139,12 +172,44 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
         out.display()
     );
     let start = std::time::Instant::now();
-    let (_, report) = exp
-        .run(&mut |line| {
-            say!("{line}");
-            let _ = std::io::stdout().flush();
-        })
-        .with_context(|| format!("experiment in {} failed", out.display()))?;
+    let mut progress = |line: &str| {
+        say!("{line}");
+        let _ = std::io::stdout().flush();
+    };
+    if let Some((i, n)) = shard {
+        let records =
+            exp.run_shard(i, n, &mut progress).with_context(|| format!("shard {i}/{n} in {} failed", out.display()))?;
+        say!(
+            "shard {i}/{n}: {} runs finished ({:.1}s); once every shard is done, `quietgpt experiment --merge --out {}` writes the report",
+            records.len(),
+            start.elapsed().as_secs_f64(),
+            out.display()
+        );
+        return Ok(());
+    }
+    let (_, report) = exp.run(&mut progress).with_context(|| format!("experiment in {} failed", out.display()))?;
+    say!("report: {} ({:.1}s)", report.display(), start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `--merge`: the report of the finished runs of the experiment in `out`; the missing ones on stderr.
+fn merge(out: &std::path::Path, plot_layer: Option<usize>) -> Result<()> {
+    let (mut exp, data) = Experiment::from_plan(out).context("cannot merge")?;
+    exp.plot_layer = plot_layer;
+    set_threads(exp.base.threads)?;
+    let start = std::time::Instant::now();
+    let (records, missing, report) = exp
+        .merge(&data, &mut |line| say!("{line}"))
+        .with_context(|| format!("merging the experiment in {} failed", out.display()))?;
+    if !missing.is_empty() {
+        eprintln!(
+            "warning: {} of {} runs are missing (not finished): {}; the report covers the other {}",
+            missing.len(),
+            missing.len() + records.len(),
+            missing.join(", "),
+            records.len()
+        );
+    }
     say!("report: {} ({:.1}s)", report.display(), start.elapsed().as_secs_f64());
     Ok(())
 }

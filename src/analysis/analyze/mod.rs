@@ -21,10 +21,18 @@
 //! with them; `excess_kurtosis` to compare with stats.json.
 
 //!
-//! Layout: `types` (the report's data), `recorder` (the probe that accumulates it), `table` (the text
-//! summary); this file holds the options and the two entry points.
+//! Sinks and massive activations, per layer: the residual stream's first-position norm against the
+//! others' (Guo et al. 2024), its three largest |x| with where they are and their ratio to the median
+//! |x| (Sun et al. 2024), and per head the first-position attention (`sink`), the logit gap and the
+//! value drain (definitions in `sinks`). All of them read the residual stream *after* each block (the
+//! `residual` tensor: x + attn + mlp, the next block's input, before ln_f for the last block).
+//!
+//! Layout: `types` (the report's data), `recorder` (the probe that accumulates it), `sinks` (the
+//! sink and massive-activation accumulators), `table` (the text summary); this file holds the options
+//! and the two entry points.
 
 mod recorder;
+pub mod sinks;
 mod table;
 mod types;
 

@@ -3,6 +3,7 @@
 
 use super::super::params::named_tensors;
 use super::super::stats::{count_beyond_sigmas, ChannelMaxAbs, Moments, LLM_INT8_THRESHOLD};
+use super::sinks::{head_grams, push_heads, FirstNormAcc, HeadAcc as ScoreAcc, MassiveAcc};
 use super::types::*;
 use super::{AnalyzeOptions, SINK_THRESHOLD, WEIGHT_OUTLIER_SIGMAS};
 use crate::config::ModelConfig;
@@ -30,14 +31,24 @@ struct HeadAcc {
 
 /// The probe: streams every observed activation into its accumulators, and the attention
 /// probabilities after each forward. Slots: 0 = embedding, 1 + 6l + k = layer l's k-th point
-/// (ln_1, attn_out, ln_2, mlp_hidden, mlp_out, residual), 1 + 6L = ln_f.
+/// (ln_1, attn_out, ln_2, mlp_hidden, mlp_out, residual), 1 + 6L = ln_f. The residual stream also goes
+/// to the first-position norms and the massive activations, c_attn's q, k, v to the logit gap and the
+/// value drain (`sinks`).
 pub struct Recorder {
     n_layer: usize,
     n_head: usize,
+    n_embd: usize,
     /// gate values per token (0 without a gate)
     gate_groups: usize,
     acts: Vec<Acc>,
-    heads: Vec<HeadAcc>, // (L, NH)
+    heads: Vec<HeadAcc>,            // (L, NH)
+    first_norms: Vec<FirstNormAcc>, // (L)
+    massive: Vec<MassiveAcc>,       // (L)
+    scores: Vec<ScoreAcc>,          // (L, NH)
+    /// head_grams of each layer's c_proj, for the model of the current `run`
+    grams: Vec<Vec<f64>>,
+    /// the length of the current `run`'s windows
+    t: usize,
     loss_sum: f64,
     loss_seen: bool,
     pub(super) sequences: usize,
@@ -70,9 +81,15 @@ impl Recorder {
         Recorder {
             n_layer: l,
             n_head: cfg.n_head,
+            n_embd: c,
             gate_groups: cfg.attention.gate_groups(cfg.n_head, c).unwrap_or(0),
             acts,
             heads: vec![head; l * cfg.n_head],
+            first_norms: vec![FirstNormAcc::default(); l],
+            massive: vec![MassiveAcc::default(); l],
+            scores: vec![ScoreAcc::default(); l * cfg.n_head],
+            grams: vec![],
+            t: 0,
             loss_sum: 0.0,
             loss_seen: false,
             sequences: 0,
@@ -91,7 +108,7 @@ impl Recorder {
             Point::MlpHidden => 3,
             Point::MlpOut => 4,
             Point::Residual => 5,
-            Point::Gate => return None,
+            Point::Gate | Point::Qkv => return None,
         };
         (layer < self.n_layer).then_some(1 + POINTS_PER_LAYER * layer + k)
     }
@@ -104,6 +121,13 @@ impl Recorder {
         if self.sequences > 0 && t != self.block {
             return Err(Error::Config(format!("all batches must have the same length ({} here, {t} now)", self.block)));
         }
+        self.grams = (0..self.n_layer)
+            .map(|l| match model.tensor(&format!("transformer.h.{l}.attn.c_proj.weight")) {
+                Some(w) if w.len() == self.n_embd * self.n_embd => head_grams(w, self.n_embd, self.n_head),
+                _ => vec![],
+            })
+            .collect();
+        self.t = t;
         // The reference attention kernel keeps the probabilities; the fused one used in training does not.
         let was = model.stores_attention();
         model.set_store_attention(true);
@@ -155,6 +179,7 @@ impl Recorder {
         }
         let k = opts.top_k_channels;
         let mut acts = self.acts.into_iter().map(|a| activation(a, k));
+        let (mut first_norms, mut massive) = (self.first_norms, self.massive);
         let embedding = acts.next().expect("slot 0");
         let mut layers = Vec::with_capacity(self.n_layer);
         let nh = self.n_head;
@@ -163,10 +188,27 @@ impl Recorder {
             let mut next = || acts.next().expect("6 slots per layer");
             let (ln_1, attn_out, ln_2, mlp_hidden, mlp_out, residual) =
                 (next(), next(), next(), next(), next(), next());
-            let heads: Vec<HeadStats> =
-                self.heads[l * nh..(l + 1) * nh].iter().enumerate().map(|(h, a)| head(h, a)).collect();
+            let range = l * nh..(l + 1) * nh;
+            let heads: Vec<HeadStats> = self.heads[range.clone()]
+                .iter()
+                .zip(&self.scores[range])
+                .enumerate()
+                .map(|(h, (a, s))| head(h, a, s))
+                .collect();
             heads_all.extend(heads.iter().cloned());
-            layers.push(LayerStats { layer: l, ln_1, attn_out, ln_2, mlp_hidden, mlp_out, residual, heads });
+            let (first_norm, massive) = (first_norms[l].finish(), massive[l].finish());
+            layers.push(LayerStats {
+                layer: l,
+                ln_1,
+                attn_out,
+                ln_2,
+                mlp_hidden,
+                mlp_out,
+                residual,
+                first_norm,
+                massive,
+                heads,
+            });
         }
         let ln_f = acts.next().expect("ln_f slot");
         let n = heads_all.len();
@@ -215,6 +257,20 @@ impl Probe<f32> for Recorder {
             }
             return;
         }
+        let (t, c) = (self.t, self.n_embd);
+        if point == Point::Qkv && layer < self.n_layer {
+            let nh = self.n_head;
+            if let Some(g) = self.grams.get(layer).filter(|g| g.len() == c * c / nh) {
+                push_heads(&mut self.scores[layer * nh..(layer + 1) * nh], x, g, t, c);
+            } else {
+                self.error.get_or_insert(Error::Data(format!("layer {layer}: no attn.c_proj weight of {c}x{c}")));
+            }
+            return;
+        }
+        if point == Point::Residual && layer < self.n_layer {
+            self.first_norms[layer].push(x, t, c);
+            self.massive[layer].push(x, t, c);
+        }
         let Some(s) = self.slot(layer, point) else {
             self.error.get_or_insert(Error::Data(format!("unexpected activation {point:?} at layer {layer}")));
             return;
@@ -249,10 +305,11 @@ fn activation(a: Acc, top_k: usize) -> ActivationStats {
     }
 }
 
-fn head(h: usize, a: &HeadAcc) -> HeadStats {
+fn head(h: usize, a: &HeadAcc, s: &ScoreAcc) -> HeadStats {
     let rows = a.rows.max(1) as f64;
     let sink = (a.sink_rows > 0).then(|| a.sink_sum / a.sink_rows as f64).filter(|s| s.is_finite());
     let fin = |v: f64| if v.is_finite() { v } else { 0.0 };
+    let scores = s.finish();
     HeadStats {
         head: h,
         null_mass_mean: fin(a.null_sum / rows),
@@ -261,6 +318,10 @@ fn head(h: usize, a: &HeadAcc) -> HeadStats {
         sink,
         is_sink: sink.is_some_and(|s| s > SINK_THRESHOLD),
         gate_mean: (a.gate_count > 0).then(|| a.gate_sum / a.gate_count as f64).filter(|g| g.is_finite()),
+        logit_gap: scores.logit_gap,
+        drain_first: scores.drain_first,
+        drain_others: scores.drain_others,
+        drain_ratio: scores.drain_ratio,
     }
 }
 

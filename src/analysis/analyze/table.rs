@@ -53,19 +53,22 @@ impl Analysis {
             row(format!("L{i} residual"), &l.residual);
         }
         row("ln_f".into(), &self.ln_f);
+        self.sinks_table(&mut s);
 
         let a = &self.attention;
         let _ = writeln!(
             s,
-            "\nattention (null = 1 - sum_j p_ij over rows; sink = mean p_i0 over queries i >= 1; * = sink > {})",
+            "\nattention (null = 1 - sum_j p_ij over rows; sink = mean p_i0 over queries i >= 1; * = sink > {};\n\
+             gap = mean over i >= 1 of s_i0 - mean_(1<=j<=i) s_ij, s = q.k/sqrt(hs); drain0 = |W_O^h v_0|, \
+             drain0/t = drain0 / mean_(t>=1) |W_O^h v_t|)",
             self.thresholds.sink
         );
         let gated = a.gate_mean.is_some();
         let gate_head = if gated { format!(" {:>9}", "gate") } else { String::new() };
         let _ = writeln!(
             s,
-            "{:<6} {:>5} {:>11} {:>11} {:>11} {:>9}{gate_head}",
-            "layer", "head", "null mean", "null min", "null max", "sink"
+            "{:<6} {:>5} {:>11} {:>11} {:>11} {:>9} {:>9} {:>9} {:>9}{gate_head}",
+            "layer", "head", "null mean", "null min", "null max", "sink", "gap", "drain0", "drain0/t"
         );
         for l in &self.layers {
             for h in &l.heads {
@@ -78,8 +81,15 @@ impl Analysis {
                 let star = if h.is_sink { " *" } else { "" };
                 let _ = writeln!(
                     s,
-                    "{:<6} {:>5} {:>11.3e} {:>11.3e} {:>11.3e} {sink:>9}{gate}{star}",
-                    l.layer, h.head, h.null_mass_mean, h.null_mass_min, h.null_mass_max
+                    "{:<6} {:>5} {:>11.3e} {:>11.3e} {:>11.3e} {sink:>9} {:>9} {:>9} {:>9}{gate}{star}",
+                    l.layer,
+                    h.head,
+                    h.null_mass_mean,
+                    h.null_mass_min,
+                    h.null_mass_max,
+                    opt(h.logit_gap),
+                    opt(h.drain_first),
+                    opt(h.drain_ratio)
                 );
             }
         }
@@ -119,6 +129,48 @@ impl Analysis {
             );
         }
         s
+    }
+}
+
+impl Analysis {
+    /// First-position norms and massive activations per layer, on the residual stream after the block.
+    fn sinks_table(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "\nfirst position vs the others, residual stream after each block (|x_t| = L2 over channels; \
+             ratio and diff against the others' mean and median)\n\
+             massive activations: the 3 largest |x| as value (window,position,channel) and |x| / median |x|"
+        );
+        let _ = writeln!(
+            s,
+            "{:<6} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10} {:>10}  top |x|",
+            "layer", "|x_0|", "mean t>0", "median", "ratio", "ratio med", "diff", "median|x|"
+        );
+        for l in &self.layers {
+            let f = &l.first_norm;
+            let top: Vec<String> = l
+                .massive
+                .top
+                .iter()
+                .map(|m| {
+                    let r = m.ratio_to_median.map_or("-".into(), |r| format!("{r:.1}x"));
+                    format!("{:.3}({},{},{}) {r}", m.value, m.window, m.position, m.channel)
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "{:<6} {:>10} {:>10} {:>10} {:>9} {:>9} {:>10} {:>10}  {}",
+                format!("L{}", l.layer),
+                opt(f.first),
+                opt(f.others_mean),
+                opt(f.others_median),
+                opt(f.ratio_mean),
+                opt(f.ratio_median),
+                opt(f.diff_mean),
+                opt(l.massive.median_abs),
+                top.join("  ")
+            );
+        }
     }
 }
 

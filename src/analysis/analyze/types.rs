@@ -48,7 +48,53 @@ pub struct LayerStats {
     pub mlp_out: ActivationStats,
     /// Residual stream after the block.
     pub residual: ActivationStats,
+    /// The first position's norm against the others', on the residual stream after the block (the same
+    /// tensor as `residual`: x + attn + mlp, the next block's input; before ln_f for the last block).
+    #[serde(default)]
+    pub first_norm: FirstNorm,
+    /// The largest |x| of the residual stream after the block, where they are, and the median |x|.
+    #[serde(default)]
+    pub massive: Massive,
     pub heads: Vec<HeadStats>,
+}
+
+/// ‖x_0‖₂ (L2 over channels at position 0 of each window; the BOS token when the data has one) against
+/// ‖x_t‖₂ of the positions t ≥ 1, over all windows (Guo et al. 2024 report first − mean of the others).
+/// Null where there is nothing to compare (T = 1, no finite norm).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FirstNorm {
+    /// Mean over windows of ‖x_0‖.
+    pub first: Option<f64>,
+    /// Mean and median of ‖x_t‖ over every window and position t ≥ 1.
+    pub others_mean: Option<f64>,
+    pub others_median: Option<f64>,
+    /// first / others_mean, first / others_median
+    pub ratio_mean: Option<f64>,
+    pub ratio_median: Option<f64>,
+    /// first − others_mean, first − others_median
+    pub diff_mean: Option<f64>,
+    pub diff_median: Option<f64>,
+}
+
+/// Sun et al.'s massive activations: the largest |x| of a tensor against its median |x|.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Massive {
+    /// Median of |x| over every element (all windows, positions and channels).
+    pub median_abs: Option<f64>,
+    /// The 3 largest |x| (largest first; ties: the first in window, position, channel order).
+    pub top: Vec<MassiveValue>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MassiveValue {
+    /// x itself (with its sign).
+    pub value: f32,
+    /// |x| / median_abs
+    pub ratio_to_median: Option<f64>,
+    /// Index of the window in the evaluation set (0 = the first), position within the window, channel.
+    pub window: usize,
+    pub position: usize,
+    pub channel: usize,
 }
 
 /// One attention head over all windows. p_ij = attention of query i on key j (j ≤ i).
@@ -70,6 +116,19 @@ pub struct HeadStats {
     /// variants without a gate.
     #[serde(default)]
     pub gate_mean: Option<f64>,
+    /// Mean over windows and queries i ≥ 1 of s_i0 − mean_{1≤j≤i} s_ij, s_ij = q_i·k_j/√hs the scaled
+    /// score before the row normaliser: how much more the head's logits favour the first position.
+    #[serde(default)]
+    pub logit_gap: Option<f64>,
+    /// Value drain: ‖W_O^h v_0^h‖₂, the first position's value through head h's slice of c_proj (no
+    /// bias, no gate), mean over windows; and the mean over windows and positions t ≥ 1 of ‖W_O^h v_t^h‖₂.
+    #[serde(default)]
+    pub drain_first: Option<f64>,
+    #[serde(default)]
+    pub drain_others: Option<f64>,
+    /// drain_first / drain_others (< 1: the first position's value is drained).
+    #[serde(default)]
+    pub drain_ratio: Option<f64>,
 }
 
 /// Statistics of one parameter tensor (nanoGPT name; a tied lm_head is wte and not repeated, an untied

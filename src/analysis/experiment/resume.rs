@@ -1,22 +1,22 @@
 //! Resuming an experiment: a run with a `done.json` written from the same `RunSpec` is loaded instead
 //! of trained again; one written from another spec stops the experiment with the keys that changed.
 
-use super::{Experiment, DONE_FILE};
+use super::{Arm, Experiment, DONE_FILE};
 use crate::analysis::record::{EvalPoint, RunRecord, RunSpec};
-use crate::config::{AttentionKind, Config};
+use crate::config::Config;
 use crate::{Error, Result};
 use std::path::Path;
 
 impl Experiment {
     /// The run's record if it is finished with the same spec; an error if finished with another.
-    pub(super) fn load_done(&self, v: AttentionKind, seed: u64, spec: &RunSpec) -> Result<Option<RunRecord>> {
-        let path = self.run_dir(v, seed).join(DONE_FILE);
+    pub(super) fn load_done(&self, arm: &Arm, seed: u64, spec: &RunSpec) -> Result<Option<RunRecord>> {
+        let path = self.run_dir(arm, seed).join(DONE_FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let rec: RunRecord = serde_json::from_str(&text).map_err(|e| {
+        let mut rec: RunRecord = serde_json::from_str(&text).map_err(|e| {
             Error::Data(format!("{}: unreadable ({e}); delete that run directory to redo the run", path.display()))
         })?;
         if rec.spec != *spec {
@@ -26,6 +26,9 @@ impl Experiment {
                 path.display(),
                 spec_diff(&rec.spec, spec)
             )));
+        }
+        if rec.arm.is_empty() {
+            rec.arm = rec.variant.to_string(); // written before arms existed: the arm was its variant
         }
         Ok(Some(rec))
     }
@@ -65,6 +68,9 @@ fn spec_diff(old: &RunSpec, new: &RunSpec) -> String {
         .collect();
     if old.data != new.data {
         parts.push("the prepared data".into());
+    }
+    if old.overrides != new.overrides {
+        parts.push(format!("the arm's overrides: {:?} → {:?}", old.overrides, new.overrides));
     }
     if old.options != new.options {
         parts.push(format!("analysis options: {:?} → {:?}", old.options, new.options));

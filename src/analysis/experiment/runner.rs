@@ -2,16 +2,16 @@
 //! intermediate analyses, the final analysis and quantize-eval, the histogram samples, and the report.
 
 use super::resume::read_curve;
-use super::{Experiment, DONE_FILE};
+use super::{run_name, Arm, Experiment, DONE_FILE};
 use crate::analysis::analyze::{analyze, Analysis};
 use crate::analysis::quantize_eval::{quantize_eval, QuantEvalOptions, QuantReport, Setting};
 use crate::analysis::record::{DataFingerprint, HistSamples, QuantResult, RunRecord, RunSpec, Snapshot, Summary};
 use crate::analysis::report;
 use crate::analysis::windows::Windows;
-use crate::config::{AttentionKind, Config};
+use crate::config::Config;
 use crate::data::{check_same_vocab, Dataset, Split};
 use crate::engine::cpu::{Point, Probe};
-use crate::fs::write_json_atomic;
+use crate::fs::{write_json_atomic, DirLock};
 use crate::train::checkpoint::{self, CKPT_FILE};
 use crate::train::trainer::{Event, Trainer, METRICS_FILE};
 use crate::{Error, Result};
@@ -24,27 +24,56 @@ impl Experiment {
     pub fn run(&self, say: &mut dyn FnMut(&str)) -> Result<(Vec<RunRecord>, PathBuf)> {
         self.validate()?;
         self.lock()?;
+        let fp = self.data_fingerprint()?;
+        self.write_plan(&fp)?;
+        let records = self.train_runs(&self.plan(), &fp, say)?;
+        let path = self.write_report(&records, vec![], say)?;
+        Ok((records, path))
+    }
+
+    /// The fingerprint of the prepared data in `base.data_dir` (checking its length against block_size).
+    pub(super) fn data_fingerprint(&self) -> Result<DataFingerprint> {
         let data = Dataset::open(Path::new(&self.base.data_dir))?;
         data.check_block_size(self.base.block_size)?;
-        let fp = DataFingerprint::of(&data);
-        drop(data);
-        let plan = self.plan();
+        Ok(DataFingerprint::of(&data))
+    }
+
+    /// Train the unfinished runs of `runs` (a part of `plan()`), each under its own lock; the records
+    /// of all of them, finished before or now.
+    pub(super) fn train_runs(
+        &self,
+        runs: &[(&Arm, u64)],
+        fp: &DataFingerprint,
+        say: &mut dyn FnMut(&str),
+    ) -> Result<Vec<RunRecord>> {
         // Check every finished run first, so that a changed argument fails before any training.
-        let done = self.check_finished(&fp)?;
-        let todo_iters = done.iter().filter(|d| d.is_none()).count() * self.base.max_iters;
+        let done = self.check_finished(fp)?;
+        let plan = self.plan();
+        let mut todo_iters = 0;
+        for (&(a, s), d) in plan.iter().zip(&done) {
+            if d.is_none() && runs.contains(&(a, s)) {
+                todo_iters += self.config(a, s)?.max_iters;
+            }
+        }
         let mut clock = Clock { start: Instant::now(), iters_done: 0, iters_total: todo_iters };
         let mut records = vec![];
-        for (k, (&(v, s), d)) in plan.iter().zip(done).enumerate() {
-            let tag = format!("[run {}/{}] {v} seed {s}", k + 1, plan.len());
-            let r = match d {
-                Some(r) => {
-                    say(&format!(
-                        "{tag}: already finished ({}), skipping",
-                        self.run_dir(v, s).join(DONE_FILE).display()
-                    ));
-                    r
-                }
-                None => self.train(v, s, &self.spec(v, s, &fp), &tag, &mut clock, say)?,
+        for (k, &(a, s)) in runs.iter().enumerate() {
+            let tag = format!("[run {}/{}] {} seed {s}", k + 1, runs.len(), a.name);
+            let finished = |r: RunRecord, say: &mut dyn FnMut(&str)| {
+                say(&format!("{tag}: already finished ({}), skipping", self.run_dir(a, s).join(DONE_FILE).display()));
+                r
+            };
+            let spec = self.spec(a, s, fp)?;
+            if let Some(r) = self.load_done(a, s, &spec)? {
+                records.push(finished(r, say));
+                continue;
+            }
+            // Another process may have finished it meanwhile: look again under the run's lock.
+            let what = format!("experiment, run {}", run_name(&a.name, s));
+            let _lock = DirLock::acquire(&self.out.join(LOCKS_DIR).join(run_name(&a.name, s)), &what)?;
+            let r = match self.load_done(a, s, &spec)? {
+                Some(r) => finished(r, say),
+                None => self.train(a, s, &spec, &tag, &mut clock, say)?,
             };
             records.push(r);
         }
@@ -55,10 +84,19 @@ impl Experiment {
                 records.len()
             ));
         }
-        let samples = self.histogram_samples(&records, say)?;
+        Ok(records)
+    }
+
+    /// The histogram samples and the report of `records`; `missing` names the runs without a record.
+    pub(super) fn write_report(
+        &self,
+        records: &[RunRecord],
+        missing: Vec<String>,
+        say: &mut dyn FnMut(&str),
+    ) -> Result<PathBuf> {
+        let samples = self.histogram_samples(records, say)?;
         say("writing the report");
-        let path = report::write(&self.report_meta(), &records, &samples)?;
-        Ok((records, path))
+        report::write(&self.report_meta(missing), records, &samples)
     }
 
     /// A trainer that continues the interrupted run in `dir` from its checkpoint, with the snapshots
@@ -113,16 +151,16 @@ impl Experiment {
 
     fn train(
         &self,
-        v: AttentionKind,
+        arm: &Arm,
         seed: u64,
         spec: &RunSpec,
         tag: &str,
         clock: &mut Clock,
         say: &mut dyn FnMut(&str),
     ) -> Result<RunRecord> {
-        let dir = self.run_dir(v, seed);
+        let dir = self.run_dir(arm, seed);
         let t0 = Instant::now();
-        let cfg = self.config(v, seed);
+        let cfg = self.config(arm, seed)?;
         let max = cfg.max_iters;
         let every = self.options.analyze_every;
         let stops: Vec<usize> =
@@ -182,7 +220,8 @@ impl Experiment {
         let opt = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.4}"));
         if let Some(m) = diverged {
             let rec = RunRecord {
-                variant: v,
+                arm: arm.name.clone(),
+                variant: arm.attention,
                 seed,
                 spec: spec.clone(),
                 seconds: t0.elapsed().as_secs_f64(),
@@ -209,7 +248,8 @@ impl Experiment {
         write_json_atomic(&dir.join("quant.json"), &q)?;
         let last = curve.last().cloned();
         let rec = RunRecord {
-            variant: v,
+            arm: arm.name.clone(),
+            variant: arm.attention,
             seed,
             spec: spec.clone(),
             seconds: t0.elapsed().as_secs_f64(),
@@ -249,14 +289,14 @@ impl Experiment {
         Ok((a, q))
     }
 
-    /// The histogram samples of the first seed's run of each variant (see `HistSamples`), over the first
+    /// The histogram samples of the first seed's run of each arm (see `HistSamples`), over the first
     /// `hist_windows` val windows, from each run's final checkpoint.
     fn histogram_samples(&self, runs: &[RunRecord], say: &mut dyn FnMut(&str)) -> Result<Vec<HistSamples>> {
         let first = self.seeds.first().copied();
         let firsts: Vec<&RunRecord> = self
-            .variants
+            .arms
             .iter()
-            .filter_map(|&v| runs.iter().find(|r| r.variant == v && Some(r.seed) == first && r.diverged.is_none()))
+            .filter_map(|a| runs.iter().find(|r| r.arm == a.name && Some(r.seed) == first && r.diverged.is_none()))
             .collect();
         if firsts.is_empty() {
             return Ok(vec![]);
@@ -282,7 +322,7 @@ impl Experiment {
                 }
             }
         }
-        let path = self.run_dir(r.variant, r.seed).join(CKPT_FILE);
+        let path = self.out.join("runs").join(run_name(&r.arm, r.seed)).join(CKPT_FILE);
         let batch = 8;
         let ck = checkpoint::load(&path)?;
         check_same_vocab(data, &path, &ck.tokenizer)?;
@@ -294,9 +334,12 @@ impl Experiment {
             model.forward_probe(w.x, None, w.n, t, None, Some(&mut probe as &mut dyn Probe<f32>))?;
         }
         let [residual, attn_out] = probe.0;
-        Ok(HistSamples { variant: r.variant, seed: r.seed, residual, attn_out })
+        Ok(HistSamples { arm: r.arm.clone(), seed: r.seed, residual, attn_out })
     }
 }
+
+/// Where the runs' locks are, under the output directory: `locks/<arm>-seed<seed>/`.
+pub const LOCKS_DIR: &str = "locks";
 
 /// The intermediate analyses' records so far (`Snapshot`s), beside a run's checkpoint, so that an
 /// interrupted run can continue.

@@ -4,7 +4,6 @@
 use super::{by_seed, mean_ci, settings, Aggregate, ReportMeta, Stat};
 use crate::analysis::plot::{self, BarSeries, HistPanel, Series};
 use crate::analysis::record::{HistSamples, LayerSummary, RunRecord};
-use crate::config::AttentionKind;
 use crate::Result;
 use std::collections::BTreeMap;
 
@@ -17,7 +16,7 @@ pub(super) fn draw(
 ) -> Result<Vec<(String, String)>> {
     let out = &exp.out;
     let mut figs = vec![];
-    let color = |v: AttentionKind| exp.variants.iter().position(|&w| w == v).unwrap_or(0);
+    let color = |arm: &str| exp.arms.iter().position(|a| a.name == arm).unwrap_or(0);
     let mut add = |file: &str, caption: &str| {
         figs.push((file.to_string(), caption.to_string()));
         out.join(file)
@@ -35,7 +34,7 @@ pub(super) fn draw(
                     .iter()
                     .filter_map(|p| Some((p.iter as f64, if which == "val" { p.val_loss? } else { p.train_loss? })))
                     .collect();
-                Series::new(r.variant.to_string(), pts, color(r.variant))
+                Series::new(r.arm.clone(), pts, color(&r.arm))
             })
             .collect();
         let title = format!("{caption} (every seed; eval_iters = {} batches)", exp.base.eval_iters);
@@ -45,9 +44,8 @@ pub(super) fn draw(
     // Per-layer statistics, mean over seeds.
     type Get = fn(&LayerSummary) -> Option<f64>;
     let per_layer = |get: Get| -> Vec<Series> {
-        exp.variants
-            .iter()
-            .map(|&v| {
+        exp.names()
+            .map(|v| {
                 let rs: Vec<&RunRecord> = by_seed(exp, runs, v).into_iter().flatten().collect();
                 let pts = (0..exp.base.n_layer)
                     .filter_map(|l| {
@@ -55,7 +53,7 @@ pub(super) fn draw(
                         mean_ci(&xs).map(|s| (l as f64, s.mean))
                     })
                     .collect();
-                Series::new(v.to_string(), pts, color(v))
+                Series::new(v, pts, color(v))
             })
             .collect()
     };
@@ -83,9 +81,8 @@ pub(super) fn draw(
     // Outliers through training (with --analyze_every): max |x| at each analysed iteration.
     if runs.iter().any(|r| !r.snapshots.is_empty()) {
         let series = exp
-            .variants
-            .iter()
-            .map(|&v| {
+            .names()
+            .map(|v| {
                 let mut at: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
                 for r in by_seed(exp, runs, v).into_iter().flatten() {
                     for (iter, sm) in r.snapshots.iter().map(|s| (s.iter, &s.summary)).chain([(r.iter, &r.summary)]) {
@@ -93,7 +90,7 @@ pub(super) fn draw(
                     }
                 }
                 let pts = at.into_iter().filter_map(|(i, xs)| mean_ci(&xs).map(|s| (i as f64, s.mean))).collect();
-                Series::new(v.to_string(), pts, color(v))
+                Series::new(v, pts, color(v))
             })
             .collect::<Vec<_>>();
         let caption = "max |x| of the residual stream through training";
@@ -107,14 +104,16 @@ pub(super) fn draw(
         )?;
     }
 
+    // The sink and massive-activation metrics of the chosen layer through training.
+    super::trajectories::draw(exp, runs, &mut add)?;
+
     // Quantization gap per setting, mean ± 95% CI.
     let groups = settings(runs);
     let bars: Vec<BarSeries> = exp
-        .variants
-        .iter()
+        .names()
         .map(|v| {
             let st: Vec<Option<&Stat>> =
-                groups.iter().map(|g| agg.quant_gaps[&v.to_string()].get(g).and_then(|s| s.as_ref())).collect();
+                groups.iter().map(|g| agg.quant_gaps[v].get(g).and_then(|s| s.as_ref())).collect();
             BarSeries {
                 label: v.to_string(),
                 values: st.iter().map(|s| s.map_or(f64::NAN, |s| s.mean)).collect(),
@@ -134,18 +133,18 @@ pub(super) fn draw(
     // The first seed of each variant: channel × layer heatmap and value histograms.
     let first = exp.seeds.first().copied();
     let firsts: Vec<&RunRecord> =
-        exp.variants.iter().filter_map(|&v| runs.iter().find(|r| r.variant == v && Some(r.seed) == first)).collect();
+        exp.names().filter_map(|v| runs.iter().find(|r| r.arm == v && Some(r.seed) == first)).collect();
     for r in &firsts {
         let values: Vec<Vec<f64>> =
             r.summary.residual_channel_max.iter().map(|row| row.iter().map(|&x| x as f64).collect()).collect();
-        let caption = format!("{} (seed {}): max |x| of the residual stream per channel and layer", r.variant, r.seed);
-        let file = format!("heatmap_{}.png", r.variant);
+        let caption = format!("{} (seed {}): max |x| of the residual stream per channel and layer", r.arm, r.seed);
+        let file = format!("heatmap_{}.png", r.arm);
         plot::heatmap(add(&file, &caption), &caption, "channel", "layer", &values, false)?;
     }
     if !firsts.is_empty() {
         // The samples of each first-seed run, in the order of `firsts` (none where one is missing).
         let samples: Vec<Option<&HistSamples>> =
-            firsts.iter().map(|r| samples.iter().find(|s| s.variant == r.variant && s.seed == r.seed)).collect();
+            firsts.iter().map(|r| samples.iter().find(|s| s.arm == r.arm && s.seed == r.seed)).collect();
         type Get = fn(&HistSamples) -> &Vec<Vec<f32>>;
         let hist_figs: [(&str, &str, Get); 2] = [
             ("hist_residual.png", "residual stream", |s| &s.residual),
@@ -173,7 +172,7 @@ pub(super) fn draw(
                     let counts = plot::bin_counts(layer(s), &edges);
                     panels.push(HistPanel {
                         row_label: format!("layer {l}"),
-                        col_label: r.variant.to_string(),
+                        col_label: r.arm.clone(),
                         bin_edges: edges.clone(),
                         counts,
                     });

@@ -62,14 +62,14 @@ fn sentence(c: &Comparison, label: &str) -> String {
 
 pub(super) fn markdown(exp: &ReportMeta, runs: &[RunRecord], agg: &Aggregate, figures: &[(String, String)]) -> String {
     let c = &exp.base;
-    let names: Vec<String> = exp.variants.iter().map(|v| v.to_string()).collect();
+    let names: Vec<String> = exp.names().map(str::to_string).collect();
     let mut s = String::from("# quietgpt experiment: attention variants compared over seeds\n\n");
     let _ = writeln!(
         s,
-        "Variants {} × seeds {:?} ({} runs). Model {} layers, {} heads, n_embd {}, block {}, batch {}, {} iterations \
+        "Arms {} × seeds {:?} ({} runs). Model {} layers, {} heads, n_embd {}, block {}, batch {}, {} iterations \
          (lr {} → {}, warmup {}), dropout {}, data `{}`. Runs with the same seed share the initial weights and the data order; \
-         only the attention differs.\n",
-        names.join(", "),
+         only the arm differs.\n",
+        exp.arms.iter().map(|a| a.describe()).collect::<Vec<_>>().join(", "),
         exp.seeds,
         runs.len(),
         c.n_layer,
@@ -109,6 +109,16 @@ pub(super) fn markdown(exp: &ReportMeta, runs: &[RunRecord], agg: &Aggregate, fi
             runs.len()
         );
     }
+    if !exp.missing.is_empty() {
+        let _ = writeln!(
+            s,
+            "**{} of {} runs are missing** (not finished when this report was written): {}. Every statistic below is \
+             over the finished runs only; pairs need both runs of a seed.\n",
+            exp.missing.len(),
+            exp.missing.len() + runs.len(),
+            exp.missing.join(", ")
+        );
+    }
     s += "## Summary\n\n";
     header(&mut s, "metric");
     for m in METRICS {
@@ -119,7 +129,7 @@ pub(super) fn markdown(exp: &ReportMeta, runs: &[RunRecord], agg: &Aggregate, fi
     if agg.comparisons.is_empty() {
         s += "Only one variant: nothing to compare.\n";
     }
-    for &v in exp.variants.iter().filter(|&&v| v != agg.baseline) {
+    for v in exp.names().filter(|&v| v != agg.baseline) {
         let cs: Vec<&Comparison> = agg.comparisons.iter().filter(|c| c.variant == v).collect();
         let most = cs.iter().map(|c| c.paired.n).max().unwrap_or(0);
         if most < 2 {
@@ -143,14 +153,14 @@ pub(super) fn markdown(exp: &ReportMeta, runs: &[RunRecord], agg: &Aggregate, fi
         let cells: Vec<String> = names.iter().map(|v| cell(agg.quant_gaps[v].get(&set).unwrap_or(&None))).collect();
         let _ = writeln!(s, "| {set} | {} |", cells.join(" | "));
     }
-    s += "\n## Runs\n\n| variant | seed | val loss | max \\|x\\| | exkurt attn | W8A8 gap | minutes |\n|---|---|---|---|---|---|---|\n";
+    s += "\n## Runs\n\n| arm | seed | val loss | max \\|x\\| | exkurt attn | W8A8 gap | minutes |\n|---|---|---|---|---|---|---|\n";
     let opt = |x: Option<f64>| x.map_or("–".into(), num);
     for r in runs {
         if r.diverged.is_some() {
             let _ = writeln!(
                 s,
                 "| {} | {} | diverged at iter {} | – | – | – | {:.1} |",
-                r.variant,
+                r.arm,
                 r.seed,
                 r.iter,
                 r.seconds / 60.0
@@ -160,7 +170,7 @@ pub(super) fn markdown(exp: &ReportMeta, runs: &[RunRecord], agg: &Aggregate, fi
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {} | {:.1} |",
-            r.variant,
+            r.arm,
             r.seed,
             opt(r.val_loss),
             opt(r.summary.max_abs_residual),
@@ -172,7 +182,7 @@ pub(super) fn markdown(exp: &ReportMeta, runs: &[RunRecord], agg: &Aggregate, fi
     if !diverged.is_empty() {
         s += "\n## Diverged runs\n\n";
         for r in &diverged {
-            let _ = writeln!(s, "- {} seed {}: {}", r.variant, r.seed, r.diverged.as_deref().unwrap_or(""));
+            let _ = writeln!(s, "- {} seed {}: {}", r.arm, r.seed, r.diverged.as_deref().unwrap_or(""));
         }
     }
     s += "\n## Figures\n\n";
@@ -183,7 +193,15 @@ pub(super) fn markdown(exp: &ReportMeta, runs: &[RunRecord], agg: &Aggregate, fi
         - Excess kurtosis: E[(x−μ)⁴]/σ⁴ − 3 over all elements (tokens × channels) of a layer's tensor, population moments; \
         0 for a Gaussian. The attention output is after c_proj, before the residual add; the residual stream is after each block.\n\
         - Outlier fraction: elements with |x| > 6 (LLM.int8()'s threshold) over all residual-stream elements of all layers.\n\
-        - Sink mass: mean over heads of the mean attention weight of queries 1..T−1 on token 0.\n\
+        - Sink mass: mean over heads of the mean attention weight of queries 1..T−1 on token 0 (the first position of \
+        each window); sink heads: the fraction of heads whose sink mass exceeds 0.3 (Gu et al. 2024).\n\
+        - First-position norm ratio: ‖x_0‖ / mean_{t≥1} ‖x_t‖, L2 norms over channels of the residual stream after the \
+        block, ‖x_0‖ averaged over windows (Guo et al. 2024); the largest over layers.\n\
+        - Massive activations: the largest \\|x\\| of the residual stream after the block over the analysed windows, and \
+        its ratio to the median \\|x\\| (Sun et al. 2024); the largest ratio over layers.\n\
+        - Logit gap: mean over windows and queries i ≥ 1 of s_i0 − mean_{1≤j≤i} s_ij, s = q·k/√head_size before the \
+        row normaliser. Value drain: ‖W_O^h v_0^h‖ / mean_{t≥1} ‖W_O^h v_t^h‖, W_O^h the slice of c_proj for head h's \
+        channels (no bias, no gate); both the mean over heads.\n\
         - Loss gap: val loss of the fake-quantized model minus the float32 loss on the same windows. W8A8: symmetric per-tensor \
         int8 weights, asymmetric per-tensor uint8 inputs of every block Linear with min-max calibrated ranges.\n\
         - Everything per run is in `metrics.json`; each run's directory under `runs/` holds its checkpoint, metrics.jsonl, \

@@ -16,11 +16,13 @@
 
 mod figures;
 mod markdown;
+mod trajectories;
 
 pub use super::ttest::{mean_ci, paired, t975, Paired, Stat};
 
+use super::experiment::Arm;
 use super::record::{HistSamples, RunOptions, RunRecord};
-use crate::config::{AttentionKind, Config};
+use crate::config::Config;
 use crate::fs::{write_atomic, write_json_atomic};
 use crate::Result;
 use serde::Serialize;
@@ -30,27 +32,38 @@ use std::path::PathBuf;
 /// What the report needs to know about the experiment besides its runs.
 #[derive(Clone, Debug)]
 pub struct ReportMeta {
-    /// The config every run shares (attention, seed and out_dir are per run).
+    /// The config every run starts from (each arm's overrides, attention, seed and out_dir are per run).
     pub base: Config,
-    pub variants: Vec<AttentionKind>,
+    /// The arms (`experiment::Arm`), in the report's column order.
+    pub arms: Vec<Arm>,
     /// In the experiment's order; `by_seed` lists runs in it.
     pub seeds: Vec<u64>,
-    /// The variant the others are compared with.
-    pub baseline: AttentionKind,
+    /// The arm the others are compared with.
+    pub baseline: String,
     pub options: RunOptions,
     /// Val windows of the histogram samples.
     pub hist_windows: usize,
     /// The output directory: report.md, metrics.json and the figures go there.
     pub out: PathBuf,
+    /// The layer whose sink metrics are plotted through training.
+    pub plot_layer: usize,
+    /// The runs of the plan that have no record (not finished when the report was written).
+    pub missing: Vec<String>,
 }
 
 impl ReportMeta {
     /// The "experiment" entry of metrics.json.
     pub fn describe(&self) -> serde_json::Value {
+        let names: Vec<&str> = self.arms.iter().map(|a| a.name.as_str()).collect();
         serde_json::json!({
-            "variants": self.variants, "seeds": self.seeds, "baseline": self.baseline, "out": self.out,
+            "variants": names, "arms": self.arms, "seeds": self.seeds, "baseline": self.baseline, "out": self.out,
             "base_config": self.base, "options": self.options, "hist_windows": self.hist_windows,
+            "plot_layer": self.plot_layer, "missing_runs": self.missing,
         })
+    }
+
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.arms.iter().map(|a| a.name.as_str())
     }
 }
 
@@ -91,31 +104,59 @@ pub const METRICS: &[Metric] = &[
         get: |r| r.summary.sink_mass,
     },
     Metric { key: "null_mass", label: "null mass: mean 1 − Σ_j p_ij (all heads)", get: |r| r.summary.null_mass },
+    Metric {
+        key: "sink_head_fraction",
+        label: "sink heads: fraction with first-position attention > 0.3 (all heads)",
+        get: |r| mean_of(r.summary.layers.iter().map(|l| l.sink_fraction)),
+    },
+    Metric {
+        key: "first_norm_ratio",
+        label: "first position's residual norm / the others' mean (max over layers)",
+        get: |r| r.summary.first_norm_ratio,
+    },
+    Metric {
+        key: "massive_ratio",
+        label: "largest \\|x\\| / median \\|x\\| of the residual stream (max over layers)",
+        get: |r| r.summary.massive_ratio,
+    },
+    Metric { key: "logit_gap", label: "logit gap s_i0 − mean_j s_ij (all heads)", get: |r| r.summary.logit_gap },
+    Metric {
+        key: "drain_ratio",
+        label: "value drain ‖W_O v_0‖ / mean_t ‖W_O v_t‖ (all heads)",
+        get: |r| r.summary.drain_ratio,
+    },
     Metric { key: "w8a8_gap", label: "W8A8 loss gap (per-tensor, min-max)", get: |r| r.quant_gap("W8A8") },
 ];
+
+/// Mean of the finite values, None without any.
+fn mean_of(xs: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let v: Vec<f64> = xs.flatten().filter(|x| x.is_finite()).collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
 
 /// Everything `metrics.json` holds besides the runs.
 #[derive(Clone, Debug, Serialize)]
 pub struct Aggregate {
-    pub baseline: AttentionKind,
-    /// variant → metric key → statistic over seeds.
+    pub baseline: String,
+    /// arm → metric key → statistic over seeds.
     pub metrics: BTreeMap<String, BTreeMap<String, Option<Stat>>>,
-    /// variant → quantization setting → statistic of its loss gap over seeds.
+    /// arm → quantization setting → statistic of its loss gap over seeds.
     pub quant_gaps: BTreeMap<String, BTreeMap<String, Option<Stat>>>,
     pub comparisons: Vec<Comparison>,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Comparison {
-    pub variant: AttentionKind,
-    pub baseline: AttentionKind,
+    /// The arm compared with the baseline arm.
+    pub variant: String,
+    pub baseline: String,
     pub metric: String,
     pub paired: Paired,
 }
 
-/// The runs of one variant, in the experiment's seed order (None where a seed is missing).
-fn by_seed<'a>(exp: &ReportMeta, runs: &'a [RunRecord], v: AttentionKind) -> Vec<Option<&'a RunRecord>> {
-    exp.seeds.iter().map(|&s| runs.iter().find(|r| r.variant == v && r.seed == s)).collect()
+/// The runs of one arm, in the experiment's seed order (None where a seed is missing).
+fn by_seed<'a>(exp: &ReportMeta, runs: &'a [RunRecord], arm: &str) -> Vec<Option<&'a RunRecord>> {
+    exp.seeds.iter().map(|&s| runs.iter().find(|r| r.arm == arm && r.seed == s)).collect()
 }
 
 fn values(runs: &[Option<&RunRecord>], get: impl Fn(&RunRecord) -> Option<f64>) -> Vec<Option<f64>> {
@@ -129,11 +170,11 @@ fn settings(runs: &[RunRecord]) -> Vec<String> {
 }
 
 pub fn aggregate(exp: &ReportMeta, runs: &[RunRecord]) -> Aggregate {
-    let baseline = exp.baseline;
+    let baseline = exp.baseline.clone();
     let stat = |vals: Vec<Option<f64>>| mean_ci(&vals.into_iter().flatten().collect::<Vec<_>>());
     let (mut metrics, mut quant_gaps, mut comparisons) = (BTreeMap::new(), BTreeMap::new(), vec![]);
-    let base = by_seed(exp, runs, baseline);
-    for &v in &exp.variants {
+    let base = by_seed(exp, runs, &baseline);
+    for v in exp.names() {
         let rs = by_seed(exp, runs, v);
         let m = METRICS.iter().map(|m| (m.key.to_string(), stat(values(&rs, m.get)))).collect();
         metrics.insert(v.to_string(), m);
@@ -142,7 +183,8 @@ pub fn aggregate(exp: &ReportMeta, runs: &[RunRecord]) -> Aggregate {
         if v != baseline {
             for m in METRICS {
                 let paired = paired(&values(&rs, m.get), &values(&base, m.get));
-                comparisons.push(Comparison { variant: v, baseline, metric: m.key.into(), paired });
+                let (variant, baseline) = (v.to_string(), baseline.clone());
+                comparisons.push(Comparison { variant, baseline, metric: m.key.into(), paired });
             }
         }
     }

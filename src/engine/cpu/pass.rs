@@ -130,6 +130,7 @@ pub(crate) fn forward_shard<F: Real>(
         tap.linear_input(l, Linear::Qkv, &mut a.ln[..n * c]);
         let (w, bias) = (cx.w(Kind::QkvW, l), cx.b(Kind::QkvB, l));
         pf.fwd(Op::Matmul, || matmul_forward(&mut a.qkv[r.c3()], a.ln, w, bias, n, c, 3 * c, par));
+        tap.observe(l, Point::Qkv, &a.qkv[r.c3()]);
         if let Some(g) = gates {
             let (w, bias) = cx.gate(l);
             pf.fwd(Op::Matmul, || gate_linear_forward(&mut a.gate[r.gates()], a.ln, w, bias, n, c, g, par));

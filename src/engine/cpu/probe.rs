@@ -22,6 +22,8 @@ pub enum Point {
     Embedding,
     /// ln_1 output (B, T, C)
     Ln1,
+    /// attn.c_attn output (B, T, 3C): q, k, v of every head (head h's channels h·hs..(h+1)·hs of each)
+    Qkv,
     /// gate values σ(z) of the gated variants (B, T, G), G = n_head (`gated`) or C (`outgate`); not
     /// observed for the other variants
     Gate,
