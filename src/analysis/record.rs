@@ -44,8 +44,16 @@ pub struct DataFingerprint {
 }
 
 impl DataFingerprint {
+    /// Of text: its vocabulary (BOS included) and tokens; of the backcopy task: what defines it.
     pub fn of(data: &Dataset) -> Self {
-        Self::of_tokens(data.tokenizer.vocab_size(), &data.train, &data.val)
+        match &data.task {
+            Some(task) => {
+                let desc = task.describe();
+                let ids: Vec<u16> = desc.bytes().map(u16::from).collect();
+                Self::of_tokens(data.vocab_size(), &ids, &[])
+            }
+            None => Self::of_tokens(data.vocab_size(), &data.train, &data.val),
+        }
     }
 
     /// The fingerprint of data not written yet (`data::tokenize`'s result).
@@ -222,7 +230,10 @@ impl Summary {
             massive_ratio: max(layers.iter().map(|l| l.massive_ratio)),
             logit_gap: mean(heads.clone().map(|h| h.logit_gap)),
             drain_ratio: mean(heads.clone().map(|h| h.drain_ratio)),
-            task_losses: BTreeMap::new(),
+            task_losses: [("copy", a.copy_loss), ("bigram", a.bigram_loss)]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v?)))
+                .collect(),
             loss: a.loss.and_then(fin),
             max_abs_residual: layers.iter().filter_map(|l| l.max_abs_residual).reduce(f64::max),
             kurtosis_attn_out: mean(layers.iter().map(|l| l.kurtosis_attn_out)),

@@ -9,7 +9,7 @@ use clap::Args;
 use quietgpt::analysis::experiment::{
     ensure_data, parse_shard, planned_data, Arm, Experiment, DEFAULT, PLAN_FILE, QUICK,
 };
-use quietgpt::config::Config;
+use quietgpt::config::{Config, DataKind};
 use quietgpt::data::TokenizerKind;
 use std::io::Write;
 use std::path::PathBuf;
@@ -146,10 +146,18 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
     if shard.is_none() {
         exp.lock().context("cannot start the experiment")?;
     }
-    if let Some(fp) = planned_data(input.as_deref(), &data_dir, kind).context("cannot read the data")? {
+    if exp.base.data == DataKind::Backcopy {
+        // Generated data: nothing to prepare; its fingerprint is that of the task.
+        if input.is_some() {
+            bail!("--input: the runs use data = \"backcopy\" (generated, no text file); drop --input or the data key");
+        }
+        let fp = exp.data_fingerprint().context("cannot make the backcopy task")?;
+        exp.check_finished(&fp).with_context(|| format!("experiment in {} failed", out.display()))?;
+    } else if let Some(fp) = planned_data(input.as_deref(), &data_dir, kind).context("cannot read the data")? {
         exp.check_finished(&fp).with_context(|| format!("experiment in {} failed", out.display()))?;
     }
-    let prepared = ensure_data(input.as_deref(), &data_dir, kind).with_context(|| match &input {
+    let backcopy = exp.base.data == DataKind::Backcopy;
+    let prepared = !backcopy && ensure_data(input.as_deref(), &data_dir, kind).with_context(|| match &input {
         Some(p) => format!("cannot prepare {} from {}", data_dir.display(), p.display()),
         None => {
             format!("{} holds no prepared data and Tiny Shakespeare could not be fetched into it", data_dir.display())

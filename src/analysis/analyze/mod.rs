@@ -40,7 +40,7 @@ pub use recorder::Recorder;
 pub use types::*;
 
 use super::windows::Windows;
-use crate::data::{Dataset, Split};
+use crate::data::{Dataset, Split, TaskLoss};
 use crate::engine::cpu::Gpt;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -72,6 +72,7 @@ pub fn analyze(model: &mut Gpt, data: &Dataset, opts: &AnalyzeOptions) -> Result
     let b = check_opts(model, opts)?;
     let mut rec = Recorder::new(&model.config);
     let mut windows = Windows::new(data, Split::Val, t, b, opts.windows);
+    rec.task = data.task.clone().map(|bb| (bb, TaskLoss::default()));
     while let Some(w) = windows.next_batch() {
         rec.run(model, w.x, Some(w.y), w.n, t)?;
     }

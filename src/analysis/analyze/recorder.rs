@@ -7,6 +7,7 @@ use super::sinks::{head_grams, push_heads, FirstNormAcc, HeadAcc as ScoreAcc, Ma
 use super::types::*;
 use super::{AnalyzeOptions, SINK_THRESHOLD, WEIGHT_OUTLIER_SIGMAS};
 use crate::config::ModelConfig;
+use crate::data::{Backcopy, TaskLoss};
 use crate::engine::cpu::{Gpt, Point, Probe};
 use crate::{Error, Result};
 
@@ -54,6 +55,8 @@ pub struct Recorder {
     pub(super) sequences: usize,
     block: usize,
     error: Option<Error>,
+    /// The backcopy task, when the windows come from it: the copy and bigram losses of each `run`.
+    pub(super) task: Option<(Backcopy, TaskLoss)>,
 }
 
 const POINTS_PER_LAYER: usize = 6;
@@ -95,6 +98,7 @@ impl Recorder {
             sequences: 0,
             block: 0,
             error: None,
+            task: None,
         }
     }
 
@@ -143,6 +147,9 @@ impl Recorder {
         if let Some(l) = loss {
             self.loss_sum += l * b as f64;
             self.loss_seen = true;
+        }
+        if let (Some((bb, acc)), Some(y)) = (self.task.as_mut(), targets) {
+            acc.add(bb, idx, y, model.logits());
         }
         self.sequences += b;
         self.block = t;
@@ -238,6 +245,8 @@ impl Recorder {
             ln_f,
             attention,
             weights: weights(model),
+            copy_loss: self.task.as_ref().map(|(_, l)| l.copy()).filter(|x| x.is_finite()),
+            bigram_loss: self.task.as_ref().map(|(_, l)| l.bigram()).filter(|x| x.is_finite()),
         })
     }
 }

@@ -11,7 +11,10 @@ impl Analysis {
     pub fn table(&self) -> String {
         let mut s = String::new();
         let m = &self.model;
-        let loss = self.loss.map_or("-".into(), |l| format!("{l:.4}"));
+        let mut loss = self.loss.map_or("-".into(), |l| format!("{l:.4}"));
+        if let (Some(c), Some(b)) = (self.copy_loss, self.bigram_loss) {
+            loss += &format!(" (backcopy: copy {c:.4}, bigram {b:.4})");
+        }
         let _ = writeln!(
             s,
             "model: {} layers, {} heads, n_embd {}, {} attention | eval: {} {} windows of {} tokens, loss {loss}",

@@ -189,4 +189,10 @@ pub struct Analysis {
     pub ln_f: ActivationStats,
     pub attention: AttentionSummary,
     pub weights: Vec<WeightStats>,
+    /// The backcopy task's loss on copy positions and on bigram positions of the evaluated windows
+    /// (`data::TaskLoss`); null for text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bigram_loss: Option<f64>,
 }

@@ -32,8 +32,8 @@ impl Experiment {
     }
 
     /// The fingerprint of the prepared data in `base.data_dir` (checking its length against block_size).
-    pub(super) fn data_fingerprint(&self) -> Result<DataFingerprint> {
-        let data = Dataset::open(Path::new(&self.base.data_dir))?;
+    pub fn data_fingerprint(&self) -> Result<DataFingerprint> {
+        let data = Dataset::for_config(&self.base, Path::new(&self.base.data_dir))?;
         data.check_block_size(self.base.block_size)?;
         Ok(DataFingerprint::of(&data))
     }
@@ -302,7 +302,7 @@ impl Experiment {
             return Ok(vec![]);
         }
         say(&format!("report: value histograms of {} val windows per first-seed run", self.hist_windows));
-        let data = Dataset::open(Path::new(&self.base.data_dir))?;
+        let data = Dataset::for_config(&self.base, Path::new(&self.base.data_dir))?;
         firsts.iter().map(|r| self.sample_values(r, &data)).collect()
     }
 

@@ -125,7 +125,23 @@ pub const METRICS: &[Metric] = &[
         label: "value drain ‖W_O v_0‖ / mean_t ‖W_O v_t‖ (all heads)",
         get: |r| r.summary.drain_ratio,
     },
+    Metric {
+        key: "first_norm_diff",
+        label: "first position's residual norm − the others' mean (max over layers)",
+        get: |r| r.summary.layers.iter().filter_map(|l| l.first_norm_diff).reduce(f64::max),
+    },
+    Metric {
+        key: "copy_loss",
+        label: "backcopy: val loss on copy positions (fixed val windows)",
+        get: |r| r.summary.task_losses.get("copy").copied(),
+    },
+    Metric {
+        key: "bigram_loss",
+        label: "backcopy: val loss on bigram positions (fixed val windows)",
+        get: |r| r.summary.task_losses.get("bigram").copied(),
+    },
     Metric { key: "w8a8_gap", label: "W8A8 loss gap (per-tensor, min-max)", get: |r| r.quant_gap("W8A8") },
+    Metric { key: "w4_gap", label: "W4 loss gap (weights only, per-channel)", get: |r| r.quant_gap("W4-pc") },
 ];
 
 /// Mean of the finite values, None without any.
