@@ -44,7 +44,7 @@
 
 use super::attention_rows::{
     relu_backward, relu_forward, sigmoid_backward, sigmoid_forward, softpick_backward, softpick_forward,
-    softpick_log_norm, softpick_signed,
+    softpick_recompute, softpick_z,
 };
 use super::real::{Real, SyncPtr};
 use crate::config::{AttentionKind, ModelConfig};
@@ -189,8 +189,8 @@ pub fn from_scores<F: Real>(rule: &RowRule<F>, scores: &mut [F]) {
             softmax_part(None, scores);
         }
         RowForm::Softpick => {
-            let log_norm = softpick_log_norm(scores);
-            softpick_signed(scores, log_norm);
+            let z = softpick_z(scores);
+            softpick_recompute(scores, None, scores.len(), z);
         }
         RowForm::Relu | RowForm::Sigmoid => {}
     }

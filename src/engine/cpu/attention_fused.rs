@@ -19,13 +19,19 @@
 //! With dropout (factor f), the row backward forms e_ij = p_ij·∂L/∂p_ij = p_ij·c_ij·dp̃_ij with
 //! c = f (or (ζ−γ)·f inside the clip, 0 outside), D_i = Σ_j e_ij and dS_ij = e_ij − p_ij D_i; without the
 //! clip e_ij = p̃_ij dp̃_ij as p·f = p̃.
+//! The rules without a softmax (`attention_rows`) keep other per-row state in lse: softpick its stable
+//! form's normaliser z_i (m_i = max(0, max_j s_ij) is recomputed from the scores), from which backward
+//! recomputes the weights p_ij exactly as the forward made them and w_ij = e^{s_ij − m_i}/z_i, kept
+//! signed (sign(s_ij)·w_ij) in the place of p; relu and sigmoid none (lse = 0): their weights come from
+//! the scores alone. Their row backward takes softpick's D_i = Σ_j p̃_ij dp̃_ij, multiplies dp̃ by the
+//! dropout factor (∂L/∂p = f·∂L/∂p̃), then applies the rule's backward.
 //! `attention.rs` holds the reference kernel this one is tested against.
 
 use super::attention::{clip_weight, AttnDropout, RowForm, RowRule, Variant};
 use super::attention_gemm::{small_gemm, Tri};
 use super::attention_rows::{
     relu_backward, relu_forward, sigmoid_backward, sigmoid_forward, softpick_backward, softpick_forward,
-    softpick_signed,
+    softpick_recompute,
 };
 use super::matmul::gemm;
 use super::real::{Real, SyncPtr};
@@ -154,7 +160,7 @@ pub fn attention_forward<F: Real>(
 multiversion! {
     /// Scores (already scaled) → attention weights in place over a row of `visible` keys and the padding
     /// past them (scores −∞), by the row rule of the head; returns the row's state: the log-normaliser
-    /// lse = m + ln z of the softmax part, softpick's ln N, 0 for relu and sigmoid.
+    /// lse = m + ln z of the softmax part, softpick's z, 0 for relu and sigmoid.
     fn normalize_row<F: Real>(rule: RowRule<F>, visible: usize, row: &mut [F]) -> F {
         let (null, clip) = (rule.null, rule.clip);
         match rule.form {
@@ -222,8 +228,8 @@ multiversion! {
 multiversion! {
     /// A row of `visible` keys and padding (scores −∞, already scaled) → what the row backward reads, in
     /// place: the softmax p = exp(s − lse) (before the clip), the weights of relu and sigmoid, softpick's
-    /// signed w = sign(s)·exp(s − ln N).
-    fn recompute<F: Real>(form: RowForm, visible: usize, row: &mut [F], lse: F) {
+    /// signed w = sign(s)·e^{s−m}/z, and then its weights into `weights` (the row's part of P̃'s buffer).
+    fn recompute<F: Real>(form: RowForm, visible: usize, row: &mut [F], lse: F, weights: &mut [F]) {
         match form {
             RowForm::Softmax => {
                 for x in row.iter_mut() {
@@ -232,35 +238,21 @@ multiversion! {
             }
             RowForm::Relu => relu_forward(row, visible),
             RowForm::Sigmoid => sigmoid_forward(row),
-            RowForm::Softpick => softpick_signed(row, lse),
+            RowForm::Softpick => softpick_recompute(row, Some(weights), visible, lse),
         }
-    }
-}
-
-/// The weight of V from what `recompute` left (`u`) and the row's state: clip(u), u itself, or
-/// softpick's max(w − e^{−ln N}, 0) with e0 = e^{−ln N}.
-#[inline(always)]
-fn weight<F: Real>(rule: &RowRule<F>, u: F, e0: F) -> F {
-    match (rule.form, rule.clip) {
-        (RowForm::Softmax, Some((a, gamma))) => clip_weight(a, gamma, u),
-        (RowForm::Softpick, _) => (u - e0).max(F::ZERO),
-        _ => u,
     }
 }
 
 multiversion! {
     /// The row backward of the rules without a softmax, in place over g = ∂L/∂p (dropout already
-    /// applied) → ∂L/∂s, from what `recompute` left in u; e0 = e^{−ln N} (softpick).
-    fn rule_backward<F: Real>(form: RowForm, visible: usize, u: &[F], e0: F, g: &mut [F]) {
-        let n = g.len();
+    /// applied) → ∂L/∂s, from what `recompute` left in u; d = D_i (softpick).
+    fn rule_backward<F: Real>(form: RowForm, visible: usize, u: &[F], d: F, g: &mut [F]) {
+        let u = &u[..g.len()];
         match form {
             RowForm::Softmax => unreachable!("softmax rows go through row_backward"),
-            RowForm::Relu => relu_backward(&u[..n], g, visible),
-            RowForm::Sigmoid => sigmoid_backward(&u[..n], g),
-            RowForm::Softpick => {
-                let d = u[..n].iter().zip(g.iter()).fold(F::ZERO, |d, (&w, &gj)| d + (w - e0).max(F::ZERO) * gj);
-                softpick_backward(&u[..n], d, g);
-            }
+            RowForm::Relu => relu_backward(u, g, visible),
+            RowForm::Sigmoid => sigmoid_backward(u, g),
+            RowForm::Softpick => softpick_backward(u, d, g),
         }
     }
 }
@@ -320,23 +312,27 @@ pub fn attention_backward<F: Real>(
                 gemm(i1 - i0, i1, hs, p.as_mut_ptr(), i1, false, (qb, 3 * c, 1), (k, 1, 3 * c), scale, None);
                 gemm(i1 - i0, i1, hs, dpt.as_mut_ptr(), i1, false, (dyb, c, 1), (v, 1, 3 * c), F::ONE, None);
             }
-            for (r, row) in p.chunks_exact_mut(i1).enumerate() {
+            for (r, (row, wrow)) in p.chunks_exact_mut(i1).zip(pt.chunks_exact_mut(i1)).enumerate() {
                 let i = i0 + r;
                 let n = padded(i + 1, i1);
                 row[i + 1..n].fill(F::NEG_INFINITY);
-                recompute(rule.form, i + 1, &mut row[..n], lse_bh[i]);
+                recompute(rule.form, i + 1, &mut row[..n], lse_bh[i], &mut wrow[..n]);
                 row[n..].fill(F::ZERO);
             }
-            // The weights of V: P̃ = weight(P) ⊙ dropout (= P without the clip, softpick or dropout), for
-            // dV; then dS into dpt.
+            // The weights of V: P̃ = clip(P) or softpick's P (in pt already), ⊙ dropout (= P without the
+            // clip, softpick or dropout), for dV; then dS into dpt.
             let pd: &[F] = if key.is_none() && rule.clip.is_none() && rule.form != RowForm::Softpick {
                 p
             } else {
                 for r in 0..i1 - i0 {
                     let i = i0 + r;
-                    let e0 = (-lse_bh[i]).exp();
                     for j in 0..i1 {
-                        let w = weight(&rule, p[r * i1 + j], e0);
+                        let u = p[r * i1 + j];
+                        let w = match (rule.form, rule.clip) {
+                            (RowForm::Softmax, Some((a, gamma))) => clip_weight(a, gamma, u),
+                            (RowForm::Softpick, _) => pt[r * i1 + j],
+                            _ => u,
+                        };
                         pt[r * i1 + j] = if j <= i { w * factor(i, j) } else { F::ZERO };
                     }
                 }
@@ -352,10 +348,11 @@ pub fn attention_backward<F: Real>(
                 let d = if rule.form == RowForm::Softmax {
                     row_backward(rule.clip, pr, pdr, &mut g[..n], &|j| factor(i, j))
                 } else {
+                    let d = if rule.form == RowForm::Softpick { simd::dot(pdr, &g[..n]) } else { F::ZERO };
                     if key.is_some() {
                         g[..=i].iter_mut().enumerate().for_each(|(j, gj)| *gj *= factor(i, j));
                     }
-                    rule_backward(rule.form, i + 1, pr, (-lse_bh[i]).exp(), &mut g[..n]);
+                    rule_backward(rule.form, i + 1, pr, d, &mut g[..n]);
                     F::ZERO
                 };
                 g[i + 1..].fill(F::ZERO);

@@ -90,8 +90,8 @@ fn softpick_norm<F: Real>(scores: &[F]) -> (F, F, F) {
     (m, e0, z)
 }
 
-/// softpick: the first `visible` entries of row ← p (the rest ← 0); returns ln N = m + ln z, the log of
-/// the normaliser of the definition (the fused kernel's per-row state).
+/// softpick: the first `visible` entries of row ← p (the rest ← 0); returns z, the stable form's
+/// normaliser (N = e^m·z; the fused kernel's per-row state, m being recomputed from the scores).
 #[inline(always)]
 pub fn softpick_forward<F: Real>(row: &mut [F], visible: usize) -> F {
     let (vis, rest) = row.split_at_mut(visible);
@@ -101,22 +101,30 @@ pub fn softpick_forward<F: Real>(row: &mut [F], visible: usize) -> F {
         *x = ((*x - m).exp() - e0).max(F::ZERO) * inv;
     }
     rest.fill(F::ZERO);
-    m + F::from_f64(z.to_f64().ln())
+    z
 }
 
-/// softpick: ln N of a row of visible scores, as `softpick_forward` returns it.
+/// softpick: z of a row of visible scores, as `softpick_forward` returns it.
 #[inline(always)]
-pub fn softpick_log_norm<F: Real>(scores: &[F]) -> F {
-    let (m, _, z) = softpick_norm(scores);
-    m + F::from_f64(z.to_f64().ln())
+pub fn softpick_z<F: Real>(scores: &[F]) -> F {
+    softpick_norm(scores).2
 }
 
-/// softpick: scores → signed w_j = sign(s_j)·e^{s_j − ln N} in place (0 at s_j = 0 and for padding −∞);
-/// p_j = max(w_j − e^{−ln N}, 0).
+/// softpick, from a row's scores and its z (`softpick_forward`), m recomputed from the visible scores:
+/// row ← the signed w_j = sign(s_j)·e^{s_j−m}/z (0 at s_j = 0), and, when given, `weights` ← p_j =
+/// max(e^{s_j−m} − e^{−m}, 0)/z, the forward's bits; both 0 past `visible`.
 #[inline(always)]
-pub fn softpick_signed<F: Real>(row: &mut [F], log_norm: F) {
-    for x in row.iter_mut() {
-        let w = (*x - log_norm).exp();
+pub fn softpick_recompute<F: Real>(row: &mut [F], weights: Option<&mut [F]>, visible: usize, z: F) {
+    let m = row[..visible].iter().fold(F::ZERO, |a, &b| a.max(b));
+    let (e0, inv) = ((-m).exp(), F::ONE / z);
+    if let Some(p) = weights {
+        for (pj, &s) in p[..visible].iter_mut().zip(&row[..visible]) {
+            *pj = ((s - m).exp() - e0).max(F::ZERO) * inv;
+        }
+        p[visible..].fill(F::ZERO);
+    }
+    for x in row[..visible].iter_mut() {
+        let w = (*x - m).exp() * inv;
         *x = if *x > F::ZERO {
             w
         } else if *x < F::ZERO {
@@ -125,9 +133,10 @@ pub fn softpick_signed<F: Real>(row: &mut [F], log_norm: F) {
             F::ZERO
         };
     }
+    row[visible..].fill(F::ZERO);
 }
 
-/// softpick: g ← ∂L/∂s from g = ∂L/∂p, the signed w of the row (`softpick_signed`) and D = Σ_k p_k g_k:
+/// softpick: g ← ∂L/∂s from g = ∂L/∂p, the signed w of the row (`softpick_recompute`) and D = Σ_k p_k g_k:
 /// max(w_j, 0)·g_j − w_j·D, i.e. w_j (g_j − D) for s_j > 0, |w_j| D for s_j < 0, 0 at s_j = 0.
 #[inline(always)]
 pub fn softpick_backward<F: Real>(signed_w: &[F], d: F, g: &mut [F]) {
