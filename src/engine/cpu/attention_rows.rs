@@ -22,7 +22,7 @@
 //!
 //! softpick (Zuhri et al. 2025; zaydzuhri/softpick-attention, `naive_softpick_attn.py`): with
 //! m = max(0, max_j s_j) the stable form is
-//!   p_j = max(e^{s_j−m} − e^{−m}, 0) / z,  z = Σ_k |e^{s_k−m} − e^{−m}| + ε·e^{−m},  ln N = m + ln z,
+//!   p_j = max(e^{s_j−m} − e^{−m}, 0) / z,  z = Σ_k |e^{s_k−m} − e^{−m}| + ε·e^{−m}  (N = e^m·z),
 //! the numerator and the denominator of the definition both multiplied by e^{−m} ≤ 1, so nothing
 //! overflows and the function is exactly the definition with a constant ε for every row. ε = 1e-8 is the
 //! authors' (`softpick(x, dim=-1, eps=1e-8)`). Their stable form differs in two ways, both invisible at
@@ -31,9 +31,14 @@
 //! ε·e^{m}; their Triton kernel adds 1e-6 the same way). Masked keys are left out of both sums, as
 //! their `torch.where(x.isfinite(), |·|, 0)`. The backward is exact: |e^s − 1| has derivative
 //! sign(s)·e^s and max(e^s − 1, 0) has e^s where s > 0; at s = 0 exactly both subgradients are taken as 0
-//! (the authors' kernel takes −D·w there, the left derivative of |·|). A row whose scores are all ≤ 0
-//! gives all zeros, as softmax1 can (attention to nothing), and then passes no gradient at all: p ≡ 0
+//! (the authors' Triton kernel takes w·D there, the derivative from the left). A row whose scores are all
+//! ≤ 0 gives all zeros, as softmax1 can (attention to nothing), and then passes no gradient at all: p ≡ 0
 //! around it. A row of all-zero scores gives 0/ε = 0, never NaN.
+//!
+//! Conditioning. w_j = e^{s_j}/N is large where a row's N is small, and the backward scales rounding by
+//! it. The extreme is query 0, whose one key gets p = d/(|d| + ε), d = e^{s_00} − 1: 1 for s_00 > 0, 0
+//! below, a step of width ε whose gradient peaks at ~1/(4ε) (2.5e7) where |d| = ε. float32 runs are
+//! therefore rounding-dominated wherever such rows occur (scores near 0, as at nanoGPT's init).
 
 use super::real::Real;
 
