@@ -4,7 +4,8 @@
 //! (f32 and f64, forward and backward, every variant, with and without dropout), sink at σ = 0 against
 //! softmax1, the parameter layout, initialisation and weight decay of the new tensors, config and
 //! checkpoint round trips (old checkpoints included), analysis and quantization of the new variants,
-//! and a short training run of each on Tiny Shakespeare.
+//! and a short training run of each on Tiny Shakespeare (relu, sigmoid and softpick too; their kernels'
+//! own tests are in normalisers.rs).
 
 mod common;
 
@@ -29,8 +30,15 @@ use quietgpt::rng::Rng;
 use quietgpt::train::checkpoint::{self, TrainState};
 use std::collections::HashMap;
 
-const NEW: [AttentionKind; 4] =
-    [AttentionKind::Clipped, AttentionKind::Gated, AttentionKind::Outgate, AttentionKind::Sink];
+const NEW: [AttentionKind; 7] = [
+    AttentionKind::Clipped,
+    AttentionKind::Gated,
+    AttentionKind::Outgate,
+    AttentionKind::Sink,
+    AttentionKind::Relu,
+    AttentionKind::Sigmoid,
+    AttentionKind::Softpick,
+];
 
 /// The pre-clip values a·u + γ of every visible (row, key), u the softmax, from the reference; rows of
 /// one key are left out (u ≡ 1 there does not depend on the scores).
