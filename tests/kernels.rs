@@ -669,9 +669,13 @@ fn attention_mask_zero_above_diagonal() {
             for bh in 0..b * nh {
                 for i in 0..t {
                     let row = &att[(bh * t + i) * t..][..t];
-                    // (the clip gives exact zeros to visible keys too)
-                    let lo_ok = |p: f64| if kind == AttentionKind::Clipped { p >= 0.0 } else { p > 0.0 };
-                    assert!(row[..=i].iter().all(|&p| lo_ok(p) && p <= 1.0), "{kind} row {i}: {row:?}");
+                    // (the clip, relu and softpick give exact zeros to visible keys too; a relu weight
+                    // s/(i+1) has no upper bound)
+                    let zero_ok =
+                        matches!(kind, AttentionKind::Clipped | AttentionKind::Relu | AttentionKind::Softpick);
+                    let lo_ok = |p: f64| if zero_ok { p >= 0.0 } else { p > 0.0 };
+                    let hi_ok = |p: f64| kind == AttentionKind::Relu || p <= 1.0;
+                    assert!(row[..=i].iter().all(|&p| lo_ok(p) && hi_ok(p)), "{kind} row {i}: {row:?}");
                     assert!(
                         row[i + 1..].iter().all(|&p| p == 0.0),
                         "{kind} dropout={dropout} (bh {bh}, row {i}) above diagonal: {row:?}"
@@ -759,7 +763,8 @@ fn attention_is_causal() {
 
 /// (c) with all scores 0 (q = k = 0): softmax rows are uniform 1/(i+1) and sum to 1; quiet rows are
 /// 1/(i+2) and sum to (i+1)/(i+2), the null key taking 1/(i+2); sink rows 1/(i+1+e^σ_h); clipped rows
-/// (ζ = 1) 1.1/(i+1) − 0.1 each. f64 and f32.
+/// (ζ = 1) 1.1/(i+1) − 0.1 each; relu rows 0 (ReLU(0) = 0); sigmoid rows ½ each, summing to (i+1)/2;
+/// softpick rows 0 (0/ε, not NaN). f64 and f32.
 #[test]
 fn attention_uniform_rows_and_null_mass() {
     fn run<F: quietgpt::engine::cpu::Real>(tol: f64) {
@@ -782,6 +787,8 @@ fn attention_uniform_rows_and_null_mass() {
                     AttentionKind::Quiet => 1.0 / (n + 1.0),
                     AttentionKind::Sink => 1.0 / (n + SINKS[h].exp()),
                     AttentionKind::Clipped => (1.1 / n - 0.1).max(0.0),
+                    AttentionKind::Relu | AttentionKind::Softpick => 0.0,
+                    AttentionKind::Sigmoid => 0.5,
                 };
                 (p, p * n)
             };
@@ -820,8 +827,31 @@ fn attention_f32_matches_f64() {
     let q32: Vec<f32> = (0..b * t * 3 * c).map(|_| rng.normal() as f32).collect();
     let g32: Vec<f32> = (0..b * t * c).map(|_| rng.normal() as f32).collect();
     let q64: Vec<f64> = q32.iter().map(|&x| x as f64).collect();
-    let g64: Vec<f64> = g32.iter().map(|&x| x as f64).collect();
+    // Softpick's backward is ill-conditioned where w_j = e^{s_j}/N is large: a row whose Σ|e^s − 1| is
+    // small, here query 0 of one head with its one score s = 2.2e-4 (w = 4500; its weight d/(d + ε),
+    // d = e^s − 1, is a step of width ε). There any float32 evaluation carries a relative error ~1e-7·w
+    // (observed 1.7e-4 in ∂qkv), so those rows get no upstream gradient in the softpick comparison; the
+    // f64 finite-difference tests check them.
+    let ill: Vec<bool> = scores(&q64, b, t, c, nh)
+        .iter()
+        .map(|r| {
+            let n: f64 = r.iter().map(|s| (s.exp() - 1.0).abs()).sum();
+            r.iter().any(|s| s.exp() / n > 10.0)
+        })
+        .collect();
+    let n_ill = ill.iter().filter(|&&x| x).count();
+    assert!(n_ill < 3, "{n_ill} ill-conditioned softpick rows");
+    let hs = c / nh;
+    let well = |kind: AttentionKind, mut g: Vec<f32>| {
+        for (r, _) in ill.iter().enumerate().filter(|(_, &x)| x && kind == AttentionKind::Softpick) {
+            let (bi, h, i) = (r / (nh * t), r / t % nh, r % t);
+            g[(bi * t + i) * c + h * hs..][..hs].fill(0.0);
+        }
+        g
+    };
     for kind in AttentionKind::ALL {
+        let g32 = well(kind, g32.clone());
+        let g64: Vec<f64> = g32.iter().map(|&x| x as f64).collect();
         for dropout in [false, true] {
             let (mut o32, mut a32) = (vec![0.0f32; b * t * c], vec![0.0f32; b * nh * t * t]);
             let sinks32: Vec<f32> = (0..nh).map(|h| SINKS32[h % 2]).collect();
@@ -863,8 +893,16 @@ fn attention_f32_matches_f64() {
             );
             let err = |x: &[f32], y: &[f64]| x.iter().zip(y).map(|(&a, &b)| (a as f64 - b).abs()).fold(0.0, f64::max);
             let (eo, ea, ed) = (err(&o32, &o64), err(&a32, &a64), err(&d32, &d64));
-            println!("attention f32 vs f64 {kind} dropout={dropout}: out {eo:.1e}, att {ea:.1e}, dqkv {ed:.1e}");
-            assert!(eo < 1e-6 && ea < 1e-6, "{kind} dropout={dropout}: forward f32 vs f64: out {eo:e}, att {ea:e}");
+            // an output is a sum of the row's weights times v, and so is its rounding: rows of sigmoid
+            // weights sum to up to (i+1)/2, not to at most 1
+            let mass = a64.chunks(t).map(|r| r.iter().sum::<f64>()).fold(1.0, f64::max);
+            println!(
+                "attention f32 vs f64 {kind} dropout={dropout}: out {eo:.1e}, att {ea:.1e}, dqkv {ed:.1e} (max row sum {mass:.2})"
+            );
+            assert!(
+                eo < 1e-6 * mass && ea < 1e-6,
+                "{kind} dropout={dropout}: forward f32 vs f64: out {eo:e}, att {ea:e}"
+            );
             assert!(ed < 4e-6, "{kind} dropout={dropout}: backward f32 vs f64: {ed:e}");
         }
     }

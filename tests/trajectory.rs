@@ -199,10 +199,14 @@ fn check(make: MakeEngine, f64_engine: bool) -> Vec<String> {
             e.snapshot(Buffer::AdamV).unwrap(),
         );
         // The key bias (c_attn.bias [C, 2C)) adds the same amount to every score of a row; a normaliser that is
-        // softmax over the scores (all but quiet and sink, whose null key breaks the invariance) cannot see it,
-        // so its gradient is pure rounding noise, which Adam turns into ±lr steps: compare it nowhere.
+        // softmax over the scores (quiet and sink have a null key, which breaks the invariance; relu, sigmoid
+        // and softpick are no softmax) cannot see it, so its gradient is pure rounding noise, which Adam turns
+        // into ±lr steps: compare it nowhere.
         let c = e.config().n_embd;
-        let key_bias_blind = !matches!(e.config().attention, AttentionKind::Quiet | AttentionKind::Sink);
+        let key_bias_blind = matches!(
+            e.config().attention,
+            AttentionKind::Softmax | AttentionKind::Clipped | AttentionKind::Gated | AttentionKind::Outgate
+        );
         let keep = |t: &quietgpt::engine::params::Tensor, i: usize| {
             !(key_bias_blind && t.name.ends_with("attn.c_attn.bias") && (c..2 * c).contains(&i))
         };

@@ -4,10 +4,12 @@
 //! (f32 and f64, forward and backward, every variant, with and without dropout), sink at σ = 0 against
 //! softmax1, the parameter layout, initialisation and weight decay of the new tensors, config and
 //! checkpoint round trips (old checkpoints included), analysis and quantization of the new variants,
-//! and a short training run of each on Tiny Shakespeare.
+//! and a short training run of each on Tiny Shakespeare (relu, sigmoid and softpick too; their kernels'
+//! own tests are in normalisers.rs).
 
 mod common;
 
+use common::attn::{backward, forward, Kernel};
 use common::fd::*;
 use common::{shakespeare, temp_dir, train_collecting_val_losses, VariantExt};
 use quietgpt::analysis::analyze::{analyze, analyze_batch, AnalyzeOptions};
@@ -18,8 +20,7 @@ use quietgpt::analysis::quantize_eval::{
 use quietgpt::config::{AttentionKind, Config, ModelConfig};
 use quietgpt::data::{prepare, Dataset, Tokenizer, TokenizerKind};
 use quietgpt::engine::cpu::adamw::AdamW;
-use quietgpt::engine::cpu::attention::{self as reference, backward_scratch, AttnDropout, AttnMask, Variant};
-use quietgpt::engine::cpu::attention_fused::{self as fused, scratch_per_thread};
+use quietgpt::engine::cpu::attention::Variant;
 use quietgpt::engine::cpu::attention_gate::{gate_backward, gate_forward};
 use quietgpt::engine::cpu::{Gpt, Real};
 use quietgpt::engine::dropout::Dropout;
@@ -29,89 +30,15 @@ use quietgpt::rng::Rng;
 use quietgpt::train::checkpoint::{self, TrainState};
 use std::collections::HashMap;
 
-const NEW: [AttentionKind; 4] =
-    [AttentionKind::Clipped, AttentionKind::Gated, AttentionKind::Outgate, AttentionKind::Sink];
-
-const DROP: Dropout = Dropout { p: 0.3, key: 42 };
-
-fn drop_of(on: bool) -> AttnDropout<'static> {
-    on.then_some(AttnMask { dropout: &DROP, site: 3, first_seq: 0 })
-}
-
-// ------------------------------------------------------------------------------------ attention kernels
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Kernel {
-    Reference,
-    Fused,
-}
-
-/// Forward of one kernel: the output (B, T, C) and what its backward needs (the weights, or lse).
-#[allow(clippy::too_many_arguments)]
-fn forward<F: Real>(
-    k: Kernel,
-    qkv: &[F],
-    v: &Variant<F>,
-    dropout: bool,
-    b: usize,
-    t: usize,
-    c: usize,
-    nh: usize,
-) -> (Vec<F>, Vec<F>) {
-    let mut out = vec![F::from_f64(f64::NAN); b * t * c];
-    match k {
-        Kernel::Reference => {
-            let mut att = vec![F::from_f64(f64::NAN); b * nh * t * t];
-            reference::attention_forward(&mut out, &mut att, qkv, v, drop_of(dropout), b, t, c, nh);
-            (out, att)
-        }
-        Kernel::Fused => {
-            let mut lse = vec![F::from_f64(f64::NAN); b * nh * t];
-            let mut scratch = vec![F::ZERO; rayon::current_num_threads() * scratch_per_thread(t)];
-            fused::attention_forward(&mut out, &mut lse, qkv, v, drop_of(dropout), &mut scratch, b, t, c, nh);
-            (out, lse)
-        }
-    }
-}
-
-/// Backward of one kernel: ∂L/∂qkv (from zero) and ∂L/∂σ (NH, summed over sequences; zeros unless sink).
-#[allow(clippy::too_many_arguments)]
-fn backward<F: Real>(
-    k: Kernel,
-    dout: &[F],
-    qkv: &[F],
-    saved: &[F],
-    v: &Variant<F>,
-    dropout: bool,
-    b: usize,
-    t: usize,
-    c: usize,
-    nh: usize,
-) -> (Vec<F>, Vec<F>) {
-    let mut d = vec![F::ZERO; b * t * 3 * c];
-    let mut dnull = vec![F::from_f64(f64::NAN); b * nh];
-    let want = v.kind == AttentionKind::Sink;
-    let dn = want.then_some(&mut dnull[..]);
-    match k {
-        Kernel::Reference => {
-            let mut scratch = vec![F::from_f64(f64::NAN); backward_scratch(b, t, nh)];
-            reference::attention_backward(&mut d, dn, &mut scratch, dout, qkv, saved, v, drop_of(dropout), b, t, c, nh);
-        }
-        Kernel::Fused => {
-            let mut scratch = vec![F::ZERO; rayon::current_num_threads() * scratch_per_thread(t)];
-            fused::attention_backward(&mut d, dn, dout, qkv, saved, v, drop_of(dropout), &mut scratch, b, t, c, nh);
-        }
-    }
-    let mut ds = vec![F::ZERO; nh];
-    if want {
-        for bi in 0..b {
-            for h in 0..nh {
-                ds[h] += dnull[bi * nh + h];
-            }
-        }
-    }
-    (d, ds)
-}
+const NEW: [AttentionKind; 7] = [
+    AttentionKind::Clipped,
+    AttentionKind::Gated,
+    AttentionKind::Outgate,
+    AttentionKind::Sink,
+    AttentionKind::Relu,
+    AttentionKind::Sigmoid,
+    AttentionKind::Softpick,
+];
 
 /// The pre-clip values a·u + γ of every visible (row, key), u the softmax, from the reference; rows of
 /// one key are left out (u ≡ 1 there does not depend on the scores).
@@ -693,8 +620,8 @@ fn old_checkpoints_load_with_default_variant_keys() {
 // --------------------------------------------------------------------------------- analyze, quantize
 
 /// With q = k = 0 every score is 0, so each row's null mass is known: e^σ/(e^σ + i + 1) for the sink,
-/// 1/(i + 2) for quiet, 1 − (i+1)·clip(a/(i+1) + γ) for clipped; and a gate with weight 0 and bias b
-/// has mean σ(b).
+/// 1/(i + 2) for quiet, 1 − (i+1)·clip(a/(i+1) + γ) for clipped, 1 for relu and softpick (all weights
+/// 0), 1 − (i+1)/2 for sigmoid; and a gate with weight 0 and bias b has mean σ(b).
 #[test]
 fn analyze_reports_null_mass_and_gates() {
     let (b, t) = (2, 8);
@@ -730,7 +657,9 @@ fn analyze_reports_null_mass_and_gates() {
                         AttentionKind::Quiet => 1.0 / (n + 1.0),
                         AttentionKind::Sink => (sinks[h] as f64).exp() / ((sinks[h] as f64).exp() + n),
                         AttentionKind::Clipped => 1.0 - n * ((1.0 - gamma) / n + gamma).clamp(0.0, 1.0),
-                        _ => 0.0,
+                        AttentionKind::Relu | AttentionKind::Softpick => 1.0,
+                        AttentionKind::Sigmoid => 1.0 - n / 2.0,
+                        AttentionKind::Softmax | AttentionKind::Gated | AttentionKind::Outgate => 0.0,
                     }
                 })
                 .sum::<f64>()

@@ -16,7 +16,7 @@ pub struct BenchArgs {
     /// The shape to time (any preset; tiny and medium are the shapes of bench/torch_reference.py)
     #[arg(long, value_name = "NAME", default_value = "tiny")]
     preset: String,
-    /// Attention variant: softmax, quiet, clipped, gated, outgate or sink
+    /// Attention variant: softmax, quiet, clipped, gated, outgate, sink, relu, sigmoid or softpick
     #[arg(long, value_name = "NAME")]
     attention: Option<String>,
     /// Timed iterations

@@ -5,14 +5,20 @@ use serde::{Deserialize, Serialize};
 use std::str::FromStr;
 
 /// The attention variant: how each attention row is normalised, or what gates the attention output.
-/// One enum; the kernels read it at one call site each (`model::attention::normalize`, the fused
-/// kernel's row normaliser, and the gate around the attention core in `model::gpt`).
+/// One enum; the kernels read it at one call site each (`Variant::rule` in `engine::cpu::attention`,
+/// read by the reference and the fused kernel's row normalisers, and the gate around the attention core
+/// in `engine::cpu::attention_gate`).
 ///
 /// Sources: softmax1 (Evan Miller, "Attention Is Off By One", 2023); clipped softmax and gated attention
 /// (Bondarenko, Nagel & Blankevoort, "Quantizable Transformers: Removing Outliers by Helping Attention
 /// Heads Do Nothing", NeurIPS 2023); the output gate (Qiu et al., "Gated Attention for Large Language
 /// Models: Non-linearity, Sparsity, and Attention-Sink-Free", 2025); the learned sink logit (OpenAI
-/// gpt-oss, 2025).
+/// gpt-oss, 2025); ReLU attention (Guo et al., "Active-Dormant Attention Heads: Mechanistically
+/// Demystifying Extreme-Token Phenomena in LLMs", arXiv 2410.13835, 2024); sigmoid attention without
+/// normalisation (Gu et al., "When Attention Sink Emerges in Language Models: An Empirical View", ICLR
+/// 2025); softpick (Zuhri et al., "Softpick: No Attention Sink, No Massive Activations with Rectified
+/// Softmax", 2025). The formulas, their backward and their stable forms: `engine::cpu::attention` and
+/// `engine::cpu::attention_rows`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AttentionKind {
@@ -32,16 +38,30 @@ pub enum AttentionKind {
     /// learned sink logit: p_j = exp(s_j) / (exp(σ_h) + Σ_k exp(s_k)) with one learned σ_h per head
     /// (`attn.sink`); softmax1 is σ_h = 0 fixed.
     Sink,
+    /// ReLU attention: p_ij = max(s_ij, 0) / (i + 1), i the query's 0-based position in the window (i + 1
+    /// visible keys), no normalisation by the sum (Guo et al. 2024, their BBM/model.py `attn_use_relu`).
+    /// The weights depend on the query's absolute position in the window, not only on the scores.
+    Relu,
+    /// sigmoid attention: p_ij = sigmoid(s_ij) for each visible key, no normalisation (Gu et al. 2024,
+    /// `sim = "sigmoid"`, `attention_normalize = False` in sail-sg/Attention-Sink: no bias added).
+    Sigmoid,
+    /// softpick: p_j = max(e^{s_j} − 1, 0) / (Σ_k |e^{s_k} − 1| + ε), ε = 1e-8 (Zuhri et al. 2025); a row
+    /// whose scores are all ≤ 0 gives all zeros.
+    Softpick,
 }
 
 impl AttentionKind {
-    pub const ALL: [AttentionKind; 6] = [
+    /// Every variant, once: the one list that tests, the experiment and the error messages walk.
+    pub const ALL: [AttentionKind; 9] = [
         AttentionKind::Softmax,
         AttentionKind::Quiet,
         AttentionKind::Clipped,
         AttentionKind::Gated,
         AttentionKind::Outgate,
         AttentionKind::Sink,
+        AttentionKind::Relu,
+        AttentionKind::Sigmoid,
+        AttentionKind::Softpick,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +72,9 @@ impl AttentionKind {
             AttentionKind::Gated => "gated",
             AttentionKind::Outgate => "outgate",
             AttentionKind::Sink => "sink",
+            AttentionKind::Relu => "relu",
+            AttentionKind::Sigmoid => "sigmoid",
+            AttentionKind::Softpick => "softpick",
         }
     }
 
@@ -65,9 +88,16 @@ impl AttentionKind {
         }
     }
 
-    /// Whether rows may sum to less than 1 (a null key, or the clip): quiet, sink and clipped.
+    /// Whether a row's weights may sum to other than 1, so that its null mass 1 − Σ_j p_ij means
+    /// something: a null key (quiet, sink), the clip (clipped), or no normalisation to 1 at all (relu and
+    /// sigmoid, whose rows may sum to more than 1, and softpick, whose rows sum to at most 1). False for
+    /// softmax and the gated variants, whose rows sum to 1.
     pub fn has_null_mass(self) -> bool {
-        matches!(self, AttentionKind::Quiet | AttentionKind::Sink | AttentionKind::Clipped)
+        use AttentionKind::*;
+        match self {
+            Softmax | Gated | Outgate => false,
+            Quiet | Sink | Clipped | Relu | Sigmoid | Softpick => true,
+        }
     }
 }
 

@@ -74,7 +74,8 @@ pub struct Config {
     pub dropout: f64,
     /// Biases in Linear and LayerNorm layers.
     pub bias: bool,
-    /// Attention variant: softmax | quiet | clipped | gated | outgate | sink (see `AttentionKind`).
+    /// Attention variant: softmax | quiet | clipped | gated | outgate | sink | relu | sigmoid | softpick (see
+    /// `AttentionKind`).
     pub attention: AttentionKind,
     /// Clipped softmax ζ ≥ 1 (`attention = "clipped"` only): p = clip((ζ − γ)·softmax + γ, 0, 1).
     /// Default 1 (Bondarenko et al. 2023).

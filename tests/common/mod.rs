@@ -1,6 +1,7 @@
 //! Shared test helpers: where the golden files are and how to read them.
 #![allow(dead_code)]
 
+pub mod attn;
 pub mod cli;
 pub mod engines;
 pub mod fd;

@@ -4,8 +4,10 @@
 //!
 //! Null mass of a row is 1 − Σ_j p_ij over the weights the model uses (`Gpt::attention_probs`): the
 //! null key's weight for quiet, p_sink = exp(σ_h − lse) for the learned sink, the mass the clip removed
-//! for clipped softmax (≥ 0 with ζ = 1; it can be negative for ζ > 1), and 0 up to rounding for softmax
-//! and the gated variants (whose "doing nothing" shows in the gate instead: `gate_mean`).
+//! for clipped softmax (≥ 0 with ζ = 1; it can be negative for ζ > 1), 1 − Σ_j p_ij as it comes for relu,
+//! sigmoid and softpick (no normalisation to 1: relu and sigmoid rows can sum to far more than 1, so theirs
+//! can be far below 0; softpick's is in [0, 1]), and 0 up to rounding for softmax and the gated variants
+//! (whose "doing nothing" shows in the gate instead: `gate_mean`).
 //!
 //! The evaluation set is deterministic: the first `windows` non-overlapping windows of the val split
 //! (`Dataset::window(Split::Val, k, block_size, ..)`, k = 0, 1, ..), run in batches of `batch`

@@ -102,8 +102,9 @@ pub struct MassiveValue {
 pub struct HeadStats {
     pub head: usize,
     /// Mean over rows (every window and query i) of 1 − Σ_j p_ij: > 0 for quiet attention, p_sink for
-    /// the learned sink, the clipped-away mass for clipped softmax, 0 up to rounding (~1e-7) for softmax
-    /// and the gated variants.
+    /// the learned sink, the clipped-away mass for clipped softmax, anything ≤ 1 for relu and sigmoid
+    /// (rows not normalised), in [0, 1] for softpick, 0 up to rounding (~1e-7) for softmax and the gated
+    /// variants.
     pub null_mass_mean: f64,
     pub null_mass_min: f64,
     pub null_mass_max: f64,

@@ -8,17 +8,28 @@
 //!   quiet:    m ≥ 0,     p_j = exp(s_j − m) / (exp(−m) + Σ_k exp(s_k − m))          (softmax1)
 //!   sink:     m ≥ σ_h,   p_j = exp(s_j − m) / (exp(σ_h − m) + Σ_k exp(s_k − m))     (learned σ_h)
 //!   clipped:  p_j = clip((ζ − γ)·softmax(s)_j + γ, 0, 1)
+//!   relu:     p_j = max(s_j, 0) / (i + 1)                           (no sum: depends on the position i)
+//!   sigmoid:  p_j = 1 / (1 + exp(−s_j))                             (each key on its own)
+//!   softpick: m ≥ 0,     p_j = max(e^{s_j−m} − e^{−m}, 0) / (Σ_k |e^{s_k−m} − e^{−m}| + ε·e^{−m})
 //! softmax1 is softmax with one extra key of score 0 and value 0; the sink variant gives that key the
 //! learned score σ_h, and is bitwise softmax1 at σ_h = 0 (exp(σ_h − m) is then exp(−m)).
 //! The gated variants normalise as softmax: their gates act around this kernel (`attention_gate`).
+//! relu, sigmoid and softpick are the row rules of `attention_rows` (sources, stable forms and
+//! subgradients there); their rows need not sum to 1 (relu and sigmoid may exceed it), and a softpick row
+//! whose scores are all ≤ 0 is all zeros.
 //!
 //! Backward (`normalize_backward`), g = ∂L/∂p:
 //!   softmax, quiet, sink:  ∂L/∂s_j = p_j (g_j − D),  D = Σ_k p_k g_k;   ∂L/∂σ_h = −p_null·D,
 //!                          p_null = 1 − Σ_k p_k = exp(σ_h − lse) (the null key's weight)
 //!   clipped: with u = softmax(s) and g'_j = (ζ − γ)·g_j where 0 < (ζ−γ)u_j + γ < 1, else 0 (the clip's
 //!            subgradient is taken as 0 on its boundary): ∂L/∂s_j = u_j (g'_j − Σ_k u_k g'_k).
-//! The stored weights of the clipped variant lose u where the clip gives 0, so its backward recomputes
-//! u from the scores (exactly the forward's bits: same dot products, same normaliser).
+//!   relu:     ∂L/∂s_j = g_j / (i + 1) where p_j > 0, else 0
+//!   sigmoid:  ∂L/∂s_j = g_j (1 − p_j) p_j
+//!   softpick: with w_j = e^{s_j}/N (N the normaliser) and D = Σ_k p_k g_k: ∂L/∂s_j = w_j (g_j − D) for
+//!             s_j > 0, w_j D for s_j < 0, 0 at s_j = 0.
+//! The stored weights of the clipped variant lose u where the clip gives 0, and softpick's lose w where
+//! s_j ≤ 0, so their backward recomputes the row's scores (exactly the forward's bits: same dot
+//! products), then u (same normaliser) or w.
 //!
 //! Clipped softmax and the causal mask. Bondarenko et al. set γ = −α/T with T the sequence length
 //! (their OPT code: `gamma = -alpha / max_seq_length` for every row, masked keys included). Row i of a
@@ -28,8 +39,13 @@
 //! weights above 6/7 in row 1 — so early rows could hardly attend at all. A constant γ also keeps the
 //! model's function independent of the evaluated length. Masked keys (j > i) are never normalised and
 //! stay exactly 0 (in the paper they are too: softmax gives 0 there, and 0·(ζ−γ) + γ < 0 clips to 0).
-//! Under softmax1 a wrong mask gives zeros rather than NaN, so the tests check the mask directly.
+//! Under softmax1, and under relu, sigmoid and softpick, a wrong mask gives finite weights rather than
+//! NaN, so the tests check the mask directly.
 
+use super::attention_rows::{
+    relu_backward, relu_forward, sigmoid_backward, sigmoid_forward, softpick_backward, softpick_forward,
+    softpick_recompute, softpick_z,
+};
 use super::real::{Real, SyncPtr};
 use crate::config::{AttentionKind, ModelConfig};
 use crate::engine::dropout::Dropout;
@@ -68,10 +84,22 @@ impl<'a, F: Real> Variant<'a, F> {
     }
 }
 
-/// The normaliser's extra logit ("null key", value 0) of head h, and the clip: the two things in which
-/// the variants differ. Read by both kernels' row normalisers and their backward.
+/// How a row's scores become weights: a softmax (with `RowRule`'s null logit and clip) or one of the
+/// rules of `attention_rows`, which have neither.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowForm {
+    Softmax,
+    Relu,
+    Sigmoid,
+    Softpick,
+}
+
+/// The row normaliser of head h: its form, the softmax's extra logit ("null key", value 0) and the
+/// clip, the things in which the variants differ. Read by both kernels' row normalisers and their
+/// backward.
 #[derive(Clone, Copy, Debug)]
 pub struct RowRule<F> {
+    pub form: RowForm,
     /// 0 for quiet, σ_h for sink, none for the others.
     pub null: Option<F>,
     /// (a, γ) with a = ζ − γ for clipped: p = clip(a·u + γ, 0, 1).
@@ -82,13 +110,17 @@ impl<F: Real> Variant<'_, F> {
     /// The rule for the rows of head h: the one `match` on the variant in the attention kernels.
     #[inline]
     pub fn rule(&self, h: usize) -> RowRule<F> {
+        let plain = |form| RowRule { form, null: None, clip: None };
         match self.kind {
-            AttentionKind::Softmax | AttentionKind::Gated | AttentionKind::Outgate => {
-                RowRule { null: None, clip: None }
+            AttentionKind::Softmax | AttentionKind::Gated | AttentionKind::Outgate => plain(RowForm::Softmax),
+            AttentionKind::Quiet => RowRule { null: Some(F::ZERO), ..plain(RowForm::Softmax) },
+            AttentionKind::Sink => RowRule { null: Some(self.sink[h]), ..plain(RowForm::Softmax) },
+            AttentionKind::Clipped => {
+                RowRule { clip: Some((self.zeta - self.gamma, self.gamma)), ..plain(RowForm::Softmax) }
             }
-            AttentionKind::Quiet => RowRule { null: Some(F::ZERO), clip: None },
-            AttentionKind::Sink => RowRule { null: Some(self.sink[h]), clip: None },
-            AttentionKind::Clipped => RowRule { null: None, clip: Some((self.zeta - self.gamma, self.gamma)) },
+            AttentionKind::Relu => plain(RowForm::Relu),
+            AttentionKind::Sigmoid => plain(RowForm::Sigmoid),
+            AttentionKind::Softpick => plain(RowForm::Softpick),
         }
     }
 }
@@ -127,22 +159,71 @@ pub fn softmax_part<F: Real>(null: Option<F>, row: &mut [F]) -> F {
     m + F::from_f64(sum.to_f64().ln())
 }
 
-/// Scores → attention weights of head h, in place, over the visible keys of one row.
+/// Scores → attention weights of head h, in place, over the visible keys of one row (row i of the
+/// causal mask: i + 1 keys).
 pub fn normalize<F: Real>(v: &Variant<F>, h: usize, row: &mut [F]) {
     let rule = v.rule(h);
-    softmax_part(rule.null, row);
-    if let Some((a, gamma)) = rule.clip {
-        for x in row.iter_mut() {
-            *x = clip_weight(a, gamma, *x);
+    let visible = row.len();
+    match rule.form {
+        RowForm::Softmax => {
+            softmax_part(rule.null, row);
+            if let Some((a, gamma)) = rule.clip {
+                for x in row.iter_mut() {
+                    *x = clip_weight(a, gamma, *x);
+                }
+            }
         }
+        RowForm::Relu => relu_forward(row, visible),
+        RowForm::Sigmoid => sigmoid_forward(row),
+        RowForm::Softpick => {
+            softpick_forward(row, visible);
+        }
+    }
+}
+
+/// What `normalize_backward` reads beside the weights, from the row's scores in place (`needs_scores`):
+/// the softmax before the clip (clipped), softpick's signed w_j = sign(s_j)·e^{s_j}/N.
+pub fn from_scores<F: Real>(rule: &RowRule<F>, scores: &mut [F]) {
+    match rule.form {
+        RowForm::Softmax => {
+            softmax_part(None, scores);
+        }
+        RowForm::Softpick => {
+            let z = softpick_z(scores);
+            softpick_recompute(scores, None, scores.len(), z);
+        }
+        RowForm::Relu | RowForm::Sigmoid => {}
+    }
+}
+
+impl<F: Real> RowRule<F> {
+    /// Whether the backward needs more of the row than its weights (`from_scores`): clipped and softpick.
+    pub fn needs_scores(&self) -> bool {
+        self.clip.is_some() || self.form == RowForm::Softpick
     }
 }
 
 /// ∂L/∂s from g = ∂L/∂p, in place over g, for one row of head h; returns this row's ∂L/∂σ_h (the
 /// null logit's gradient: −p_null·D; 0 without a null logit). `p` are the row's weights as `normalize`
-/// gave them; `u` the softmax before the clip (clipped only; pass `p` otherwise).
+/// gave them; `u` what `from_scores` makes of the row's scores where the rule `needs_scores` (pass `p`
+/// otherwise).
 pub fn normalize_backward<F: Real>(v: &Variant<F>, h: usize, p: &[F], u: &[F], g: &mut [F]) -> F {
     let rule = v.rule(h);
+    match rule.form {
+        RowForm::Softmax => {}
+        RowForm::Relu => {
+            relu_backward(p, g, p.len());
+            return F::ZERO;
+        }
+        RowForm::Sigmoid => {
+            sigmoid_backward(p, g);
+            return F::ZERO;
+        }
+        RowForm::Softpick => {
+            softpick_backward(u, dot(p, g), g);
+            return F::ZERO;
+        }
+    }
     if let Some((a, gamma)) = rule.clip {
         for (gj, &uj) in g.iter_mut().zip(u) {
             let w = a * uj + gamma;
@@ -298,12 +379,13 @@ pub fn attention_backward<F: Real>(
                 }
             }
             let q = &qkv[(bi * t + i) * 3 * c + h * hs..][..hs];
-            // the softmax before the clip, recomputed as the forward computed it
-            let u: &[F] = if variant.rule(h).clip.is_some() {
+            // the softmax before the clip, or softpick's w, from the scores recomputed as the forward did
+            let rule = variant.rule(h);
+            let u: &[F] = if rule.needs_scores() {
                 for j in 0..=i {
                     u[j] = dot(q, &qkv[(bi * t + j) * 3 * c + c + h * hs..][..hs]) * scale;
                 }
-                softmax_part(None, &mut u[..=i]);
+                from_scores(&rule, &mut u[..=i]);
                 &u[..=i]
             } else {
                 p

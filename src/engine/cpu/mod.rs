@@ -8,6 +8,7 @@ pub mod attention;
 pub mod attention_fused;
 pub mod attention_gate;
 pub mod attention_gemm;
+pub mod attention_rows;
 pub mod crossentropy;
 pub mod encoder;
 pub mod engine;
