@@ -7,7 +7,7 @@ use super::out::say;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use quietgpt::analysis::experiment::{
-    ensure_data, parse_shard, planned_data, Arm, Experiment, DEFAULT, PLAN_FILE, QUICK,
+    ensure_data, parse_shard, planned_data, Arm, Experiment, BB, BB_QUICK, DEFAULT, PLAN_FILE, QUICK,
 };
 use quietgpt::config::{Config, DataKind};
 use quietgpt::data::TokenizerKind;
@@ -19,6 +19,8 @@ use std::path::PathBuf;
 #[command(after_help = "Examples:
   quietgpt experiment                              # softmax vs quiet, 3 seeds (the experiment preset)
   quietgpt experiment --quick                      # a smoke test of the whole pipeline, under a minute
+  quietgpt experiment --preset bb --out exp-bb       # every variant and two controls on Bigram-Backcopy
+  quietgpt experiment --preset bb --quick          # its smoke test, under a minute
   quietgpt experiment --variants softmax,quiet,clipped,gated,outgate,sink --seeds 5 --out exp-all
   quietgpt experiment --input my.txt --analyze_every 500 --max_iters=5000
   quietgpt experiment --variants softmax,quiet,lowlr:learning_rate=3e-4+weight_decay=0 --seeds 3
@@ -48,8 +50,13 @@ pub struct ExperimentArgs {
     #[arg(long, value_name = "char|gpt2", default_value = "char")]
     tokenizer: String,
     /// Arms to compare, comma-separated: attention variants, or NAME:key=value+key=value (see below)
-    #[arg(long, value_name = "LIST", default_value = "softmax,quiet")]
-    variants: String,
+    /// [default: softmax,quiet; with --preset bb every variant and the relu and sgd controls]
+    #[arg(long, value_name = "LIST")]
+    variants: Option<String>,
+    /// The experiment: default (Tiny Shakespeare, the experiment config preset) or bb (the
+    /// Bigram-Backcopy task, the experiment-bb config preset)
+    #[arg(long, value_name = "default|bb", default_value = "default")]
+    preset: String,
     /// Seeds 0..N [default: 3, or 2 with --quick]
     #[arg(long, value_name = "N")]
     seeds: Option<usize>,
@@ -59,9 +66,9 @@ pub struct ExperimentArgs {
     /// Output directory (runs, report.md, metrics.json, plots)
     #[arg(long, value_name = "DIR", default_value = "experiment")]
     out: PathBuf,
-    /// Also analyse every N iterations (0 = the final models only)
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    analyze_every: usize,
+    /// Also analyse every N iterations (0 = the final models only) [default: 0; 250 with --preset bb]
+    #[arg(long, value_name = "N")]
+    analyze_every: Option<usize>,
     /// Val windows of the analysis [default: the preset's]
     #[arg(long, value_name = "N")]
     analyze_windows: Option<usize>,
@@ -97,9 +104,15 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
         return merge(&a.out, a.plot_layer);
     }
     let shard = a.shard.as_deref().map(parse_shard).transpose()?;
-    let preset = if a.quick { &QUICK } else { &DEFAULT };
+    let preset = match (a.preset.as_str(), a.quick) {
+        ("default", false) => &DEFAULT,
+        ("default", true) => &QUICK,
+        ("bb", false) => &BB,
+        ("bb", true) => &BB_QUICK,
+        (p, _) => bail!("--preset {p}: expected default or bb"),
+    };
 
-    let arms = Arm::parse_list(&a.variants)?;
+    let arms = Arm::parse_list(a.variants.as_deref().unwrap_or(preset.arms))?;
     let seeds: Vec<u64> = match (&a.seed_list, a.seeds) {
         (Some(_), Some(_)) => bail!("give --seeds N or --seed_list a,b,c, not both"),
         (Some(list), None) => list
@@ -130,7 +143,7 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
     let mut exp =
         Experiment::new(preset, overrides, arms, seeds, out.clone()).context("invalid experiment settings")?;
     exp.base.data_dir = data_dir.display().to_string();
-    exp.options.analyze_every = a.analyze_every;
+    exp.options.analyze_every = a.analyze_every.unwrap_or(preset.analyze_every);
     exp.plot_layer = a.plot_layer;
     if let Some(n) = a.quant_windows {
         exp.options.quant_windows = n;

@@ -31,6 +31,8 @@ pub const PRESETS: &[Preset] = presets![
     "medium",
     "experiment",
     "experiment-quick",
+    "experiment-bb",
+    "experiment-bb-quick",
 ];
 
 pub(super) fn merge_preset(table: &mut toml::Table, name: &str) -> Result<()> {

@@ -54,7 +54,7 @@ mod runner;
 pub use super::record::*;
 pub use arms::Arm;
 pub use plan::{parse_shard, wait_lock, PlanFile, PLAN_FILE};
-pub use presets::{Preset, DEFAULT, QUICK};
+pub use presets::{Preset, BB, BB_QUICK, DEFAULT, QUICK};
 
 use super::analyze::AnalyzeOptions;
 use super::report::ReportMeta;

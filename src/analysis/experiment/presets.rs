@@ -11,6 +11,10 @@ pub struct Preset {
     pub quant_windows: usize,
     pub calib_windows: usize,
     pub hist_windows: usize,
+    /// The arms compared when `--variants` is not given.
+    pub arms: &'static str,
+    /// Analyse every this many iterations when `--analyze_every` is not given (0 = the final model only).
+    pub analyze_every: usize,
 }
 
 /// The default experiment: 2 variants × 3 seeds, about half an hour on a 2-core CPU (a run is
@@ -33,6 +37,8 @@ pub const DEFAULT: Preset = Preset {
     quant_windows: 256,
     calib_windows: 64,
     hist_windows: 8,
+    arms: "softmax,quiet",
+    analyze_every: 0,
 };
 
 /// `--quick`: a CI smoke test of the whole pipeline (2 layers of n_embd 32, 100 iterations, 2 seeds,
@@ -45,4 +51,47 @@ pub const QUICK: Preset = Preset {
     quant_windows: 16,
     calib_windows: 8,
     hist_windows: 4,
+    arms: "softmax,quiet",
+    analyze_every: 0,
+};
+
+/// The arms of the Bigram-Backcopy comparison: every normaliser and gate, and the two controls of Guo et
+/// al. (ReLU attention; SGD with momentum instead of AdamW, at a learning rate that learns the copy rule
+/// within the run: 0.1; Guo et al.'s 0.03 was for 10k steps and had not learned it after 400 of ours).
+pub const BB_ARMS: &str = "softmax,quiet,sink,softpick,sigmoid,gated,outgate,clipped,relu,sgd:optimizer=sgd+learning_rate=0.1";
+
+/// `--preset bb`: every attention variant and both controls on Guo et al.'s Bigram-Backcopy task, 3
+/// seeds, analysed every 250 iterations (sink, first-position norm, massive activations over training).
+///
+/// Why this shape. The task is the documented route to attention sinks and massive activations in small
+/// models (Guo et al. 2024, arXiv 2410.13835): their 3-layer, 1-head model (ReLU MLP, untied output,
+/// PyTorch's init, AdamW betas 0.9/0.99, constant lr, no clipping) at width 256, T 256, batch 512 for
+/// 10k steps is ~20 s/step on 2 cores. Scaled to width 64, T 64, batch 32 (about 60 ms/step), the copy
+/// rule is learned within ~500 steps and the last layers' heads sink on BOS (pilot runs, README); 1500
+/// steps × 10 arms × 3 seeds fits in about an hour. The learning rate is 1e-3 (Guo: 3e-4) because the
+/// outliers at ordinary positions grow much faster with it.
+pub const BB: Preset = Preset {
+    name: "bb",
+    config: "experiment-bb",
+    seeds: 3,
+    analyze_windows: 32,
+    quant_windows: 256,
+    calib_windows: 64,
+    hist_windows: 8,
+    arms: BB_ARMS,
+    analyze_every: 250,
+};
+
+/// `--preset bb --quick`: the Bigram-Backcopy comparison as a CI smoke test (2 layers of n_embd 32, 60
+/// iterations, every arm, 1 seed); numbers mean nothing.
+pub const BB_QUICK: Preset = Preset {
+    name: "bb-quick",
+    config: "experiment-bb-quick",
+    seeds: 1,
+    analyze_windows: 4,
+    quant_windows: 8,
+    calib_windows: 4,
+    hist_windows: 2,
+    arms: BB_ARMS,
+    analyze_every: 30,
 };
