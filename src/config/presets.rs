@@ -31,6 +31,7 @@ pub const PRESETS: &[Preset] = presets![
     "medium",
     "experiment",
     "experiment-quick",
+    "bb-guo",
 ];
 
 pub(super) fn merge_preset(table: &mut toml::Table, name: &str) -> Result<()> {
