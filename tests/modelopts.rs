@@ -238,7 +238,8 @@ fn relu_untied_exports_to_hugging_face_and_back() {
         (std::fs::read(src.join("model.safetensors")).unwrap(), std::fs::read(dir.join("model.safetensors")).unwrap());
     let (orig, ours) = (SafeTensors::deserialize(&orig).unwrap(), SafeTensors::deserialize(&ours).unwrap());
     let (mut a, mut b) = (orig.names(), ours.names());
-    (a.sort(), b.sort());
+    a.sort();
+    b.sort();
     assert_eq!(a, b);
     assert!(b.contains(&"lm_head.weight"));
     for n in b {

@@ -35,9 +35,8 @@ impl Reference {
         let mut g: Vec<f64> = grads.iter().map(|x| x * coef).collect();
         for t in layout.named() {
             if t.shape.len() >= 2 {
-                for i in t.offset..t.offset + t.len {
-                    g[i] += hp.weight_decay * self.params[i];
-                }
+                let r = t.offset..t.offset + t.len;
+                g[r.clone()].iter_mut().zip(&self.params[r]).for_each(|(g, p)| *g += hp.weight_decay * p);
             }
         }
         let bufs = match self.bufs.take() {
