@@ -2,10 +2,12 @@
 transformers' logits for fixed inputs, for tests/hf.rs (no network needed to run the tests).
 
     pip install -r scripts/requirements-hf.txt
-    python scripts/make_hf_tiny.py            # writes tests/hf/
+    python scripts/make_hf_tiny.py            # writes tests/hf/ (or: ... tiny-gpt2-relu-untied, one model)
 
-Two models: `tiny-gpt2` (2 layers, 2 heads, n_embd 32, n_positions 32, vocab 96, gelu_new = tanh GELU,
-GPT-2's own) and `tiny-gpt2-erf` (1 layer, activation_function "gelu", exact erf GELU). Every tensor,
+Three models: `tiny-gpt2` (2 layers, 2 heads, n_embd 32, n_positions 32, vocab 96, gelu_new = tanh GELU,
+GPT-2's own), `tiny-gpt2-erf` (1 layer, activation_function "gelu", exact erf GELU) and
+`tiny-gpt2-relu-untied` (1 layer, activation_function "relu", tie_word_embeddings false: an lm_head.weight
+of its own). Every tensor,
 LayerNorm and biases included, is random (GPT-2's init leaves biases 0 and LayerNorm weights 1, which
 would not test their mapping), scaled so that the logits are far from uniform.
 """
@@ -18,11 +20,12 @@ from transformers import GPT2Config, GPT2LMHeadModel
 OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "hf")
 
 
-def make(name, n_layer, activation, seed):
+def make(name, n_layer, activation, seed, tie=True):
     torch.manual_seed(seed)
     cfg = GPT2Config(
         n_layer=n_layer, n_head=2, n_embd=32, n_positions=32, vocab_size=96,
         activation_function=activation, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        tie_word_embeddings=tie,
     )
     model = GPT2LMHeadModel(cfg).eval()
     with torch.no_grad():
@@ -51,5 +54,9 @@ def make(name, n_layer, activation, seed):
     print(name, "max |logit|", float(logits.abs().max()))
 
 
-make("tiny-gpt2", 2, "gelu_new", 0)
-make("tiny-gpt2-erf", 1, "gelu", 1)
+if __name__ == "__main__":
+    import sys
+    which = sys.argv[1:]  # model names (default: all)
+    for args in [("tiny-gpt2", 2, "gelu_new", 0), ("tiny-gpt2-erf", 1, "gelu", 1), ("tiny-gpt2-relu-untied", 1, "relu", 2, False)]:
+        if not which or args[0] in which:
+            make(*args)

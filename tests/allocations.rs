@@ -3,11 +3,11 @@
 //! which allocates its packing buffers on each call; a counting allocator tells its allocations apart
 //! (`matmul::in_gemm`) and counts every other one.
 
-use quietgpt::config::{AttentionKind, ModelConfig};
+use quietgpt::config::{ActivationKind, AttentionKind, ModelConfig};
 use quietgpt::engine::cpu::matmul::in_gemm;
 use quietgpt::engine::cpu::CpuEngine;
 use quietgpt::engine::dropout::Dropout;
-use quietgpt::engine::{AdamWConfig, Batch, Engine, OptimConfig};
+use quietgpt::engine::{AdamWConfig, Batch, Engine, OptimConfig, SgdConfig};
 use quietgpt::rng::Rng;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -49,10 +49,16 @@ static ALLOC: Counting = Counting;
 fn a_training_step_allocates_nothing_outside_the_gemm_crate() {
     // 2 workers and 4 sequences: two shards, each with single-threaded GEMMs (in_gemm sees them whole)
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-    let hp = OptimConfig::AdamW(AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 });
+    let adamw = OptimConfig::AdamW(AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 });
+    let sgd = OptimConfig::Sgd(SgdConfig { momentum: 0.9, weight_decay: 0.1 });
     for kind in AttentionKind::ALL {
-        for (bias, p) in [(true, 0.0), (false, 0.2)] {
-            let cfg = ModelConfig::new(2, 2, 32, 16, 11, bias, p, kind);
+        // the second: the model options (ReLU, untied lm_head) and SGD
+        for (bias, p, opts) in [(true, 0.0, false), (false, 0.2, true)] {
+            let mut cfg = ModelConfig::new(2, 2, 32, 16, 11, bias, p, kind);
+            if opts {
+                (cfg.activation, cfg.tie_weights) = (ActivationKind::Relu, false);
+            }
+            let hp = if opts { sgd } else { adamw };
             let (b, t) = (4, 16);
             let mut e = CpuEngine::<f32>::new(cfg, b).unwrap();
             e.model_mut().init(&mut Rng::new(1, 1));
@@ -72,7 +78,10 @@ fn a_training_step_allocates_nothing_outside_the_gemm_crate() {
                 step(&mut e);
                 step(&mut e);
                 let n = OURS.load(Relaxed) - before;
-                assert_eq!(n, 0, "{kind} bias={bias} dropout={p}: {n} allocations in two steps outside the GEMM crate");
+                assert_eq!(
+                    n, 0,
+                    "{kind} bias={bias} dropout={p} {hp:?}: {n} allocations in two steps outside the GEMM crate"
+                );
             });
         }
     }

@@ -1,6 +1,6 @@
 //! Every engine against the f64 CPU engine, for every attention variant, through the `Engine` trait only:
 //! a small model with T < block_size, no biases, dropout on and gradient accumulation, three training
-//! steps. The golden tests hold the engines to PyTorch on fixed cases; this holds them to the reference on
+//! steps; and with the model options (ReLU, untied lm_head, PyTorch init) under SGD. The golden tests hold the engines to PyTorch on fixed cases; this holds them to the reference on
 //! a shape and settings those cases lack (dropout masks are part of the engine contract: a pure function
 //! of (seed, step, micro-step, site, element), so every engine must drop the same elements).
 //!
@@ -14,13 +14,14 @@ mod common;
 
 use common::engines::{cpu_f64, MakeEngine};
 use common::{max_abs, max_abs_diff};
-use quietgpt::config::{AttentionKind, ModelConfig};
+use quietgpt::config::{ActivationKind, AttentionKind, InitKind, ModelConfig};
 use quietgpt::engine::dropout::Dropout;
 use quietgpt::engine::params::init_params;
-use quietgpt::engine::{AdamWConfig, Batch, Buffer, Engine, OptimConfig};
+use quietgpt::engine::{AdamWConfig, Batch, Buffer, Engine, OptimConfig, SgdConfig};
 use quietgpt::rng::Rng;
 
 const HP: OptimConfig = OptimConfig::AdamW(AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 });
+const SGD: OptimConfig = OptimConfig::Sgd(SgdConfig { momentum: 0.9, weight_decay: 0.1 });
 
 fn setup(make: MakeEngine, cfg: &ModelConfig, b: usize) -> Box<dyn Engine> {
     let mut e = make(cfg.clone(), b);
@@ -41,9 +42,17 @@ fn matches_f64_engine(make: MakeEngine) {
             failures.push(format!("{what}: error {err:.3e} > tolerance {tol:.1e}"));
         }
     };
-    for kind in AttentionKind::ALL {
+    let opts = [(AttentionKind::Softmax, true), (AttentionKind::Sink, true)];
+    for (kind, opts) in AttentionKind::ALL.map(|k| (k, false)).into_iter().chain(opts) {
         let mut cfg = ModelConfig::new(2, 2, 16, 12, 11, false, 0.1, kind);
         cfg.clip_alpha = 1.5;
+        let hp = if opts {
+            (cfg.activation, cfg.tie_weights, cfg.init) = (ActivationKind::Relu, false, InitKind::PyTorch);
+            SGD
+        } else {
+            HP
+        };
+        let kind = format!("{kind}{}", if opts { " relu untied pytorch-init sgd" } else { "" });
         let (mut e, mut r) = (setup(make, &cfg, b), setup(cpu_f64, &cfg, b));
         let mut rng = Rng::new(9, 2);
         for step in 0..3u64 {
@@ -74,7 +83,7 @@ fn matches_f64_engine(make: MakeEngine) {
                     check(format!("{kind}: grad {}", tn.name), max_abs_diff(&ge[rg.clone()], &gr[rg]), tol);
                 }
             }
-            let (ne, nr) = (e.step(1e-3, &HP, 1.0).unwrap(), r.step(1e-3, &HP, 1.0).unwrap());
+            let (ne, nr) = (e.step(1e-3, &hp, 1.0).unwrap(), r.step(1e-3, &hp, 1.0).unwrap());
             check(format!("{kind} step {step}: grad norm (rel)"), (ne - nr).abs() / nr, 1e-4);
         }
         let (pe, pr) = (e.snapshot(Buffer::Params).unwrap(), r.snapshot(Buffer::Params).unwrap());

@@ -6,7 +6,7 @@
 mod common;
 
 use common::temp_dir;
-use quietgpt::config::{AttentionKind, Config, GeluKind};
+use quietgpt::config::{ActivationKind, AttentionKind, Config, GeluKind};
 use quietgpt::engine::params::{init_params, Kind, ParamLayout};
 use quietgpt::hf;
 use quietgpt::rng::Rng;
@@ -31,7 +31,12 @@ fn logits_of(ck: &checkpoint::Checkpoint, idx: &[u32], b: usize, t: usize) -> Ve
 
 #[test]
 fn logits_match_transformers() {
-    for (name, gelu) in [("tiny-gpt2", GeluKind::Tanh), ("tiny-gpt2-erf", GeluKind::Erf)] {
+    let relu = ("tiny-gpt2-relu-untied", GeluKind::Erf, ActivationKind::Relu, false);
+    for (name, gelu, activation, tied) in [
+        ("tiny-gpt2", GeluKind::Tanh, ActivationKind::Gelu, true),
+        ("tiny-gpt2-erf", GeluKind::Erf, ActivationKind::Gelu, true),
+        relu,
+    ] {
         let reference: Value =
             serde_json::from_str(&std::fs::read_to_string(tiny(&format!("{name}-logits.json"))).unwrap()).unwrap();
         let idx: Vec<u32> = reference["idx"]
@@ -42,7 +47,7 @@ fn logits_match_transformers() {
             .collect();
         let want: Vec<f64> = reference["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
         let pre = hf::load(&tiny(name), None).unwrap();
-        assert_eq!(pre.model.gelu, gelu, "{name}");
+        assert_eq!((pre.model.gelu, pre.model.activation, pre.model.tie_weights), (gelu, activation, tied), "{name}");
         assert_eq!((pre.model.vocab_size, pre.model.block_size, pre.model.n_embd), (96, 32, 32), "{name}");
         let ck = pre.into_checkpoint(None).unwrap();
         let got = logits_of(&ck, &idx, 2, 24);
@@ -214,9 +219,9 @@ fn bad_files_get_clear_errors() {
     });
     assert!(err(&d).contains("\"llama\" is not supported"), "{}", err(&d));
     let d = with_config("hf-act", |c| {
-        c.insert("activation_function".into(), "relu".into());
+        c.insert("activation_function".into(), "silu".into());
     });
-    assert!(err(&d).contains("relu"), "{}", err(&d));
+    assert!(err(&d).contains("silu"), "{}", err(&d));
     let d = with_config("hf-eps", |c| {
         c.insert("layer_norm_epsilon".into(), 1e-6.into());
     });
@@ -293,7 +298,7 @@ fn gelu_key_defaults_to_erf_and_parses() {
     assert_eq!(toml::from_str::<Config>(&old).unwrap().gelu, GeluKind::Erf);
     let m = quietgpt::config::ModelConfig::new(1, 1, 4, 4, 5, true, 0.0, AttentionKind::Softmax);
     let json = serde_json::to_string(&m).unwrap().replace(",\"gelu\":\"erf\"", "");
-    assert!(!json.contains("gelu"));
+    assert!(!json.contains("\"gelu\":"), "{json}"); // (the activation key's value is "gelu" too)
     assert_eq!(serde_json::from_str::<quietgpt::config::ModelConfig>(&json).unwrap(), m);
 }
 

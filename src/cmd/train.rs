@@ -134,7 +134,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     trainer.peak_flops = gemm_peak_gflops() * 1e9;
     let c = &trainer.config;
     say!(
-        "model: {} layers, {} heads, {} embd, block {}, vocab {}, attention {}, {}{}, {:.2}M params | {} | {} tokens/iter | {} threads, GEMM peak {:.0} GFLOP/s",
+        "model: {} layers, {} heads, {} embd, block {}, vocab {}, attention {}, mlp {}{}, {:.2}M params | optimizer {} | {} tokens/iter | {} threads, GEMM peak {:.0} GFLOP/s",
         c.n_layer,
         c.n_head,
         c.n_embd,

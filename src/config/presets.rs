@@ -33,6 +33,7 @@ pub const PRESETS: &[Preset] = presets![
     "experiment-quick",
     "experiment-bb",
     "experiment-bb-quick",
+    "bb-guo",
 ];
 
 pub(super) fn merge_preset(table: &mut toml::Table, name: &str) -> Result<()> {

@@ -18,8 +18,10 @@
 //! | `transformer.h.{l}.attn.c_outgate.weight` | [C, C]      | outgate            | N(0, 0.02)       | yes   |
 //! | `transformer.h.{l}.attn.c_outgate.bias`   | [C]         | outgate, bias=true | 0 (gate ½ open)  | no    |
 //!
-//! The per-head gate's bias exists whatever `bias` says: it is what sets the gate's initial opening
-//! (Bondarenko et al. always give the gate a bias). Decay follows nanoGPT's rule, 2+ dimensions.
+//! The init column is `init = "nanogpt"`'s; under `"pytorch"` the gate weights and the output gate's bias
+//! are uniform, as nn.Linear's (see `init_of`). The per-head gate's bias exists whatever `bias` says: it is
+//! what sets the gate's initial opening (Bondarenko et al. always give the gate a bias). Decay follows
+//! nanoGPT's rule, 2+ dimensions.
 
 use super::cpu::real::Real;
 use crate::config::ModelConfig;

@@ -62,7 +62,7 @@ pub fn model_config(c: &Value) -> ModelConfig {
         gate_init: f("gate_init", quietgpt::config::DEFAULT_GATE_INIT),
         gelu: Default::default(),
         activation: c.get("activation").map_or(Default::default(), |v| from_str(v, "activation")),
-        tie_weights: c.get("tie_weights").map_or(true, |v| v.as_bool().expect("config.tie_weights")),
+        tie_weights: c.get("tie_weights").is_none_or(|v| v.as_bool().expect("config.tie_weights")),
         init: c.get("init").map_or(Default::default(), |v| from_str(v, "init")),
     }
 }
