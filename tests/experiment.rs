@@ -117,6 +117,43 @@ fn quick_experiment_writes_the_report_and_skips_finished_runs() {
     assert_eq!(seg["quant"], whole["quant"]);
 }
 
+/// The Bigram-Backcopy comparison's smoke test (`--preset bb --quick`, in CI): every arm trains on the
+/// generated task (no data files), the report has the task's copy and bigram losses and the sink metrics of
+/// every arm, the controls are arms of their own.
+#[test]
+fn bigram_backcopy_quick_experiment_compares_every_arm() {
+    let dir = temp_dir("experiment-bb");
+    let (ok, text, secs) = quietgpt(&dir, &["experiment", "--preset", "bb", "--quick", "--out", "bb"]);
+    assert!(ok, "bb quick experiment failed:\n{text}");
+    assert!(secs < 60.0, "the bb quick experiment took {secs:.1}s (CI budget: one minute)");
+    assert!(!dir.join("data").exists(), "backcopy prepares no data");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("bb/metrics.json")).unwrap()).unwrap();
+    let arms = ["softmax", "quiet", "sink", "softpick", "sigmoid", "gated", "outgate", "clipped", "relu", "sgd"];
+    let report = std::fs::read_to_string(dir.join("bb/report.md")).unwrap();
+    for arm in arms {
+        assert!(report.contains(arm), "report lacks {arm}");
+        let done: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(format!("bb/runs/{arm}-seed0/done.json"))).unwrap())
+                .unwrap();
+        let losses = &done["summary"]["task_losses"];
+        for k in ["copy", "bigram"] {
+            let l = losses[k].as_f64().unwrap_or_else(|| panic!("{arm}: no {k} loss in {losses}"));
+            assert!(l.is_finite() && l > 0.0, "{arm}: {k} loss {l}");
+        }
+        assert!(done["snapshots"].as_array().is_some_and(|s| !s.is_empty()), "{arm}: analysed during training");
+    }
+    let sgd: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("bb/runs/sgd-seed0/done.json")).unwrap()).unwrap();
+    assert!(sgd.to_string().contains("optimizer=sgd"), "the sgd arm runs SGD");
+    for key in ["copy_loss", "bigram_loss", "first_norm_ratio", "w4_gap"] {
+        assert!(metrics.to_string().contains(key), "metrics.json lacks {key}");
+    }
+    for png in ["traj_sink.png", "traj_first_norm.png", "traj_massive.png", "heatmap_softpick.png"] {
+        assert_png(&dir.join("bb").join(png));
+    }
+}
+
 #[test]
 fn bad_arguments_are_clear_errors() {
     let dir = temp_dir("experiment-args");
@@ -127,6 +164,8 @@ fn bad_arguments_are_clear_errors() {
         (&["experiment", "--quick", "--seed=3"], "--seeds"),
         (&["experiment", "--quick", "--attention=quiet"], "--variants"),
         (&["experiment", "--quick", "--bogus"], "--bogus"),
+        (&["experiment", "--preset", "huge"], "default or bb"),
+        (&["experiment", "--preset", "bb", "--quick", "--input", "x.txt"], "backcopy"),
         (&["experiment", "--quick", "--n_layayer=2"], "n_layayer"),
     ] {
         let (ok, text, _) = quietgpt(&dir, args);

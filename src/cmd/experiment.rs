@@ -170,12 +170,16 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
         exp.check_finished(&fp).with_context(|| format!("experiment in {} failed", out.display()))?;
     }
     let backcopy = exp.base.data == DataKind::Backcopy;
-    let prepared = !backcopy && ensure_data(input.as_deref(), &data_dir, kind).with_context(|| match &input {
-        Some(p) => format!("cannot prepare {} from {}", data_dir.display(), p.display()),
-        None => {
-            format!("{} holds no prepared data and Tiny Shakespeare could not be fetched into it", data_dir.display())
-        }
-    })?;
+    let prepared = !backcopy
+        && ensure_data(input.as_deref(), &data_dir, kind).with_context(|| match &input {
+            Some(p) => format!("cannot prepare {} from {}", data_dir.display(), p.display()),
+            None => {
+                format!(
+                    "{} holds no prepared data and Tiny Shakespeare could not be fetched into it",
+                    data_dir.display()
+                )
+            }
+        })?;
     if prepared {
         say!("prepared {}", data_dir.display());
     }

@@ -58,7 +58,8 @@ pub const QUICK: Preset = Preset {
 /// The arms of the Bigram-Backcopy comparison: every normaliser and gate, and the two controls of Guo et
 /// al. (ReLU attention; SGD with momentum instead of AdamW, at a learning rate that learns the copy rule
 /// within the run: 0.1; Guo et al.'s 0.03 was for 10k steps and had not learned it after 400 of ours).
-pub const BB_ARMS: &str = "softmax,quiet,sink,softpick,sigmoid,gated,outgate,clipped,relu,sgd:optimizer=sgd+learning_rate=0.1";
+pub const BB_ARMS: &str =
+    "softmax,quiet,sink,softpick,sigmoid,gated,outgate,clipped,relu,sgd:optimizer=sgd+learning_rate=0.1";
 
 /// `--preset bb`: every attention variant and both controls on Guo et al.'s Bigram-Backcopy task, 3
 /// seeds, analysed every 250 iterations (sink, first-position norm, massive activations over training).
