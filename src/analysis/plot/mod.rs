@@ -49,9 +49,10 @@ pub const DEFAULT_SIZE: (u32, u32) = (1000, 600);
 pub const HIST_PANEL_SIZE: (u32, u32) = (340, 220);
 
 /// The Okabe–Ito colour-blind-safe palette, reordered so that the first colours contrast most on
-/// white (blue, vermillion, bluish green, orange, reddish purple, sky blue, black, yellow).
+/// white (blue, vermillion, bluish green, orange, reddish purple, sky blue, black, yellow), then grey and
+/// brown so that the ten arms of the Bigram-Backcopy comparison get ten colours.
 /// `color_index` values wrap around modulo its length.
-pub const PALETTE: [(u8, u8, u8); 8] = [
+pub const PALETTE: [(u8, u8, u8); 10] = [
     (0, 114, 178),   // blue
     (213, 94, 0),    // vermillion
     (0, 158, 115),   // bluish green
@@ -60,6 +61,8 @@ pub const PALETTE: [(u8, u8, u8); 8] = [
     (86, 180, 233),  // sky blue
     (0, 0, 0),       // black
     (240, 228, 66),  // yellow
+    (128, 128, 128), // grey
+    (140, 81, 10),   // brown
 ];
 
 /// One line of a [`line_chart`]: e.g. the loss curve of one (variant, seed) run.
