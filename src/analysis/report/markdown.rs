@@ -3,6 +3,7 @@
 
 use super::{settings, Aggregate, Comparison, ReportMeta, Stat, METRICS};
 use crate::analysis::record::RunRecord;
+use crate::config::DataKind;
 use std::fmt::Write;
 
 /// `x` with 4 significant digits, in scientific notation when very large or small.
@@ -63,11 +64,28 @@ fn sentence(c: &Comparison, label: &str) -> String {
 pub(super) fn markdown(exp: &ReportMeta, runs: &[RunRecord], agg: &Aggregate, figures: &[(String, String)]) -> String {
     let c = &exp.base;
     let names: Vec<String> = exp.names().map(str::to_string).collect();
-    let mut s = String::from("# quietgpt experiment: attention variants compared over seeds\n\n");
+    let mut s = String::from("# quietgpt experiment: arms compared over seeds\n\n");
+    let lr = if c.decay_lr {
+        format!("lr {} → {}, warmup {}", c.learning_rate, c.min_lr, c.warmup_iters)
+    } else {
+        format!("constant lr {}, warmup {}", c.learning_rate, c.warmup_iters)
+    };
+    let data = match c.data {
+        DataKind::Backcopy => format!("the Bigram-Backcopy task ({} triggers)", c.triggers),
+        DataKind::Text if c.bos => format!("`{}` with a BOS token", c.data_dir),
+        DataKind::Text => format!("`{}`", c.data_dir),
+    };
+    let model = format!(
+        "{} MLP, {} lm_head, {} init, {}",
+        c.activation.name(),
+        if c.tie_weights { "tied" } else { "untied" },
+        c.init.name(),
+        c.optimizer.name()
+    );
     let _ = writeln!(
         s,
         "Arms {} × seeds {:?} ({} runs). Model {} layers, {} heads, n_embd {}, block {}, batch {}, {} iterations \
-         (lr {} → {}, warmup {}), dropout {}, data `{}`. Runs with the same seed share the initial weights and the data order; \
+         ({lr}; {model}), dropout {}, data {data}. Runs with the same seed share the initial weights and the data order; \
          only the arm differs.\n",
         exp.arms.iter().map(|a| a.describe()).collect::<Vec<_>>().join(", "),
         exp.seeds,
@@ -78,11 +96,7 @@ pub(super) fn markdown(exp: &ReportMeta, runs: &[RunRecord], agg: &Aggregate, fi
         c.block_size,
         c.batch_size,
         c.max_iters,
-        c.learning_rate,
-        c.min_lr,
-        c.warmup_iters,
         c.dropout,
-        c.data_dir
     );
     let o = &exp.options;
     let _ = writeln!(
