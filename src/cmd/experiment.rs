@@ -20,7 +20,7 @@ use std::path::PathBuf;
   quietgpt experiment                              # softmax vs quiet, 3 seeds (the experiment preset)
   quietgpt experiment --quick                      # a smoke test of the whole pipeline, under a minute
   quietgpt experiment --preset bb --out exp-bb       # every variant and two controls on Bigram-Backcopy
-  quietgpt experiment --preset bb --quick          # its smoke test, under a minute
+  quietgpt experiment --preset bb --quick            # its smoke test, under a minute
   quietgpt experiment --variants softmax,quiet,clipped,gated,outgate,sink --seeds 5 --out exp-all
   quietgpt experiment --input my.txt --analyze_every 500 --max_iters=5000
   quietgpt experiment --variants softmax,quiet,lowlr:learning_rate=3e-4+weight_decay=0 --seeds 3
@@ -57,7 +57,7 @@ pub struct ExperimentArgs {
     /// Bigram-Backcopy task, the experiment-bb config preset)
     #[arg(long, value_name = "default|bb", default_value = "default")]
     preset: String,
-    /// Seeds 0..N [default: 3, or 2 with --quick]
+    /// Seeds 0..N [default: 3; 2 with --quick; 1 with --preset bb --quick]
     #[arg(long, value_name = "N")]
     seeds: Option<usize>,
     /// Explicit seeds, comma-separated
