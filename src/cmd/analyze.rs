@@ -2,14 +2,11 @@
 //! The table goes to stdout; `--json FILE` also writes the JSON report, `--json -` prints it to stdout
 //! instead (and moves the table to stderr, so that stdout stays valid JSON).
 
-use super::args::{CheckpointArgs, Threads};
+use super::args::{eval_data, CheckpointArgs, Threads};
 use super::out::{say, show};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use quietgpt::analysis::analyze::{analyze, AnalyzeOptions};
-use quietgpt::config::DataKind;
-use quietgpt::data::{check_same_vocab, Dataset};
-use quietgpt::hf::text_dataset;
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
@@ -27,7 +24,7 @@ pub struct AnalyzeArgs {
     json: Option<String>,
     /// The data directory [default: the checkpoint's data_dir]
     #[arg(long, value_name = "DIR")]
-    data_dir: Option<String>,
+    data_dir: Option<PathBuf>,
     /// Analyse this text file instead of the data directory's val split: tokenized with the model's tokenizer
     /// (GPT-2 BPE for a Hugging Face GPT-2), cut into windows of block_size tokens
     #[arg(long, value_name = "FILE", conflicts_with = "data_dir")]
@@ -53,27 +50,7 @@ pub fn run(a: AnalyzeArgs) -> Result<()> {
     a.threads.start()?;
 
     let (path, ck) = a.checkpoint.open_model("analyze", None, a.block_size)?;
-    let data = if let Some(input) = &a.input {
-        text_dataset(input, &ck.tokenizer, ck.model.vocab_size, None)
-            .with_context(|| format!("cannot use {} as evaluation text", input.display()))?
-            .bos_if(ck.config.has_bos())
-    } else if ck.config.data == DataKind::Backcopy && a.data_dir.is_none() {
-        Dataset::for_config(&ck.config, Path::new(""))?
-    } else {
-        let data_dir = a.data_dir.unwrap_or_else(|| ck.config.data_dir.clone());
-        if data_dir.is_empty() {
-            bail!("{} has no data directory: give a text file with --input FILE, or --data_dir DIR", path.display());
-        }
-        let data = Dataset::open(Path::new(&data_dir))
-            .with_context(|| {
-                format!(
-                    "cannot open the data directory {data_dir} (the checkpoint's data_dir; override with --data_dir)"
-                )
-            })?
-            .bos_if(ck.config.has_bos());
-        check_same_vocab(&data, &path, &ck.tokenizer)?;
-        data
-    };
+    let data = eval_data(&path, &ck, a.input.as_deref(), a.data_dir.as_deref(), None)?;
     let mut model = ck.cpu_model(opts.batch.max(1))?;
     let report = analyze(&mut model, &data, &opts).with_context(|| format!("analysing {}", path.display()))?;
     let json = serde_json::to_string_pretty(&report).context("serialising the report")?;

@@ -3,7 +3,10 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use quietgpt::train::checkpoint::CKPT_FILE;
+use quietgpt::config::DataKind;
+use quietgpt::data::{check_same_vocab, Dataset};
+use quietgpt::hf::text_dataset;
+use quietgpt::train::checkpoint::{Checkpoint, CKPT_FILE};
 use std::path::{Path, PathBuf};
 
 /// A checkpoint, in the same forms for every command that reads one: a file, or a directory (a training
@@ -71,6 +74,40 @@ impl CheckpointArgs {
 }
 
 /// A checkpoint file, or a directory holding `ckpt.safetensors`, to the checkpoint file.
+/// The data a checkpoint is evaluated on (analyze, quantize-eval): the text file `input` (split at
+/// `train_fraction`, or used whole for both splits), else the checkpoint's data — the backcopy task it was
+/// trained on, or its `data_dir` (or `data_dir` given here) — with the BOS token the model was trained with.
+pub fn eval_data(
+    path: &Path,
+    ck: &Checkpoint,
+    input: Option<&Path>,
+    data_dir: Option<&Path>,
+    train_fraction: Option<f64>,
+) -> Result<Dataset> {
+    if let Some(input) = input {
+        return Ok(text_dataset(input, &ck.tokenizer, ck.model.vocab_size, train_fraction)
+            .with_context(|| format!("cannot use {} as evaluation text", input.display()))?
+            .bos_if(ck.config.has_bos()));
+    }
+    if ck.config.data == DataKind::Backcopy && data_dir.is_none() {
+        return Ok(Dataset::for_config(&ck.config, Path::new(""))?);
+    }
+    let dir = data_dir.unwrap_or(Path::new(&ck.config.data_dir));
+    if dir.as_os_str().is_empty() {
+        bail!("{} has no data directory: give a text file with --input FILE, or --data_dir DIR", path.display());
+    }
+    let data = Dataset::open(dir)
+        .with_context(|| {
+            format!(
+                "cannot open the data directory {} (the checkpoint's data_dir; override with --data_dir)",
+                dir.display()
+            )
+        })?
+        .bos_if(ck.config.has_bos());
+    check_same_vocab(&data, path, &ck.tokenizer)?;
+    Ok(data)
+}
+
 pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
     if path.is_dir() {
         let file = path.join(CKPT_FILE);

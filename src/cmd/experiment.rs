@@ -27,7 +27,8 @@ use std::path::PathBuf;
   quietgpt experiment --shard 0/4 --out exp ...   # and 1/4, 2/4, 3/4, side by side, with the same arguments
   quietgpt experiment --merge --out exp           # the report of whatever runs in exp are finished
 
-Runs start from the experiment (or, with --quick, experiment-quick) preset; --key=value overrides apply to
+Runs start from the experiment (or, with --quick, experiment-quick) preset, or with --preset bb from
+experiment-bb (experiment-bb-quick); --key=value overrides apply to
 every run (attention, seed and out_dir are set per run: use --variants, --seeds and --out). An override of
 max_iters alone moves lr_decay_iters with it.
 
@@ -159,17 +160,19 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
     if shard.is_none() {
         exp.lock().context("cannot start the experiment")?;
     }
-    if exp.base.data == DataKind::Backcopy {
-        // Generated data: nothing to prepare; its fingerprint is that of the task.
-        if input.is_some() {
-            bail!("--input: the runs use data = \"backcopy\" (generated, no text file); drop --input or the data key");
-        }
-        let fp = exp.data_fingerprint().context("cannot make the backcopy task")?;
-        exp.check_finished(&fp).with_context(|| format!("experiment in {} failed", out.display()))?;
-    } else if let Some(fp) = planned_data(input.as_deref(), &data_dir, kind).context("cannot read the data")? {
+    // Generated data (backcopy) has nothing to prepare; its fingerprint is that of the task.
+    let backcopy = exp.base.data == DataKind::Backcopy;
+    if backcopy && input.is_some() {
+        bail!("--input: the runs use data = \"backcopy\" (generated, no text file); drop --input or the data key");
+    }
+    let planned = if backcopy {
+        Some(exp.data_fingerprint().context("cannot make the backcopy task")?)
+    } else {
+        planned_data(input.as_deref(), &data_dir, kind).context("cannot read the data")?
+    };
+    if let Some(fp) = planned {
         exp.check_finished(&fp).with_context(|| format!("experiment in {} failed", out.display()))?;
     }
-    let backcopy = exp.base.data == DataKind::Backcopy;
     let prepared = !backcopy
         && ensure_data(input.as_deref(), &data_dir, kind).with_context(|| match &input {
             Some(p) => format!("cannot prepare {} from {}", data_dir.display(), p.display()),

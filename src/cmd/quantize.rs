@@ -1,14 +1,11 @@
 //! `quietgpt quantize-eval CHECKPOINT`: val loss of the fake-quantized model (W8A8, W8, A8, W4, ...)
 //! against float32; a table on stdout, and JSON with `--json FILE|-`.
 
-use super::args::{CheckpointArgs, Threads};
+use super::args::{eval_data, CheckpointArgs, Threads};
 use super::out::{say, show};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use quietgpt::analysis::quantize_eval::{quantize_eval_with, QuantEvalOptions, Setting};
-use quietgpt::config::DataKind;
-use quietgpt::data::{check_same_vocab, Dataset};
-use quietgpt::hf::text_dataset;
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
@@ -57,23 +54,7 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
         bail!("--batch_size must be at least 1");
     }
     let (path, ckpt) = a.checkpoint.open_model("quantize-eval", None, a.block_size)?;
-    let data = if let Some(input) = &a.input {
-        text_dataset(input, &ckpt.tokenizer, ckpt.model.vocab_size, Some(0.9))
-            .with_context(|| format!("cannot use {} as evaluation text", input.display()))?
-            .bos_if(ckpt.config.has_bos())
-    } else if ckpt.config.data == DataKind::Backcopy && a.data_dir.is_none() {
-        Dataset::for_config(&ckpt.config, Path::new(""))?
-    } else {
-        if a.data_dir.is_none() && ckpt.config.data_dir.is_empty() {
-            bail!("{} has no data directory: give a text file with --input FILE, or --data_dir DIR", path.display());
-        }
-        let data_dir = a.data_dir.unwrap_or_else(|| PathBuf::from(&ckpt.config.data_dir));
-        let data = Dataset::open(&data_dir)
-            .with_context(|| format!("cannot open the data directory {} (set --data_dir)", data_dir.display()))?
-            .bos_if(ckpt.config.has_bos());
-        check_same_vocab(&data, &path, &ckpt.tokenizer)?;
-        data
-    };
+    let data = eval_data(&path, &ckpt, a.input.as_deref(), a.data_dir.as_deref(), Some(0.9))?;
     let opts = QuantEvalOptions {
         max_windows: (a.max_windows > 0).then_some(a.max_windows),
         calib_windows: a.calib_windows,
