@@ -5,7 +5,7 @@
 use super::analyze::{Analysis, AnalyzeOptions};
 use super::quantize_eval::QuantReport;
 use crate::config::{AttentionKind, Config};
-use crate::data::Dataset;
+use crate::data::{fnv1a, Dataset};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -48,9 +48,13 @@ impl DataFingerprint {
     pub fn of(data: &Dataset) -> Self {
         match &data.task {
             Some(task) => {
-                let desc = task.describe();
-                let ids: Vec<u16> = desc.bytes().map(u16::from).collect();
-                Self::of_tokens(data.vocab_size(), &ids, &[])
+                let h = fnv1a(task.describe().bytes());
+                DataFingerprint {
+                    vocab_size: data.vocab_size(),
+                    train_tokens: 0,
+                    val_tokens: 0,
+                    fnv1a: format!("{h:016x}"),
+                }
             }
             None => Self::of_tokens(data.vocab_size(), &data.train, &data.val),
         }
@@ -58,12 +62,7 @@ impl DataFingerprint {
 
     /// The fingerprint of data not written yet (`data::tokenize`'s result).
     pub fn of_tokens(vocab_size: usize, train: &[u16], val: &[u16]) -> Self {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for &t in train.iter().chain(val) {
-            for b in t.to_le_bytes() {
-                h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
-            }
-        }
+        let h = fnv1a(train.iter().chain(val).flat_map(|t| t.to_le_bytes()));
         DataFingerprint { vocab_size, train_tokens: train.len(), val_tokens: val.len(), fnv1a: format!("{h:016x}") }
     }
 }

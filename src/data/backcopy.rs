@@ -138,14 +138,7 @@ impl Backcopy {
 
     /// A short description that identifies the task (for fingerprints and reports).
     pub fn describe(&self) -> String {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for row in &self.bigram {
-            for &c in row {
-                for b in c.to_le_bytes() {
-                    h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
-                }
-            }
-        }
+        let h = super::fnv1a(self.bigram.iter().flatten().flat_map(|c| c.to_le_bytes()));
         format!("backcopy vocab {} triggers {:?} bigrams {h:016x}", self.vocab_size(), self.triggers)
     }
 }

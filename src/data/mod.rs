@@ -15,4 +15,9 @@ pub use prepare::{
     prepare, read_input, tokenize, PrepareReport, INPUT_TXT, TINY_SHAKESPEARE, TINY_SHAKESPEARE_URL, TRAIN_BIN, VAL_BIN,
 };
 pub use tokenizer::{Tokenizer, TokenizerKind, GPT2_VOCAB_SIZE};
+
+/// 64-bit FNV-1a of a byte stream: the fingerprint of data (prepared tokens, the backcopy task's table).
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
 pub use vocab::{check_same_vocab, META_PKL, VOCAB_FILE};
