@@ -13,6 +13,7 @@
 //! not bitwise.
 
 pub mod cpu;
+pub mod cuda;
 pub mod dropout;
 pub mod params;
 pub mod profile;
