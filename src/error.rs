@@ -17,6 +17,8 @@ pub enum Error {
     Diverged(String),
     /// Another process holds the output directory's lock (the message names it).
     Locked(String),
+    /// The GPU or its libraries: missing, unusable, or a failed call (the message names which and the fix).
+    Device(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -36,6 +38,7 @@ impl fmt::Display for Error {
             Error::Checkpoint(m) => write!(f, "checkpoint error: {m}"),
             Error::Diverged(m) => write!(f, "training diverged: {m}"),
             Error::Locked(m) => write!(f, "output directory locked: {m}"),
+            Error::Device(m) => write!(f, "device error: {m}"),
         }
     }
 }

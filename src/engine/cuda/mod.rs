@@ -10,6 +10,7 @@
 //! - `engine`: `PlanEngine<E>`, the `Engine` over any executor (`replay::Replay` or the CUDA one).
 //! - `device`: the CUDA executor (cudarc, loaded at run time: the program builds and runs without CUDA).
 
+pub mod device;
 pub mod kernel;
 pub mod plan;
 
