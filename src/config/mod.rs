@@ -342,12 +342,13 @@ impl Config {
     }
 }
 
-/// `device`: "cpu" is accepted; "cuda" (or "cuda:N") is a clear refusal; anything else lists the choices.
+/// `device`: "cpu" and "cuda" are accepted (whether CUDA is usable is checked where the engine is made,
+/// `engine::create`); "cuda:N" is a clear refusal; anything else lists the choices.
 pub fn check_device(device: &str) -> Result<()> {
     match device {
-        "cpu" => Ok(()),
-        d if d == "cuda" || d.starts_with("cuda:") => Err(Error::Config(format!(
-            "device = \"{d}\": this build has no CUDA engine yet (only the CPU engine); use device=cpu"
+        "cpu" | "cuda" => Ok(()),
+        d if d.starts_with("cuda:") => Err(Error::Config(format!(
+            "device = \"{d}\": one GPU per process; choose it with CUDA_VISIBLE_DEVICES and use device=cuda"
         ))),
         d => Err(Error::Config(format!("unknown device '{d}': expected one of {}", DEVICES.join(", ")))),
     }

@@ -63,8 +63,10 @@ fn floats_print_as_written_and_old_checkpoint_floats_read_back() {
 fn device_is_validated() {
     assert_eq!(Config::default().device, "cpu");
     Config::build(None, None, &["device=cpu".into()]).unwrap();
-    let e = Config::build(None, None, &["device=cuda".into()]).unwrap_err().to_string();
-    assert!(e.contains("no CUDA engine yet"), "{e}");
+    // cuda is a valid value (whether CUDA is usable is engine::create's question); cuda:N is not.
+    Config::build(None, None, &["device=cuda".into()]).unwrap();
+    let e = Config::build(None, None, &["device=cuda:1".into()]).unwrap_err().to_string();
+    assert!(e.contains("CUDA_VISIBLE_DEVICES"), "{e}");
     let e = Config::build(None, None, &["device=tpu".into()]).unwrap_err().to_string();
     assert!(e.contains("tpu") && e.contains("cpu, cuda"), "{e}");
     // Checkpoints from before the key existed read as "cpu".

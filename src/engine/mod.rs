@@ -183,9 +183,15 @@ pub fn create(device: &str, config: ModelConfig, max_batch: usize) -> Result<Box
             cpu::memory::check_model(&config, max_batch, 4, cpu::memory::Use::Training)?;
             Ok(Box::new(cpu::CpuEngine::<f32>::new(config, max_batch)?))
         }
-        "cuda" => Err(Error::Config(
-            "device 'cuda': this build has no CUDA engine yet; use --device=cpu (the GPU engine is being built)".into(),
-        )),
+        "cuda" => {
+            config.validate()?;
+            // What is missing (libraries, driver, GPU) as a clear error, before cudarc could panic.
+            cuda::device::libs::probe()?;
+            Err(Error::Device(
+                "the CUDA engine is not wired into engine::create yet; use --device=cpu (the GPU engine is being built)"
+                    .into(),
+            ))
+        }
         other => Err(Error::Config(format!("unknown device '{other}': expected one of {}", DEVICES.join(", ")))),
     }
 }
