@@ -17,6 +17,9 @@ pub enum Error {
     Diverged(String),
     /// Another process holds the output directory's lock (the message names it).
     Locked(String),
+    /// A device (GPU) that is missing, or whose libraries are missing or fail (the message says which
+    /// and how to fix it).
+    Device(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -36,6 +39,7 @@ impl fmt::Display for Error {
             Error::Checkpoint(m) => write!(f, "checkpoint error: {m}"),
             Error::Diverged(m) => write!(f, "training diverged: {m}"),
             Error::Locked(m) => write!(f, "output directory locked: {m}"),
+            Error::Device(m) => write!(f, "device error: {m}"),
         }
     }
 }
