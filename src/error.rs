@@ -17,7 +17,8 @@ pub enum Error {
     Diverged(String),
     /// Another process holds the output directory's lock (the message names it).
     Locked(String),
-    /// The GPU or its libraries: missing, unusable, or a failed call (the message names which and the fix).
+    /// A device (GPU) that is missing, or whose libraries are missing or fail (the message says which
+    /// and how to fix it).
     Device(String),
 }
 

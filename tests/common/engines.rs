@@ -1,7 +1,7 @@
 //! The engines under test, and `test_engine!`, which runs one test body on each of them (as candle's
 //! `test_device!`). Every engine is checked against PyTorch (the golden cases) and against the f64 CPU
-//! engine, through the `Engine` trait only. A new engine (CUDA) adds its constructor here and a line to
-//! the macro.
+//! engine, through the `Engine` trait only. The CUDA engine is here as its plan on the CPU replay executor
+//! (`cuda_plan_replay`); on a GPU, `quietgpt gpu-check` holds the CUDA executor to that replay.
 
 use quietgpt::config::ModelConfig;
 use quietgpt::engine::cpu::CpuEngine;
@@ -27,6 +27,13 @@ pub fn cpu_f64(config: ModelConfig, max_batch: usize) -> Box<dyn Engine> {
     Box::new(CpuEngine::<f64>::new(config, max_batch).unwrap())
 }
 
+/// The GPU engine's plan (`engine::cuda`), run on the CPU by the replay executor: every GEMM descriptor
+/// and kernel launch of a CUDA step, through the `gemm` crate and the CPU reference kernels.
+pub fn cuda_plan_replay(config: ModelConfig, max_batch: usize) -> Box<dyn Engine> {
+    use quietgpt::engine::cuda::{engine::PlanEngine, replay::Replay};
+    Box::new(PlanEngine::new(config, max_batch, Replay::new()).unwrap())
+}
+
 /// `test_engine!(body, name)`: a module `name` with one test per engine present, each calling
 /// `body(make: MakeEngine)`.
 #[macro_export]
@@ -41,6 +48,11 @@ macro_rules! test_engine {
             #[test]
             fn cpu_reference_attention() {
                 super::$body($crate::common::engines::cpu_reference_attention)
+            }
+
+            #[test]
+            fn cuda_plan_replay() {
+                super::$body($crate::common::engines::cuda_plan_replay)
             }
         }
     };

@@ -10,9 +10,12 @@
 //! - `engine`: `PlanEngine<E>`, the `Engine` over any executor (`replay::Replay` or the CUDA one).
 //! - `device`: the CUDA executor (cudarc, loaded at run time: the program builds and runs without CUDA).
 
+pub mod build;
 pub mod device;
+pub mod engine;
 pub mod kernel;
 pub mod plan;
+pub mod replay;
 
 use crate::Result;
 use plan::{BufSpec, Op, Precision, View};

@@ -1,0 +1,585 @@
+//! The CPU executor of the GPU plan: every `GemmDesc` through the `gemm` crate with cuBLAS's
+//! column-major semantics, every `Launch` through the CPU reference kernel of `engine::cpu` (or, where
+//! the CPU engine splits the work differently, the few lines of the kernel's definition in `kernel.rs`).
+//! A training step through the plan on this executor must match the CPU engine (tests/cuda_plan.rs): that
+//! tests the plan's transposes, leading dimensions, strides, offsets and buffer choices with no GPU.
+//!
+//! Arguments are copied in and results copied out, so the replay itself cannot be fooled by aliasing;
+//! instead it refuses what would be a race on the GPU: two pointer arguments of one launch that overlap
+//! (except the one in-place form the contract allows, dropout's out = inp).
+
+use super::kernel::{ActKernel, ArgKind, Kernel, RowKernel};
+use super::plan::{Arg, BufSpec, Dtype, GemmDesc, Launch, Op, Precision, Trans, View};
+use super::Executor;
+use crate::config::{ActivationKind, AttentionKind, GeluKind};
+use crate::engine::cpu::attention::{from_scores, normalize, normalize_backward, Variant};
+use crate::engine::cpu::attention_gate::{gate_backward, gate_forward};
+use crate::engine::cpu::crossentropy::{crossentropy_backward, crossentropy_forward};
+use crate::engine::cpu::encoder::encoder_forward;
+use crate::engine::cpu::gelu::{gelu_backward_from_grad, Activation};
+use crate::engine::cpu::layernorm::{layernorm_forward, residual_layernorm_forward};
+use crate::engine::dropout::Dropout;
+use crate::{Error, Result};
+
+/// Buffers in host memory: f32 for F32 and X (the replay runs `Precision::F32`), u32 for token ids.
+#[derive(Default)]
+pub struct Replay {
+    f: Vec<Vec<f32>>,
+    u: Vec<Vec<u32>>,
+    dtypes: Vec<Dtype>,
+    /// Ops run so far (for messages).
+    pub ops_run: usize,
+}
+
+impl Replay {
+    pub fn new() -> Self {
+        Replay::default()
+    }
+
+    fn floats(&self, v: View) -> Result<&[f32]> {
+        let buf = self.f.get(v.buf.0 as usize).filter(|_| self.dtypes[v.buf.0 as usize] != Dtype::U32);
+        buf.and_then(|b| b.get(v.offset..v.offset + v.len))
+            .ok_or_else(|| Error::Device(format!("replay: {v:?} is not inside a float buffer")))
+    }
+
+    fn floats_mut(&mut self, v: View) -> Result<&mut [f32]> {
+        let ok = self.dtypes.get(v.buf.0 as usize).is_some_and(|d| *d != Dtype::U32);
+        let buf = self.f.get_mut(v.buf.0 as usize).filter(|_| ok);
+        buf.and_then(|b| b.get_mut(v.offset..v.offset + v.len))
+            .ok_or_else(|| Error::Device(format!("replay: {v:?} is not inside a float buffer")))
+    }
+
+    fn ids(&self, v: View) -> Result<&[u32]> {
+        let ok = self.dtypes.get(v.buf.0 as usize) == Some(&Dtype::U32);
+        let buf = self.u.get(v.buf.0 as usize).filter(|_| ok);
+        buf.and_then(|b| b.get(v.offset..v.offset + v.len))
+            .ok_or_else(|| Error::Device(format!("replay: {v:?} is not inside a u32 buffer")))
+    }
+
+    fn gemm(&mut self, g: &GemmDesc) -> Result<()> {
+        g.check().map_err(|e| Error::Device(format!("replay: GEMM {g:?}: {e}")))?;
+        let (a, b) = (self.floats(g.a)?.to_vec(), self.floats(g.b)?.to_vec());
+        let bias = g.bias.map(|v| self.floats(v).map(|s| s.to_vec())).transpose()?;
+        let d = self.floats_mut(g.d)?;
+        // (row stride, column stride) of op(X) for a column-major X with leading dimension ld
+        let strides = |t: Trans, ld: usize| if t == Trans::N { (1, ld) } else { (ld, 1) };
+        let (a_rs, a_cs) = strides(g.transa, g.lda);
+        let (b_rs, b_cs) = strides(g.transb, g.ldb);
+        for i in 0..g.batch {
+            let (ao, bo, dof) = (i * g.stride_a, i * g.stride_b, i * g.stride_d);
+            if let Some(bias) = &bias {
+                for c in 0..g.n {
+                    d[dof + c * g.ldd..][..g.m].copy_from_slice(&bias[..g.m]);
+                }
+            } else if g.beta != 1.0 {
+                for c in 0..g.n {
+                    for x in &mut d[dof + c * g.ldd..][..g.m] {
+                        *x = if g.beta == 0.0 { 0.0 } else { *x * g.beta };
+                    }
+                }
+            }
+            let read_dst = bias.is_some() || g.beta != 0.0;
+            // SAFETY: `check` proved every element each operand touches lies inside its view, and D
+            // (this buffer) is disjoint from the copies of A and B.
+            unsafe {
+                gemm::gemm(
+                    g.m,
+                    g.n,
+                    g.k,
+                    d.as_mut_ptr().add(dof),
+                    g.ldd as isize,
+                    1,
+                    read_dst,
+                    a.as_ptr().add(ao),
+                    a_cs as isize,
+                    a_rs as isize,
+                    b.as_ptr().add(bo),
+                    b_cs as isize,
+                    b_rs as isize,
+                    1.0,
+                    g.alpha,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(0),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn launch(&mut self, l: &Launch) -> Result<()> {
+        check_args(l)?;
+        let a = &l.args;
+        let int = |k: usize| match a[k] {
+            Arg::I32(x) => x as usize,
+            _ => unreachable!("checked by check_args"),
+        };
+        let flt = |k: usize| match a[k] {
+            Arg::F32(x) => x,
+            _ => unreachable!("checked by check_args"),
+        };
+        let view = |k: usize| match a[k] {
+            Arg::Ptr(v) => Some(v),
+            _ => None,
+        };
+        let v = |k: usize| view(k).expect("checked by check_args");
+        // copies of the inputs (an absent optional one is None)
+        let get = |s: &Self, k: usize| -> Result<Option<Vec<f32>>> {
+            view(k).map(|v| s.floats(v).map(|x| x.to_vec())).transpose()
+        };
+        let inp = |s: &Self, k: usize| -> Result<Vec<f32>> { Ok(get(s, k)?.expect("a required pointer")) };
+        match l.kernel {
+            Kernel::EncoderForward => {
+                let (b, t, c) = (int(4), int(5), int(6));
+                let idx = self.ids(v(1))?.to_vec();
+                let (wte, wpe) = (inp(self, 2)?, inp(self, 3)?);
+                encoder_forward(self.floats_mut(v(0))?, &idx, &wte, &wpe, b, t, c);
+            }
+            Kernel::EncoderBackwardWte => {
+                let (nb, c) = (int(5), int(6));
+                let dout = inp(self, 1)?;
+                let (start, pos, tok) = (self.ids(v(2))?.to_vec(), self.ids(v(3))?.to_vec(), self.ids(v(4))?.to_vec());
+                let dwte = self.floats_mut(v(0))?;
+                for k in 0..nb {
+                    let row = &mut dwte[tok[k] as usize * c..][..c];
+                    for &p in &pos[start[k] as usize..start[k + 1] as usize] {
+                        for (d, &g) in row.iter_mut().zip(&dout[p as usize * c..][..c]) {
+                            *d += g;
+                        }
+                    }
+                }
+            }
+            Kernel::EncoderBackwardWpe => {
+                let (b, t, c) = (int(2), int(3), int(4));
+                let dout = inp(self, 1)?;
+                let dwpe = self.floats_mut(v(0))?;
+                for bi in 0..b {
+                    for (d, &g) in dwpe[..t * c].iter_mut().zip(&dout[bi * t * c..][..t * c]) {
+                        *d += g;
+                    }
+                }
+            }
+            Kernel::LayerNormForward => {
+                let (n, c) = (int(6), int(7));
+                let (x, w, bias) = (inp(self, 3)?, inp(self, 4)?, get(self, 5)?);
+                let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+                layernorm_forward(&mut out, &mut mean, &mut rstd, &x, &w, bias.as_deref(), n, c);
+                self.put(&[(v(0), &out), (v(1), &mean), (v(2), &rstd)])?;
+            }
+            Kernel::ResidualLayerNormForward => {
+                let (n, c) = (int(8), int(9));
+                let (x1, x2, w, bias) = (inp(self, 4)?, inp(self, 5)?, inp(self, 6)?, get(self, 7)?);
+                let (mut res, mut out) = (vec![0.0; n * c], vec![0.0; n * c]);
+                let (mut mean, mut rstd) = (vec![0.0; n], vec![0.0; n]);
+                residual_layernorm_forward(
+                    &mut res,
+                    &mut out,
+                    &mut mean,
+                    &mut rstd,
+                    &x1,
+                    &x2,
+                    &w,
+                    bias.as_deref(),
+                    n,
+                    c,
+                );
+                self.put(&[(v(0), &res), (v(1), &out), (v(2), &mean), (v(3), &rstd)])?;
+            }
+            Kernel::LayerNormBackward => {
+                let (n, c) = (int(7), int(8));
+                let (dout, x, w, mean, rstd) =
+                    (inp(self, 2)?, inp(self, 3)?, inp(self, 4)?, inp(self, 5)?, inp(self, 6)?);
+                let mut dinp = inp(self, 0)?;
+                let mut rows = vec![0.0; n * c];
+                layernorm_backward_rows(&mut dinp, &mut rows, &dout, &x, &w, &mean, &rstd, n, c);
+                self.put(&[(v(0), &dinp), (v(1), &rows)])?;
+            }
+            Kernel::ColumnSumPartial => {
+                let (n, c, r) = (int(2), int(3), int(4));
+                let x = inp(self, 1)?;
+                let part = self.floats_mut(v(0))?;
+                let rows = n.div_ceil(r);
+                for (ri, p) in part.chunks_exact_mut(c).take(r).enumerate() {
+                    p.fill(0.0);
+                    for row in (ri * rows).min(n)..((ri + 1) * rows).min(n) {
+                        for (s, &y) in p.iter_mut().zip(&x[row * c..][..c]) {
+                            *s += y;
+                        }
+                    }
+                }
+            }
+            Kernel::ColumnSumFinish => {
+                let (r, c) = (int(2), int(3));
+                let part = inp(self, 1)?;
+                let out = self.floats_mut(v(0))?;
+                for ri in 0..r {
+                    for (o, &p) in out[..c].iter_mut().zip(&part[ri * c..][..c]) {
+                        *o += p;
+                    }
+                }
+            }
+            Kernel::NormSquaredPartial => {
+                let (n, r) = (int(2), int(3));
+                let x = inp(self, 1)?;
+                let part = self.floats_mut(v(0))?;
+                let chunk = n.div_ceil(r);
+                for (ri, p) in part[..r].iter_mut().enumerate() {
+                    let xs = &x[(ri * chunk).min(n)..((ri + 1) * chunk).min(n)];
+                    *p = xs.iter().map(|&g| g as f64 * g as f64).sum::<f64>() as f32;
+                }
+            }
+            Kernel::ScaleF32 => {
+                let (n, s) = (int(1), flt(2));
+                self.floats_mut(v(0))?[..n].iter_mut().for_each(|x| *x *= s);
+            }
+            Kernel::CastToX => {
+                let n = int(2);
+                let x = inp(self, 1)?;
+                self.floats_mut(v(0))?[..n].copy_from_slice(&x[..n]);
+            }
+            Kernel::ActForward(act) => {
+                let n = int(2);
+                let x = inp(self, 1)?;
+                (activation(act).forward)(&mut self.floats_mut(v(0))?[..n], &x[..n]);
+            }
+            Kernel::ActBackward(act) => {
+                let n = int(2);
+                let mut x = inp(self, 1)?;
+                let mut remade = vec![0.0; n];
+                (activation(act).remake_with_grad)(&mut remade, &mut x[..n]); // x becomes act'(x)
+                gelu_backward_from_grad(&mut self.floats_mut(v(0))?[..n], &x[..n]);
+            }
+            Kernel::AttentionPermute | Kernel::AttentionPermuteBackward => {
+                let fwd = l.kernel == Kernel::AttentionPermute;
+                let (b, t, nh, hs) = (int(4), int(5), int(6), int(7));
+                let c = nh * hs;
+                let mut big = if fwd { inp(self, 3)? } else { vec![0.0; b * t * 3 * c] };
+                let mut parts: [Vec<f32>; 3] = Default::default();
+                for (k, part) in parts.iter_mut().enumerate() {
+                    *part = if fwd { vec![0.0; b * t * c] } else { inp(self, k + 1)? };
+                }
+                for (bi, ti, h, e) in each(b, t, nh, hs) {
+                    for (k, p) in parts.iter_mut().enumerate() {
+                        let (head, tok) =
+                            ((((bi * nh + h) * t) + ti) * hs + e, (bi * t + ti) * 3 * c + k * c + h * hs + e);
+                        if fwd {
+                            p[head] = big[tok];
+                        } else {
+                            big[tok] = p[head];
+                        }
+                    }
+                }
+                if fwd {
+                    self.put(&[(v(0), &parts[0]), (v(1), &parts[1]), (v(2), &parts[2])])?;
+                } else {
+                    self.put(&[(v(0), &big)])?;
+                }
+            }
+            Kernel::AttentionUnpermute | Kernel::AttentionUnpermuteBackward => {
+                let fwd = l.kernel == Kernel::AttentionUnpermute;
+                let (b, t, nh, hs) = (int(2), int(3), int(4), int(5));
+                let src = inp(self, 1)?;
+                let mut dst = vec![0.0; b * t * nh * hs];
+                for (bi, ti, h, e) in each(b, t, nh, hs) {
+                    let (head, tok) = ((((bi * nh + h) * t) + ti) * hs + e, (bi * t + ti) * nh * hs + h * hs + e);
+                    if fwd {
+                        dst[tok] = src[head];
+                    } else {
+                        dst[head] = src[tok];
+                    }
+                }
+                self.put(&[(v(0), &dst)])?;
+            }
+            Kernel::AttnRowForward(rk) => {
+                let (bh, t, nh, zeta, gamma) = (int(3), int(4), int(5), flt(6), flt(7));
+                let (pre, sink) = (inp(self, 1)?, get(self, 2)?.unwrap_or_default());
+                let var = Variant { kind: kind_of(rk), sink: &sink, zeta, gamma };
+                let att = self.floats_mut(v(0))?;
+                for r in 0..bh * t {
+                    let (h, i) = ((r / t) % nh, r % t);
+                    let row = &mut att[r * t..(r + 1) * t];
+                    row.fill(0.0);
+                    row[..=i].copy_from_slice(&pre[r * t..][..=i]);
+                    normalize(&var, h, &mut row[..=i]);
+                }
+            }
+            Kernel::AttnRowBackward(rk) => {
+                let (bh, t, nh, zeta, gamma) = (int(6), int(7), int(8), flt(9), flt(10));
+                let (datt, att, pre) = (inp(self, 2)?, inp(self, 3)?, inp(self, 4)?);
+                let sink = get(self, 5)?.unwrap_or_default();
+                let var = Variant { kind: kind_of(rk), sink: &sink, zeta, gamma };
+                let (mut dpre, mut dnull) = (vec![0.0; bh * t * t], vec![0.0; bh * t]);
+                for r in 0..bh * t {
+                    let (h, i) = ((r / t) % nh, r % t);
+                    let g = &mut dpre[r * t..][..=i];
+                    g.copy_from_slice(&datt[r * t..][..=i]);
+                    let p = &att[r * t..][..=i];
+                    let mut u = pre[r * t..][..=i].to_vec();
+                    let rule = var.rule(h);
+                    if rule.needs_scores() {
+                        from_scores(&rule, &mut u);
+                    }
+                    let u = if rule.needs_scores() { &u[..] } else { p };
+                    dnull[r] = normalize_backward(&var, h, p, u, g);
+                }
+                self.put(&[(v(0), &dpre)])?;
+                if let Some(dn) = view(1) {
+                    self.put(&[(dn, &dnull)])?;
+                }
+            }
+            Kernel::SinkBackward => {
+                let (b, nh, t) = (int(2), int(3), int(4));
+                let dnull = inp(self, 1)?;
+                let dsink = self.floats_mut(v(0))?;
+                for bi in 0..b {
+                    for (h, d) in dsink[..nh].iter_mut().enumerate() {
+                        *d += dnull[(bi * nh + h) * t..][..t].iter().sum::<f32>();
+                    }
+                }
+            }
+            Kernel::GateForward => {
+                let (n, c, g) = (int(3), int(4), int(5));
+                let (mut gate, y) = (inp(self, 1)?, inp(self, 2)?);
+                let mut out = vec![0.0; n * c];
+                gate_forward(&mut out, &mut gate, &y, n, c, g);
+                self.put(&[(v(0), &out), (v(1), &gate)])?;
+            }
+            Kernel::GateBackward => {
+                let (n, c, g) = (int(5), int(6), int(7));
+                let (mut dy, dout, y, gate) = (inp(self, 0)?, inp(self, 2)?, inp(self, 3)?, inp(self, 4)?);
+                let mut dz = vec![0.0; n * g];
+                gate_backward(&mut dy, &mut dz, &dout, &y, &gate, n, c, g);
+                self.put(&[(v(0), &dy), (v(1), &dz)])?;
+            }
+            Kernel::Dropout => {
+                let (n, p) = (int(2), flt(4));
+                let key = match a[3] {
+                    Arg::U64(k) => k,
+                    _ => unreachable!("checked by check_args"),
+                };
+                let d = Dropout { p, key: 0 };
+                let mut x = inp(self, 1)?;
+                for (i, e) in x[..n].iter_mut().enumerate() {
+                    *e *= d.factor::<f32>(key, i as u64);
+                }
+                self.put(&[(v(0), &x)])?;
+            }
+            Kernel::CrossEntropyForward => {
+                let (n, vs) = (int(3), int(4));
+                let (logits, targets) = (inp(self, 1)?, self.ids(v(2))?.to_vec());
+                crossentropy_forward(self.floats_mut(v(0))?, &logits, &targets, n, vs);
+            }
+            Kernel::CrossEntropyBackward => {
+                let (dloss, n, vs) = (flt(2), int(3), int(4));
+                let targets = self.ids(v(1))?.to_vec();
+                crossentropy_backward(self.floats_mut(v(0))?, &targets, dloss, n, vs);
+            }
+            Kernel::AdamW => {
+                let n = int(5);
+                let [decay, b1_rest, b2, b2_rest, bc2_sqrt, eps, step_size] = [6, 7, 8, 9, 10, 11, 12].map(flt);
+                let g = inp(self, 2)?;
+                let (mut p, mut m, mut vv) = (inp(self, 0)?, inp(self, 3)?, inp(self, 4)?);
+                for i in 0..n {
+                    p[i] *= decay;
+                    m[i] += (g[i] - m[i]) * b1_rest;
+                    vv[i] = vv[i] * b2 + b2_rest * g[i] * g[i];
+                    let denom = vv[i].sqrt() / bc2_sqrt + eps;
+                    p[i] += -step_size * (m[i] / denom);
+                }
+                self.put(&[(v(0), &p), (v(3), &m), (v(4), &vv)])?;
+                if let Some(px) = view(1) {
+                    self.put(&[(px, &p)])?;
+                }
+            }
+            Kernel::Sgd => {
+                let (n, decay, wd, momentum, neg_lr, first) = (int(4), int(5), flt(6), flt(7), flt(8), int(9));
+                let g = inp(self, 2)?;
+                let (mut p, mut buf) = (inp(self, 0)?, inp(self, 3)?);
+                for i in 0..n {
+                    let g = if decay != 0 { p[i].mul_add(wd, g[i]) } else { g[i] };
+                    buf[i] = if first != 0 { g } else { buf[i] * momentum + g };
+                    p[i] = buf[i].mul_add(neg_lr, p[i]);
+                }
+                self.put(&[(v(0), &p), (v(3), &buf)])?;
+                if let Some(px) = view(1) {
+                    self.put(&[(px, &p)])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes results back: each (view, values) with values covering the view's first elements.
+    fn put(&mut self, outs: &[(View, &Vec<f32>)]) -> Result<()> {
+        for (v, x) in outs {
+            let n = v.len.min(x.len());
+            self.floats_mut(*v)?[..n].copy_from_slice(&x[..n]);
+        }
+        Ok(())
+    }
+}
+
+/// (b, t, h, e) over a (B, T, NH, HS) index space.
+fn each(b: usize, t: usize, nh: usize, hs: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    (0..b)
+        .flat_map(move |bi| (0..t).flat_map(move |ti| (0..nh).flat_map(move |h| (0..hs).map(move |e| (bi, ti, h, e)))))
+}
+
+/// The attention variant whose rule a row kernel is.
+fn kind_of(rk: RowKernel) -> AttentionKind {
+    match rk {
+        RowKernel::Softmax => AttentionKind::Softmax,
+        RowKernel::Quiet => AttentionKind::Quiet,
+        RowKernel::Sink => AttentionKind::Sink,
+        RowKernel::Clipped => AttentionKind::Clipped,
+        RowKernel::Relu => AttentionKind::Relu,
+        RowKernel::Sigmoid => AttentionKind::Sigmoid,
+        RowKernel::Softpick => AttentionKind::Softpick,
+    }
+}
+
+fn activation(a: ActKernel) -> Activation<f32> {
+    match a {
+        ActKernel::GeluErf => Activation::of(ActivationKind::Gelu, GeluKind::Erf),
+        ActKernel::GeluTanh => Activation::of(ActivationKind::Gelu, GeluKind::Tanh),
+        ActKernel::Relu => Activation::of(ActivationKind::Relu, GeluKind::Erf),
+    }
+}
+
+/// `Kernel::LayerNormBackward` as its contract defines it: dinp += dx, rows = dout ⊙ x̂ (the CPU
+/// engine's `layernorm_backward` sums the rows itself; the plan sums them with `ColumnSum*`).
+#[allow(clippy::too_many_arguments)]
+fn layernorm_backward_rows(
+    dinp: &mut [f32],
+    rows: &mut [f32],
+    dout: &[f32],
+    x: &[f32],
+    w: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    n: usize,
+    c: usize,
+) {
+    let inv_c = 1.0 / c as f32;
+    for r in 0..n {
+        let (xr, gr) = (&x[r * c..][..c], &dout[r * c..][..c]);
+        let (m, s) = (mean[r], rstd[r]);
+        let (mut gw, mut gwx) = (0.0f32, 0.0f32);
+        for k in 0..c {
+            gw += gr[k] * w[k];
+            gwx += gr[k] * w[k] * (xr[k] - m);
+        }
+        let (g_mean, gn_mean) = (gw * inv_c, gwx * s * inv_c);
+        for k in 0..c {
+            let norm = (xr[k] - m) * s;
+            dinp[r * c + k] += s * (gr[k] * w[k] - g_mean - norm * gn_mean);
+            rows[r * c + k] = norm * gr[k];
+        }
+    }
+}
+
+/// The arguments against the kernel's signature, and no two pointers overlapping (a race on the GPU)
+/// except dropout's out = inp.
+pub fn check_args(l: &Launch) -> Result<()> {
+    let sig = l.kernel.signature();
+    let bad = |why: String| Err(Error::Device(format!("launch of {}: {why}", l.kernel.name())));
+    if sig.len() != l.args.len() {
+        return bad(format!("{} arguments, the signature has {}", l.args.len(), sig.len()));
+    }
+    for (k, (kind, arg)) in sig.iter().zip(&l.args).enumerate() {
+        let ok = matches!(
+            (kind, arg),
+            (ArgKind::X | ArgKind::F32 | ArgKind::U32, Arg::Ptr(_))
+                | (ArgKind::OptX | ArgKind::OptF32, Arg::Ptr(_) | Arg::Null)
+                | (ArgKind::I32, Arg::I32(_))
+                | (ArgKind::U64, Arg::U64(_))
+                | (ArgKind::Float, Arg::F32(_))
+        );
+        if !ok {
+            return bad(format!("argument {k} is {arg:?}, the signature says {kind:?}"));
+        }
+    }
+    let ptrs: Vec<(usize, View)> =
+        l.args.iter().enumerate().filter_map(|(k, a)| if let Arg::Ptr(v) = a { Some((k, *v)) } else { None }).collect();
+    for (i, (ka, a)) in ptrs.iter().enumerate() {
+        for (kb, b) in &ptrs[i + 1..] {
+            let in_place = l.kernel == Kernel::Dropout && a == b;
+            if a.overlaps(b) && !in_place {
+                return bad(format!("arguments {ka} and {kb} overlap ({a:?}, {b:?})"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The dtype each argument's buffer must have (for executors that know the buffers).
+pub fn dtype_of(kind: ArgKind) -> Option<Dtype> {
+    match kind {
+        ArgKind::X | ArgKind::OptX => Some(Dtype::X),
+        ArgKind::F32 | ArgKind::OptF32 => Some(Dtype::F32),
+        ArgKind::U32 => Some(Dtype::U32),
+        _ => None,
+    }
+}
+
+impl Executor for Replay {
+    fn name(&self) -> &'static str {
+        "replay"
+    }
+
+    fn precision(&self) -> Precision {
+        Precision::F32
+    }
+
+    fn alloc(&mut self, bufs: &[BufSpec]) -> Result<()> {
+        self.dtypes = bufs.iter().map(|b| b.dtype).collect();
+        self.f = bufs.iter().map(|b| if b.dtype == Dtype::U32 { vec![] } else { vec![0.0; b.len] }).collect();
+        self.u = bufs.iter().map(|b| if b.dtype == Dtype::U32 { vec![0; b.len] } else { vec![] }).collect();
+        Ok(())
+    }
+
+    fn run(&mut self, ops: &[Op]) -> Result<()> {
+        for op in ops {
+            match op {
+                Op::Gemm(g) => self.gemm(g)?,
+                Op::Launch(l) => self.launch(l)?,
+                Op::Zero(v) => self.floats_mut(*v)?.fill(0.0),
+            }
+            self.ops_run += 1;
+        }
+        Ok(())
+    }
+
+    fn upload(&mut self, view: View, data: &[f32]) -> Result<()> {
+        let dst = self.floats_mut(view)?;
+        if data.len() > dst.len() {
+            return Err(Error::Device(format!("upload of {} values into a view of {}", data.len(), dst.len())));
+        }
+        dst[..data.len()].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn upload_u32(&mut self, view: View, data: &[u32]) -> Result<()> {
+        let ok = self.dtypes.get(view.buf.0 as usize) == Some(&Dtype::U32);
+        let dst = self
+            .u
+            .get_mut(view.buf.0 as usize)
+            .filter(|_| ok)
+            .and_then(|b| b.get_mut(view.offset..view.offset + view.len));
+        match dst {
+            Some(d) if data.len() <= d.len() => {
+                d[..data.len()].copy_from_slice(data);
+                Ok(())
+            }
+            _ => Err(Error::Device(format!("upload of {} ids into {view:?}", data.len()))),
+        }
+    }
+
+    fn download(&self, view: View, out: &mut [f32]) -> Result<()> {
+        let src = self.floats(view)?;
+        let n = out.len().min(src.len());
+        out[..n].copy_from_slice(&src[..n]);
+        Ok(())
+    }
+}
