@@ -44,6 +44,8 @@ enum Command {
     Bench(cmd::bench::BenchArgs),
     /// Write a checkpoint as a Hugging Face GPT-2 (config.json + model.safetensors)
     Export(cmd::export::ExportArgs),
+    /// Self-test of the CUDA engine on a GPU: kernels against the CPU, training, benchmark, into one JSON
+    GpuCheck(cmd::gpu_check::GpuCheckArgs),
     /// Print the resolved training config, every key
     Config(cmd::train::ConfigArgs),
     /// List the presets
@@ -76,6 +78,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Experiment(a) => cmd::experiment::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Export(a) => cmd::export::run(a),
+        Command::GpuCheck(a) => cmd::gpu_check::run(a),
         Command::Config(a) => cmd::train::config(a),
         Command::Presets => {
             for p in PRESETS {

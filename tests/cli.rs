@@ -42,8 +42,18 @@ fn input_and_data_errors() {
 #[test]
 fn help_and_version() {
     let d = temp_dir("cli-help");
-    let subcommands =
-        ["prepare", "train", "sample", "analyze", "quantize-eval", "experiment", "bench", "config", "presets"];
+    let subcommands = [
+        "prepare",
+        "train",
+        "sample",
+        "analyze",
+        "quantize-eval",
+        "experiment",
+        "bench",
+        "config",
+        "presets",
+        "gpu-check",
+    ];
     for sub in subcommands {
         let (code, stdout, stderr) = quietgpt_split(&d, &[sub, "--help"]);
         assert_eq!(code, 0, "quietgpt {sub} --help:\n{stderr}");

@@ -34,3 +34,40 @@ fn cuda_without_a_gpu_is_a_clear_error() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.trim_end().lines().last().unwrap_or("").contains(&msg), "{stderr}");
 }
+
+/// `quietgpt gpu-check`: its help, and without CUDA the probe's error (exit 1, one line, no panic) and a
+/// JSON report saying why nothing ran.
+#[test]
+fn gpu_check_help_and_no_gpu() {
+    let d = temp_dir("gpu-check");
+    let (code, stdout, stderr) = quietgpt_split(&d, &["gpu-check", "--help"]);
+    assert_eq!(code, 0, "{stderr}");
+    for needle in ["Usage: quietgpt gpu-check", "Examples", "--out", "--python", "--batch_sizes", "LD_LIBRARY_PATH"] {
+        assert!(stdout.contains(needle), "{needle:?} not in:\n{stdout}");
+    }
+    let (code, _, stderr) = quietgpt_split(&d, &["gpu-check", "--batch_sizes", "16,x"]);
+    assert!(code == 1 && stderr.contains("--batch_sizes"), "{stderr}");
+    let Err(e) = probe() else {
+        eprintln!("CUDA is usable here: gpu-check's no-GPU error is checked on machines without it");
+        return;
+    };
+    let msg = e.to_string();
+    fails_one_line(&d, &["gpu-check", "--out", "r.json", "--no_pytorch"], &[&msg]);
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("r.json")).unwrap()).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["failures"][0].as_str(), Some(msg.as_str()));
+}
+
+/// The PyTorch side of the benchmark parses (it runs only on the GPU machine, where torch is).
+#[test]
+fn nanogpt_bench_script_compiles() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/nanogpt_bench.py");
+    let d = temp_dir("py-compile");
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True)"])
+        .arg(script)
+        .arg(d.join("nanogpt_bench.pyc"))
+        .output()
+        .expect("python3 is needed to check bench/nanogpt_bench.py");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -5,6 +5,7 @@ pub mod args;
 pub mod bench;
 pub mod experiment;
 pub mod export;
+pub mod gpu_check;
 pub mod out;
 pub mod prepare;
 pub mod quantize;

@@ -57,8 +57,9 @@ impl Lib {
 }
 
 /// The shell line that puts the pip wheels' libraries on the loader's path.
+/// (`nvidia` is a namespace package: its `__file__` is None, its `__path__` the folder.)
 pub const WHEEL_LIBRARY_PATH: &str =
-    "export LD_LIBRARY_PATH=$(python3 -c 'import nvidia,os;print(os.path.dirname(nvidia.__file__))')/cu13/lib";
+    "export LD_LIBRARY_PATH=$(python3 -c 'import nvidia;print(list(nvidia.__path__)[0])')/cu13/lib";
 
 /// The message for missing libraries: each by name with where it comes from, then how to make the
 /// loader find them. One line.
@@ -209,7 +210,7 @@ mod tests {
             "NVIDIA driver",
             "libcublasLt.so.13 (pip install nvidia-cublas==13.*)",
             "libnvrtc.so.13 (pip install nvidia-cuda-nvrtc==13.0.*)",
-            "LD_LIBRARY_PATH=$(python3 -c 'import nvidia,os;print(os.path.dirname(nvidia.__file__))')/cu13/lib",
+            "LD_LIBRARY_PATH=$(python3 -c 'import nvidia;print(list(nvidia.__path__)[0])')/cu13/lib",
             "/usr/local/cuda/lib64",
             "--device=cpu",
         ] {

@@ -6,7 +6,7 @@
 //! - `Op::Gemm` through cuBLASLt (`blas`, layouts from `gemm`); `Op::Launch` through the NVRTC-compiled
 //!   modules (`modules`; arguments checked and packed by `args`); `Op::Zero` a memset;
 //! - one stream; `upload` and `download` convert host f32 to and from bf16 (`bf16`) for X buffers in
-//!   bf16 precision.
+//!   bf16 precision, and move the first `data.len()` elements of the view (as the replay does).
 //!
 //! Ops are queued asynchronously; an error inside a kernel surfaces at the next `download` or
 //! `synchronize`.
@@ -14,6 +14,7 @@
 pub mod args;
 pub mod bf16;
 pub mod blas;
+pub mod check;
 pub mod gemm;
 pub mod libs;
 pub mod modules;
@@ -171,6 +172,7 @@ impl CudaExecutor {
         .map_err(|e| Error::Device(format!("launching kernel {} {g:?}×{b:?}: {}", l.kernel.name(), describe(e))))
     }
 
+    /// Checks a host transfer of `n` values into (or out of) the first `n` elements of `v`.
     fn check_host(&self, v: View, n: usize, dtypes: &[Dtype], what: &str) -> Result<()> {
         let name = || format!("{what} of {n} values");
         args::check_view(v, &self.bufs, &name)?;
@@ -178,7 +180,7 @@ impl CudaExecutor {
         if !dtypes.contains(&spec.dtype) {
             return Err(Error::Device(format!("{what}: buffer '{}' is {:?}, not {dtypes:?}", spec.name, spec.dtype)));
         }
-        if n != v.len {
+        if n > v.len {
             return Err(Error::Device(format!("{what}: {n} host values for a view of {} in '{}'", v.len, spec.name)));
         }
         Ok(())
@@ -272,6 +274,7 @@ impl Executor for CudaExecutor {
     fn upload(&mut self, view: View, data: &[f32]) -> Result<()> {
         self.bind()?;
         self.check_host(view, data.len(), &[Dtype::F32, Dtype::X], "upload")?;
+        let view = view.sub(0, data.len());
         if self.bf16_view(view) {
             let mut h = vec![0u16; data.len()];
             bf16::encode(data, &mut h);
@@ -284,12 +287,14 @@ impl Executor for CudaExecutor {
     fn upload_u32(&mut self, view: View, data: &[u32]) -> Result<()> {
         self.bind()?;
         self.check_host(view, data.len(), &[Dtype::U32], "upload_u32")?;
+        let view = view.sub(0, data.len());
         self.copy_in(view, data)
     }
 
     fn download(&self, view: View, out: &mut [f32]) -> Result<()> {
         self.bind()?;
         self.check_host(view, out.len(), &[Dtype::F32, Dtype::X], "download")?;
+        let view = view.sub(0, out.len());
         if self.bf16_view(view) {
             let mut h = vec![0u16; out.len()];
             self.copy_out(view, &mut h)?;

@@ -1,5 +1,6 @@
 //! The kernels on the device: one CUDA module per `.cu` file, compiled by NVRTC to a CUBIN for the
-//! card's `sm_XY` in the executor's precision and loaded on first use; one function handle per kernel.
+//! card's `sm_XY` in the executor's precision (once per process: `compile_cached`) and loaded on first
+//! use; one function handle per kernel.
 
 use super::super::kernel::Kernel;
 use super::super::plan::Precision;
@@ -9,6 +10,7 @@ use crate::{Error, Result};
 use cudarc::driver::{result, sys};
 use std::collections::HashMap;
 use std::ffi::CString;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// How long one file took to compile and load, and NVRTC's log.
@@ -40,6 +42,32 @@ pub fn files() -> Vec<&'static str> {
     v
 }
 
+/// A file's CUBIN and NVRTC's log.
+pub struct Cubin {
+    pub cubin: Vec<u8>,
+    pub log: String,
+}
+
+/// Compiled files by (file, precision, arch), for the life of the process: every executor after the
+/// first loads its modules without compiling (the self-test makes dozens of executors).
+type Cache = HashMap<(&'static str, Precision, String), Arc<Cubin>>;
+static CUBINS: Mutex<Option<Cache>> = Mutex::new(None);
+
+/// `nvrtc::compile` of `file`, once per process for each precision and architecture.
+pub fn compile_cached(file: &'static str, precision: Precision, arch: &str) -> Result<Arc<Cubin>> {
+    let key = (file, precision, arch.to_string());
+    if let Some(c) = CUBINS.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).get(&key) {
+        return Ok(c.clone());
+    }
+    let m = nvrtc::compile(file, precision, arch)?;
+    if m.cubin.is_empty() {
+        return Err(Error::Device(format!("{file}: NVRTC returned no CUBIN for {arch}: {}", m.log)));
+    }
+    let c = Arc::new(Cubin { cubin: m.cubin, log: m.log });
+    CUBINS.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).insert(key, c.clone());
+    Ok(c)
+}
+
 impl Modules {
     /// No module loaded yet; `arch` is the card's ("sm_90").
     pub fn new(precision: Precision, arch: String) -> Modules {
@@ -56,10 +84,7 @@ impl Modules {
             return Ok(m);
         }
         let t0 = Instant::now();
-        let module = nvrtc::compile(file, self.precision, &self.arch)?;
-        if module.cubin.is_empty() {
-            return Err(Error::Device(format!("{file}: NVRTC returned no CUBIN for {}: {}", self.arch, module.log)));
-        }
+        let module = compile_cached(file, self.precision, &self.arch)?;
         // SAFETY: a CUBIN image from NVRTC for this device's architecture; the driver copies it.
         let m = unsafe { result::module::load_data(module.cubin.as_ptr() as *const _) }
             .map_err(|e| Error::Device(format!("{file}: loading its CUBIN ({}) failed: {}", self.arch, describe(e))))?;
@@ -68,7 +93,7 @@ impl Modules {
             file,
             seconds: t0.elapsed().as_secs_f64(),
             cubin_bytes: module.cubin.len(),
-            log: module.log,
+            log: module.log.clone(),
         });
         Ok(m)
     }
