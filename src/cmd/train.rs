@@ -12,7 +12,7 @@ use quietgpt::train::trainer::{Event, Trainer};
 use std::path::{Path, PathBuf};
 
 const KEYS_HELP: &str = "Every key that `quietgpt config` prints can be set with --key=value (a TOML value or a bare \
-word): model shape, optimizer, schedule, data_dir, out_dir, seed, threads, device (cpu; cuda is not built yet). \
+word): model shape, optimizer, schedule, data_dir, out_dir, seed, threads, device (cpu, cuda or cuda:N), dtype (auto, bfloat16 on cuda, float32). \
 Model and optimizer options beside nanoGPT's defaults: activation = gelu|relu, tie_weights = true|false (false: \
 lm_head.weight of its own), init = nanogpt|pytorch, optimizer = adamw|sgd (momentum, default 0.9).";
 

@@ -175,19 +175,53 @@ pub trait Engine: Send {
 pub const DEVICES: [&str; 2] = ["cpu", "cuda"];
 
 /// The one place that chooses an engine: a zero-initialised engine for `config` on `device`, able to
-/// run batches of up to `max_batch` sequences.
+/// run batches of up to `max_batch` sequences, in the device's default arithmetic (`dtype = "auto"`).
 pub fn create(device: &str, config: ModelConfig, max_batch: usize) -> Result<Box<dyn Engine>> {
+    create_with(device, "auto", config, max_batch)
+}
+
+/// `create` in the arithmetic `dtype` ("auto", "bfloat16", "float32"; see `Config::dtype`).
+pub fn create_with(device: &str, dtype: &str, config: ModelConfig, max_batch: usize) -> Result<Box<dyn Engine>> {
+    crate::config::check_device(device)?;
+    crate::config::check_dtype(device, dtype)?;
     match device {
         "cpu" => {
             config.validate()?;
             cpu::memory::check_model(&config, max_batch, 4, cpu::memory::Use::Training)?;
             Ok(Box::new(cpu::CpuEngine::<f32>::new(config, max_batch)?))
         }
-        "cuda" => Err(Error::Config(
-            "device 'cuda': this build has no CUDA engine yet; use --device=cpu (the GPU engine is being built)".into(),
-        )),
-        other => Err(Error::Config(format!("unknown device '{other}': expected one of {}", DEVICES.join(", ")))),
+        _ => {
+            let ordinal = device.strip_prefix("cuda:").map_or(Ok(0), |n| n.parse::<usize>());
+            let ordinal = ordinal.map_err(|_| Error::Config(format!("device '{device}': expected cuda:N")))?;
+            let precision = if dtype == "float32" { cuda::plan::Precision::F32 } else { cuda::plan::Precision::Bf16 };
+            cuda_engine(ordinal, precision, config, max_batch)
+        }
     }
+}
+
+/// Whether `device` can run here: Ok for "cpu"; for "cuda[:N]", the GPU and its libraries are found,
+/// or an error names what is missing (cheap: no engine is made).
+pub fn probe(device: &str) -> Result<()> {
+    crate::config::check_device(device)?;
+    match device {
+        "cpu" => Ok(()),
+        _ => Err(Error::Config(format!(
+            "device '{device}': this build has no CUDA engine yet; use --device=cpu (the GPU engine is being built)"
+        ))),
+    }
+}
+
+/// The GPU engine on GPU `ordinal`.
+fn cuda_engine(
+    ordinal: usize,
+    precision: cuda::plan::Precision,
+    _config: ModelConfig,
+    _max_batch: usize,
+) -> Result<Box<dyn Engine>> {
+    Err(Error::Config(format!(
+        "device 'cuda:{ordinal}' ({}): this build has no CUDA engine yet; use --device=cpu (the GPU engine is being built)",
+        precision.name()
+    )))
 }
 
 /// Checks a host buffer's length against the layout (for `read`/`write` implementations).

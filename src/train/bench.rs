@@ -62,7 +62,7 @@ pub fn run(
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let mcfg = cfg.model_config(vocab_size);
     let (b, t) = (cfg.batch_size, cfg.block_size);
-    let mut engine = fresh_engine(device, mcfg.clone(), b, cfg.seed)?;
+    let mut engine = fresh_engine(device, &cfg.dtype, mcfg.clone(), b, cfg.seed)?;
     let opt = optim_config(cfg);
     let mut rng = Rng::new(cfg.seed, STREAM_DATA);
     let mut x = vec![0u32; b * t];
