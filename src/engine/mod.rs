@@ -148,6 +148,12 @@ pub trait Engine: Send {
     /// overwrite them); `out` is resized to fit.
     fn read_logits(&self, out: &mut Vec<f32>) -> Result<()>;
 
+    /// The device's peak rate in FLOP/s for MFU, where the engine knows it (a GPU's datasheet bf16 or
+    /// f32 peak); None where it must be measured (the CPU engine: see `cpu::flops::gemm_peak_gflops`).
+    fn peak_flops(&self) -> Option<f64> {
+        None
+    }
+
     /// Kernel times accumulated since the last `reset_profile`, where the engine measures them.
     fn profile(&self) -> Option<&Profile> {
         None
