@@ -153,6 +153,7 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
         exp.options.analyze.windows = n;
     }
     set_threads(exp.base.threads)?;
+    quietgpt::engine::probe(&exp.base.device)?; // a missing GPU is named before anything is prepared
     check_out_dir("--out", &out)?;
 
     // Before anything is written: one experiment per directory (a shard locks only its runs), and finished

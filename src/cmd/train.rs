@@ -12,7 +12,7 @@ use quietgpt::train::trainer::{Event, Trainer};
 use std::path::{Path, PathBuf};
 
 const KEYS_HELP: &str = "Every key that `quietgpt config` prints can be set with --key=value (a TOML value or a bare \
-word): model shape, optimizer, schedule, data_dir, out_dir, seed, threads, device (cpu; cuda is not built yet). \
+word): model shape, optimizer, schedule, data_dir, out_dir, seed, threads, device (cpu, cuda or cuda:N), dtype (auto, bfloat16 on cuda, float32). \
 Model and optimizer options beside nanoGPT's defaults: activation = gelu|relu, tie_weights = true|false (false: \
 lm_head.weight of its own), init = nanogpt|pytorch, optimizer = adamw|sgd (momentum, default 0.9).";
 
@@ -131,10 +131,11 @@ pub fn run(a: TrainArgs) -> Result<()> {
         Trainer::new(config.clone()).with_context(|| format!("cannot start training on {}{hint}", config.data_dir))?
     };
     set_threads(trainer.config.threads)?;
-    trainer.peak_flops = gemm_peak_gflops() * 1e9;
+    // the GPU's datasheet peak, or the CPU's GEMM rate measured here
+    trainer.peak_flops = trainer.engine.peak_flops().unwrap_or_else(|| gemm_peak_gflops() * 1e9);
     let c = &trainer.config;
     say!(
-        "model: {} layers, {} heads, {} embd, block {}, vocab {}, attention {}, mlp {}{}, {:.2}M params | optimizer {} | {} tokens/iter | {} threads, GEMM peak {:.0} GFLOP/s",
+        "model: {} layers, {} heads, {} embd, block {}, vocab {}, attention {}, mlp {}{}, {:.2}M params | optimizer {} | {} tokens/iter | {} threads, {} peak {:.0} GFLOP/s",
         c.n_layer,
         c.n_head,
         c.n_embd,
@@ -147,6 +148,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         c.optimizer,
         c.tokens_per_iter(),
         rayon::current_num_threads(),
+        trainer.engine.device(),
         trainer.peak_flops / 1e9
     );
     let start = std::time::Instant::now();

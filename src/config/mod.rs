@@ -139,9 +139,14 @@ pub struct Config {
     pub seed: u64,
     /// Worker threads; 0 uses every core.
     pub threads: usize,
-    /// Where the model runs, as nanoGPT's `device` (whose default is "cuda"): "cpu", the only engine of
-    /// this build; "cuda" is refused until there is a CUDA engine. See `DEVICES`.
+    /// Where the model runs, as nanoGPT's `device` (whose default is "cuda"): "cpu" (the reference engine)
+    /// or "cuda" / "cuda:N" (the GPU engine, `engine::cuda`, on GPU N). See `DEVICES`.
     pub device: String,
+    /// The arithmetic, as nanoGPT's `dtype`: "auto" (bfloat16 on cuda, float32 on cpu), "bfloat16" (cuda:
+    /// bf16 GEMMs and activations, f32 accumulation and master weights, as llm.c) or "float32" (f32
+    /// throughout; on cuda with TF32 off, for tight comparison with the CPU engine). "float16" is refused:
+    /// there is no loss scaling.
+    pub dtype: String,
     /// The MLP's GELU: "erf" (exact, nanoGPT's) or "tanh" (GPT-2's approximation, `gelu_new`).
     pub gelu: GeluKind,
 }
@@ -191,6 +196,7 @@ impl Default for Config {
             seed: 1337,
             threads: 0,
             device: "cpu".into(),
+            dtype: "auto".into(),
             gelu: GeluKind::Erf,
         }
     }
@@ -279,6 +285,7 @@ impl Config {
             return bad(format!("momentum must be in [0, 1), got {}", self.momentum));
         }
         check_device(&self.device)?;
+        check_dtype(&self.device, &self.dtype)?;
         if self.decay_lr && self.lr_decay_iters <= self.warmup_iters {
             return bad(format!(
                 "lr_decay_iters ({}) must exceed warmup_iters ({}) when decay_lr is on",
@@ -342,15 +349,35 @@ impl Config {
     }
 }
 
-/// `device`: "cpu" and "cuda" are accepted (whether CUDA is usable is checked where the engine is made,
-/// `engine::create`); "cuda:N" is a clear refusal; anything else lists the choices.
+/// `device`: "cpu", "cuda" or "cuda:N" (N a GPU's ordinal); anything else lists the choices. Whether a
+/// GPU and its libraries are there is found when the engine is made (`engine::create`), with an error
+/// that names what is missing.
 pub fn check_device(device: &str) -> Result<()> {
     match device {
         "cpu" | "cuda" => Ok(()),
-        d if d.starts_with("cuda:") => Err(Error::Config(format!(
-            "device = \"{d}\": one GPU per process; choose it with CUDA_VISIBLE_DEVICES and use device=cuda"
+        d if d.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok()) => Ok(()),
+        d => Err(Error::Config(format!(
+            "unknown device '{d}': expected one of {} (or cuda:N for GPU N)",
+            DEVICES.join(", ")
         ))),
-        d => Err(Error::Config(format!("unknown device '{d}': expected one of {}", DEVICES.join(", ")))),
+    }
+}
+
+/// The values of `dtype`.
+pub const DTYPES: &[&str] = &["auto", "bfloat16", "float32"];
+
+/// `dtype` for `device`: bfloat16 only on cuda; float16 refused with the reason.
+pub fn check_dtype(device: &str, dtype: &str) -> Result<()> {
+    match dtype {
+        "auto" | "float32" => Ok(()),
+        "bfloat16" if device.starts_with("cuda") => Ok(()),
+        "bfloat16" => Err(Error::Config(format!(
+            "dtype = \"bfloat16\" needs device = \"cuda\" (the CPU engine computes in float32); use dtype=float32 or auto on {device}"
+        ))),
+        "float16" => Err(Error::Config(
+            "dtype = \"float16\" is not supported (it needs loss scaling, which quietgpt does not do); use bfloat16 or float32".into(),
+        )),
+        d => Err(Error::Config(format!("unknown dtype '{d}': expected one of {}", DTYPES.join(", ")))),
     }
 }
 

@@ -63,15 +63,33 @@ fn floats_print_as_written_and_old_checkpoint_floats_read_back() {
 fn device_is_validated() {
     assert_eq!(Config::default().device, "cpu");
     Config::build(None, None, &["device=cpu".into()]).unwrap();
-    // cuda is a valid value (whether CUDA is usable is engine::create's question); cuda:N is not.
+    // cuda is a valid setting; whether a GPU is there is found when the engine is made
     Config::build(None, None, &["device=cuda".into()]).unwrap();
-    let e = Config::build(None, None, &["device=cuda:1".into()]).unwrap_err().to_string();
-    assert!(e.contains("CUDA_VISIBLE_DEVICES"), "{e}");
-    let e = Config::build(None, None, &["device=tpu".into()]).unwrap_err().to_string();
-    assert!(e.contains("tpu") && e.contains("cpu, cuda"), "{e}");
+    Config::build(None, None, &["device=cuda:1".into()]).unwrap();
+    for bad in ["device=tpu", "device=cuda:x"] {
+        let e = Config::build(None, None, &[bad.into()]).unwrap_err().to_string();
+        assert!(e.contains("cpu, cuda"), "{e}");
+    }
     // Checkpoints from before the key existed read as "cpu".
     let old = Config::default().to_toml().replace("device = \"cpu\"\n", "");
     assert_eq!(toml::from_str::<Config>(&old).unwrap().device, "cpu");
+}
+
+#[test]
+fn dtype_is_validated_for_the_device() {
+    assert_eq!(Config::default().dtype, "auto");
+    Config::build(None, None, &["device=cuda".into(), "dtype=bfloat16".into()]).unwrap();
+    Config::build(None, None, &["device=cuda".into(), "dtype=float32".into()]).unwrap();
+    Config::build(None, None, &["dtype=float32".into()]).unwrap();
+    let e = Config::build(None, None, &["dtype=bfloat16".into()]).unwrap_err().to_string();
+    assert!(e.contains("needs device = \"cuda\""), "{e}");
+    let e = Config::build(None, None, &["device=cuda".into(), "dtype=float16".into()]).unwrap_err().to_string();
+    assert!(e.contains("loss scaling"), "{e}");
+    let e = Config::build(None, None, &["dtype=f8".into()]).unwrap_err().to_string();
+    assert!(e.contains("auto, bfloat16, float32"), "{e}");
+    // Checkpoints from before the key existed read as "auto".
+    let old = Config::default().to_toml().replace("dtype = \"auto\"\n", "");
+    assert_eq!(toml::from_str::<Config>(&old).unwrap().dtype, "auto");
 }
 
 fn build(overrides: &[&str]) -> Result<Config> {

@@ -148,6 +148,12 @@ pub trait Engine: Send {
     /// overwrite them); `out` is resized to fit.
     fn read_logits(&self, out: &mut Vec<f32>) -> Result<()>;
 
+    /// The device's peak rate in FLOP/s for MFU, where the engine knows it (a GPU's datasheet bf16 or
+    /// f32 peak); None where it must be measured (the CPU engine: see `cpu::flops::gemm_peak_gflops`).
+    fn peak_flops(&self) -> Option<f64> {
+        None
+    }
+
     /// Kernel times accumulated since the last `reset_profile`, where the engine measures them.
     fn profile(&self) -> Option<&Profile> {
         None
@@ -175,25 +181,54 @@ pub trait Engine: Send {
 pub const DEVICES: [&str; 2] = ["cpu", "cuda"];
 
 /// The one place that chooses an engine: a zero-initialised engine for `config` on `device`, able to
-/// run batches of up to `max_batch` sequences.
+/// run batches of up to `max_batch` sequences, in the device's default arithmetic (`dtype = "auto"`).
 pub fn create(device: &str, config: ModelConfig, max_batch: usize) -> Result<Box<dyn Engine>> {
+    create_with(device, "auto", config, max_batch)
+}
+
+/// `create` in the arithmetic `dtype` ("auto", "bfloat16", "float32"; see `Config::dtype`).
+pub fn create_with(device: &str, dtype: &str, config: ModelConfig, max_batch: usize) -> Result<Box<dyn Engine>> {
+    crate::config::check_device(device)?;
+    crate::config::check_dtype(device, dtype)?;
     match device {
         "cpu" => {
             config.validate()?;
             cpu::memory::check_model(&config, max_batch, 4, cpu::memory::Use::Training)?;
             Ok(Box::new(cpu::CpuEngine::<f32>::new(config, max_batch)?))
         }
-        "cuda" => {
-            config.validate()?;
-            // What is missing (libraries, driver, GPU) as a clear error, before cudarc could panic.
-            cuda::device::libs::probe()?;
-            Err(Error::Device(
-                "the CUDA engine is not wired into engine::create yet; use --device=cpu (the GPU engine is being built)"
-                    .into(),
-            ))
+        _ => {
+            let ordinal = device.strip_prefix("cuda:").map_or(Ok(0), |n| n.parse::<usize>());
+            let ordinal = ordinal.map_err(|_| Error::Config(format!("device '{device}': expected cuda:N")))?;
+            let precision = if dtype == "float32" { cuda::plan::Precision::F32 } else { cuda::plan::Precision::Bf16 };
+            cuda_engine(ordinal, precision, config, max_batch)
         }
-        other => Err(Error::Config(format!("unknown device '{other}': expected one of {}", DEVICES.join(", ")))),
     }
+}
+
+/// Whether `device` can run here: Ok for "cpu"; for "cuda[:N]", the GPU and its libraries are found,
+/// or an error names what is missing (cheap: no engine is made).
+pub fn probe(device: &str) -> Result<()> {
+    crate::config::check_device(device)?;
+    match device {
+        "cpu" => Ok(()),
+        _ => {
+            let ordinal = device.strip_prefix("cuda:").map_or(Ok(0), |n| n.parse::<usize>());
+            let ordinal = ordinal.map_err(|_| Error::Config(format!("device '{device}': expected cuda:N")))?;
+            cuda::device::probe_gpu(ordinal).map(|_| ())
+        }
+    }
+}
+
+/// The GPU engine on GPU `ordinal`: the plan (`cuda::engine::PlanEngine`) on the CUDA executor.
+fn cuda_engine(
+    ordinal: usize,
+    precision: cuda::plan::Precision,
+    config: ModelConfig,
+    max_batch: usize,
+) -> Result<Box<dyn Engine>> {
+    config.validate()?;
+    let exec = cuda::device::CudaExecutor::on(ordinal, precision)?;
+    Ok(Box::new(cuda::engine::PlanEngine::new(config, max_batch, exec)?))
 }
 
 /// Checks a host buffer's length against the layout (for `read`/`write` implementations).

@@ -72,6 +72,7 @@ pub struct Trainer {
 impl Trainer {
     /// A fresh run: data from `config.data_dir`, weights from the initialisation of `config.init`.
     pub fn new(config: Config) -> Result<Trainer> {
+        engine::probe(&config.device)?; // a missing GPU is named before the data is read
         let data = open_data(&config)?;
         let data_vocab = data.vocab_size();
         if config.vocab_size != 0 && config.vocab_size < data_vocab {
@@ -81,7 +82,8 @@ impl Trainer {
                 data.dir.display()
             )));
         }
-        let engine = fresh_engine(&config.device, config.model_config(data_vocab), config.batch_size, config.seed)?;
+        let model = config.model_config(data_vocab);
+        let engine = fresh_engine(&config.device, &config.dtype, model, config.batch_size, config.seed)?;
         checkpoint::check_writable(engine.config())?;
         let state = TrainState {
             iter_num: 0,
@@ -116,9 +118,10 @@ impl Trainer {
                 ckpt.config.optimizer
             )));
         }
+        engine::probe(&config.device)?;
         let data = open_data(&config)?;
         check_same_vocab(&data, &path, &ckpt.tokenizer)?;
-        let mut engine = engine::create(&config.device, ckpt.model.clone(), config.batch_size)?;
+        let mut engine = engine::create_with(&config.device, &config.dtype, ckpt.model.clone(), config.batch_size)?;
         ckpt.load_into(engine.as_mut())?;
         let mut t = Trainer::assemble(config, engine, data, ckpt.state);
         t.last_saved = Some(t.state.iter_num);
@@ -314,10 +317,16 @@ impl Trainer {
     }
 }
 
-/// An engine for `model` on `device` with the initialisation of `model.init` from `seed` (made on the
-/// host and written into the engine).
-pub fn fresh_engine(device: &str, model: ModelConfig, max_batch: usize, seed: u64) -> Result<Box<dyn Engine>> {
-    let mut engine = engine::create(device, model, max_batch)?;
+/// An engine for `model` on `device` in `dtype` with the initialisation of `model.init` from `seed` (made
+/// on the host and written into the engine).
+pub fn fresh_engine(
+    device: &str,
+    dtype: &str,
+    model: ModelConfig,
+    max_batch: usize,
+    seed: u64,
+) -> Result<Box<dyn Engine>> {
+    let mut engine = engine::create_with(device, dtype, model, max_batch)?;
     let mut params = vec![0.0f32; engine.layout().total];
     init_params(engine.config(), engine.layout(), &mut Rng::new(seed, STREAM_INIT), &mut params);
     engine.write(Buffer::Params, &params)?;

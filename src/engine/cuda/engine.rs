@@ -265,4 +265,8 @@ impl<E: Executor> Engine for PlanEngine<E> {
     fn run(&mut self, f: &mut (dyn FnMut(&mut dyn Engine) -> Result<f64> + Send)) -> Result<f64> {
         f(self)
     }
+
+    fn peak_flops(&self) -> Option<f64> {
+        self.exec.peak_flops()
+    }
 }

@@ -41,6 +41,11 @@ pub trait Executor: Send {
     /// Writes host token ids into a view of a U32 buffer.
     fn upload_u32(&mut self, view: View, data: &[u32]) -> Result<()>;
 
+    /// The device's peak rate in FLOP/s in this precision, where known (for MFU).
+    fn peak_flops(&self) -> Option<f64> {
+        None
+    }
+
     /// Reads a view of an F32 or X buffer into host f32 values (waits for the ops before it).
     fn download(&self, view: View, out: &mut [f32]) -> Result<()>;
 }

@@ -63,12 +63,45 @@ fn cu(call: &'static str) -> impl Fn(result::DriverError) -> Error {
     move |e| driver_error(call, e)
 }
 
+/// The libraries (`libs::probe`) and GPU `ordinal` (an error naming the GPUs there are otherwise).
+pub fn probe_gpu(ordinal: usize) -> Result<Found> {
+    let found = libs::probe()?;
+    if ordinal >= found.devices as usize {
+        return Err(Error::Device(format!(
+            "device 'cuda:{ordinal}': this machine has {} GPU{} (cuda:0{}); CUDA_VISIBLE_DEVICES chooses which",
+            found.devices,
+            if found.devices == 1 { "" } else { "s" },
+            if found.devices > 1 { format!(" to cuda:{}", found.devices - 1) } else { String::new() }
+        )));
+    }
+    Ok(found)
+}
+
+/// The card's dense peak in TFLOP/s in `precision` by its name, where known (bf16: tensor cores;
+/// f32: the CUDA cores, TF32 being off): H100 and H200 989 and 67, A100 312 and 19.5.
+pub fn peak_tflops(gpu: &str, precision: Precision) -> Option<f64> {
+    let g = gpu.to_uppercase();
+    let (bf16, f32) = if g.contains("H100") || g.contains("H200") {
+        (989.0, 67.0)
+    } else if g.contains("A100") {
+        (312.0, 19.5)
+    } else {
+        return None;
+    };
+    Some(if precision == Precision::Bf16 { bf16 } else { f32 })
+}
+
 impl CudaExecutor {
-    /// The executor on GPU 0 (the first of `CUDA_VISIBLE_DEVICES`) in `precision`: probes the
-    /// libraries, creates the context, a stream and cuBLASLt's handle. Kernels compile on first use.
+    /// The executor on GPU 0 (the first of `CUDA_VISIBLE_DEVICES`) in `precision`.
     pub fn new(precision: Precision) -> Result<CudaExecutor> {
-        let found = libs::probe()?;
-        let ctx = CudaContext::new(0).map_err(cu("cuCtx (primary context of GPU 0)"))?;
+        CudaExecutor::on(0, precision)
+    }
+
+    /// The executor on GPU `ordinal` in `precision`: probes the libraries and the GPU, creates the
+    /// context, a stream and cuBLASLt's handle. Kernels compile on first use.
+    pub fn on(ordinal: usize, precision: Precision) -> Result<CudaExecutor> {
+        let found = probe_gpu(ordinal)?;
+        let ctx = CudaContext::new(ordinal).map_err(cu("cuDevicePrimaryCtxRetain"))?;
         let (major, minor) = ctx.compute_capability().map_err(cu("cuDeviceGetAttribute"))?;
         let sms = ctx
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
@@ -215,6 +248,10 @@ impl Executor for CudaExecutor {
 
     fn precision(&self) -> Precision {
         self.precision
+    }
+
+    fn peak_flops(&self) -> Option<f64> {
+        peak_tflops(&self.info.name, self.precision).map(|t| t * 1e12)
     }
 
     fn alloc(&mut self, bufs: &[BufSpec]) -> Result<()> {

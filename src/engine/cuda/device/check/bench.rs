@@ -33,14 +33,7 @@ pub fn flops_per_step(cfg: &ModelConfig, b: usize) -> f64 {
 
 /// The card's dense bf16 peak in TFLOPS (nanoGPT's A100 figure, and Hopper's), by its name.
 pub fn peak_tflops(gpu: &str) -> Option<f64> {
-    let g = gpu.to_uppercase();
-    if g.contains("H100") || g.contains("H200") {
-        Some(989.0)
-    } else if g.contains("A100") {
-        Some(312.0)
-    } else {
-        None
-    }
+    super::super::peak_tflops(gpu, Precision::Bf16)
 }
 
 #[derive(Clone, Debug, Serialize)]
