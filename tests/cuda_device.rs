@@ -24,6 +24,15 @@ fn cuda_without_a_gpu_is_a_clear_error() {
         assert!(msg.contains(l.file()), "{msg}");
     }
     assert!(!missing.is_empty() || msg.contains("no usable GPU"), "{msg}");
+    // The library's doors: engine::probe (before any data is read) and engine::create, any ordinal and dtype.
+    use quietgpt::config::{AttentionKind, ModelConfig};
+    assert_eq!(quietgpt::engine::probe("cuda").unwrap_err().to_string(), msg);
+    assert_eq!(quietgpt::engine::probe("cuda:1").unwrap_err().to_string(), msg);
+    let cfg = ModelConfig::new(1, 1, 8, 4, 5, true, 0.0, AttentionKind::Quiet);
+    for (device, dtype) in [("cuda", "auto"), ("cuda:0", "float32"), ("cuda:2", "bfloat16")] {
+        let e = quietgpt::engine::create_with(device, dtype, cfg.clone(), 1).err().unwrap().to_string();
+        assert_eq!(e, msg, "{device} {dtype}");
+    }
     let d = temp_dir("cuda-device");
     // train on the generated backcopy task (no data to prepare), bench, experiment.
     let train = ["train", "--preset=tiny", "--data=backcopy", "--device=cuda", "--max_iters=1", "--out_dir=o"];

@@ -182,6 +182,9 @@ mod tests {
         assert_eq!(peak_tflops("NVIDIA H100 80GB HBM3"), Some(989.0));
         assert_eq!(peak_tflops("NVIDIA A100-SXM4-80GB"), Some(312.0));
         assert_eq!(peak_tflops("NVIDIA GeForce RTX 4090"), None);
+        // f32 with TF32 off: the CUDA cores' rate.
+        assert_eq!(super::super::super::peak_tflops("NVIDIA H200", Precision::F32), Some(67.0));
+        assert_eq!(super::super::super::peak_tflops("NVIDIA A100-PCIE-40GB", Precision::F32), Some(19.5));
     }
 
     /// Without a python that has torch, the PyTorch side is a reason, not an error; the built-in
