@@ -27,6 +27,8 @@ pub struct Modules {
     arch: String,
     modules: HashMap<&'static str, sys::CUmodule>,
     functions: HashMap<Kernel, sys::CUfunction>,
+    /// The dynamic shared memory each kernel was allowed beyond the default.
+    shared: HashMap<Kernel, u32>,
     /// Every file loaded so far, in order.
     pub compiled: Vec<Compiled>,
 }
@@ -71,7 +73,14 @@ pub fn compile_cached(file: &'static str, precision: Precision, arch: &str) -> R
 impl Modules {
     /// No module loaded yet; `arch` is the card's ("sm_90").
     pub fn new(precision: Precision, arch: String) -> Modules {
-        Modules { precision, arch, modules: HashMap::new(), functions: HashMap::new(), compiled: Vec::new() }
+        Modules {
+            precision,
+            arch,
+            modules: HashMap::new(),
+            functions: HashMap::new(),
+            shared: HashMap::new(),
+            compiled: Vec::new(),
+        }
     }
 
     pub fn arch(&self) -> &str {
@@ -103,6 +112,21 @@ impl Modules {
         for f in files() {
             self.load(f)?;
         }
+        Ok(())
+    }
+
+    /// Lets `f` take `bytes` of dynamic shared memory (above the default 48 KiB a kernel must ask
+    /// for it), once per kernel and size.
+    pub fn allow_shared(&mut self, k: Kernel, f: sys::CUfunction, bytes: u32) -> Result<()> {
+        if bytes <= 48 * 1024 || self.shared.get(&k).is_some_and(|&b| b >= bytes) {
+            return Ok(());
+        }
+        let attr = sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+        // SAFETY: `f` is a function of a loaded module.
+        unsafe { result::function::set_function_attribute(f, attr, bytes as i32) }.map_err(|e| {
+            Error::Device(format!("kernel {}: {bytes} bytes of shared memory refused: {}", k.name(), describe(e)))
+        })?;
+        self.shared.insert(k, bytes);
         Ok(())
     }
 
