@@ -1,11 +1,13 @@
-//! Data: tokenizers, `prepare` (text → train.bin / val.bin / vocab.json, as nanoGPT's prepare.py),
-//! `Dataset` (the prepared bins, memory-mapped, with nanoGPT's random batches and fixed eval windows), and
-//! the synthetic Bigram-Backcopy task (`backcopy`) behind the same `Dataset`.
+//! Data: tokenizers, `prepare` (text → train.bin / val.bin / vocab.json, as nanoGPT's prepare.py; GPT-2
+//! BPE streamed over a file of any size), `Dataset` (the prepared bins, memory-mapped as `Tokens`, with
+//! nanoGPT's random batches and fixed eval windows), and the synthetic Bigram-Backcopy task (`backcopy`)
+//! behind the same `Dataset`.
 
 mod backcopy;
 mod dataset;
 mod pickle;
 mod prepare;
+mod stream;
 mod tokenizer;
 mod tokens;
 mod vocab;
@@ -13,7 +15,8 @@ mod vocab;
 pub use backcopy::{Backcopy, TaskLoss, DEFAULT_TRIGGERS, TRAIN_WINDOWS, VAL_SEQUENCES};
 pub use dataset::{Dataset, Split};
 pub use prepare::{
-    prepare, read_input, tokenize, PrepareReport, INPUT_TXT, TINY_SHAKESPEARE, TINY_SHAKESPEARE_URL, TRAIN_BIN, VAL_BIN,
+    input_path, prepare, prepare_file, read_input, tokenize, PrepareReport, INPUT_TXT, TINY_SHAKESPEARE,
+    TINY_SHAKESPEARE_URL, TRAIN_BIN, VAL_BIN,
 };
 pub use tokenizer::{Tokenizer, TokenizerKind, GPT2_VOCAB_SIZE};
 pub use tokens::Tokens;
