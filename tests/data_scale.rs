@@ -133,3 +133,43 @@ fn streamed_prepare_errors_match_the_in_memory_ones() {
     assert!(matches!(e, Error::Io { ref path, .. } if path.ends_with("missing.txt")), "{e}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn gpt2_data_trains_with_the_presets_padded_vocabulary() {
+    use quietgpt::config::Config;
+    use quietgpt::train::trainer::Trainer;
+    // The gpt2-124m preset's vocab_size 50304 over GPT-2 BPE data (50257 ids) in a model small enough for CI.
+    let d = temp_dir("scale-pad");
+    prepare_file(&shakespeare(), &d.join("data"), TokenizerKind::Gpt2, None).unwrap();
+    let build = |extra: &[&str]| {
+        let mut o: Vec<String> = [
+            "n_layer=1",
+            "n_head=2",
+            "n_embd=16",
+            "block_size=32",
+            "batch_size=2",
+            "gradient_accumulation_steps=2",
+            "max_iters=2",
+            "warmup_iters=1",
+            "lr_decay_iters=2",
+            "eval_interval=2",
+            "eval_iters=1",
+            "threads=1",
+        ]
+        .map(String::from)
+        .to_vec();
+        o.push(format!("data_dir={:?}", d.join("data").display().to_string()));
+        o.push(format!("out_dir={:?}", d.join("out").display().to_string()));
+        o.extend(extra.iter().map(|s| s.to_string()));
+        Config::build(Some("gpt2-124m"), None, &o).unwrap()
+    };
+    let (tr, evals) = common::train_collecting_val_losses(build(&[]));
+    assert_eq!((tr.engine.config().vocab_size, tr.data.vocab_size()), (50304, 50257));
+    assert!(evals.iter().all(|l| l.is_finite() && (l - 50304f64.ln()).abs() < 0.5), "{evals:?}");
+    drop(tr);
+    // Smaller than the data's vocabulary is an error that names both sizes; equal is fine.
+    let e = Trainer::new(build(&["vocab_size=50000"])).err().unwrap().to_string();
+    assert!(e.contains("vocab_size = 50000") && e.contains("vocabulary of 50257"), "{e}");
+    assert_eq!(Trainer::new(build(&["vocab_size=50257"])).unwrap().engine.config().vocab_size, 50257);
+    let _ = std::fs::remove_dir_all(&d);
+}
