@@ -31,7 +31,8 @@ const MAX_IN_FLIGHT: usize = 64;
 
 /// Tokenize `input` with GPT-2 BPE into `out_dir/{train.bin, val.bin, vocab.json}`, streaming. `chunk_bytes`
 /// is the size of the pieces tokenized at once; `None` picks one from the file's size and the thread count
-/// (up to `MAX_CHUNK`), so that a small file still gives every thread work.
+/// (up to `MAX_CHUNK`), so that a small file still gives every thread work. Runs on rayon's global pool
+/// (which it starts at its default size, one thread per core, if nothing has yet).
 pub fn prepare_gpt2_file(input: &Path, out_dir: &Path, chunk_bytes: Option<usize>) -> Result<PrepareReport> {
     let open = || File::open(input).map_err(|e| Error::io(input, e));
     let len = open()?.metadata().map_err(|e| Error::io(input, e))?.len();

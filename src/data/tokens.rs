@@ -6,9 +6,11 @@
 //! the mapped bytes are the ids; on a big-endian one the file is read and converted instead (as before
 //! mapping existed), so the data is the same on every host.
 //!
-//! Every id is checked against the vocabulary at open: a parallel maximum over chunks (memory-bandwidth
-//! bound, about a second per few GB once the file is in the page cache), and only when that maximum is out
-//! of range a search for the first offending position to name in the error.
+//! Every id is checked against the vocabulary at open: a maximum (vectorised; 0.3 s per 10⁹ tokens on one
+//! core once the file is in the page cache, so a few seconds for OpenWebText's 9·10⁹; from disk the read
+//! dominates), and only when that is out of range a search for the first offending position to name in the
+//! error. It runs on the calling thread, not on rayon's pool: `quietgpt train` opens the data before it
+//! sizes that pool from the config, which it can only do while the pool has not started.
 
 use std::fmt;
 use std::fs::File;
@@ -18,7 +20,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use memmap2::Mmap;
-use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
@@ -144,13 +145,11 @@ impl fmt::Debug for Tokens {
 
 /// Every id below `vocab_size`, or `Error::Data` naming the first that is not (its position and value).
 fn check_ids(ids: &[u16], vocab_size: usize, path: &Path) -> Result<()> {
-    const CHUNK: usize = 1 << 20;
-    let max = ids.par_chunks(CHUNK).map(|c| c.iter().copied().max().unwrap_or(0)).max();
-    match max {
+    match ids.iter().copied().max() {
         Some(m) if usize::from(m) >= vocab_size => {}
         _ => return Ok(()),
     }
-    let pos = ids.par_iter().position_first(|&id| usize::from(id) >= vocab_size).unwrap_or(0);
+    let pos = ids.iter().position(|&id| usize::from(id) >= vocab_size).unwrap_or(0);
     Err(Error::Data(format!(
         "{}: token id {} at position {pos} is outside the vocabulary of {vocab_size} tokens",
         path.display(),
