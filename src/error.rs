@@ -17,6 +17,9 @@ pub enum Error {
     Diverged(String),
     /// Another process holds the output directory's lock (the message names it).
     Locked(String),
+    /// The GPU side: a CUDA library that cannot be found or loaded, a kernel that does not compile (the
+    /// message names the library or file and the fix).
+    Device(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -36,6 +39,7 @@ impl fmt::Display for Error {
             Error::Checkpoint(m) => write!(f, "checkpoint error: {m}"),
             Error::Diverged(m) => write!(f, "training diverged: {m}"),
             Error::Locked(m) => write!(f, "output directory locked: {m}"),
+            Error::Device(m) => write!(f, "device error: {m}"),
         }
     }
 }

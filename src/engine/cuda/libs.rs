@@ -1,0 +1,132 @@
+//! Where the CUDA libraries and headers are, on a machine that may have a CUDA toolkit, NVIDIA's Python
+//! wheels (`pip install nvidia-cuda-nvrtc==13.0.*` …, files under `site-packages/nvidia/cu13/{lib,include,bin}`),
+//! both or neither.
+//!
+//! cudarc loads each library with `dlopen` by name (`libnvrtc.so.13`, …) on first use and panics when it
+//! is absent, and the wheels' folder is not on the loader's search path. So `preload` looks for the file
+//! in the known folders first and opens it by its absolute path: glibc's `dlopen` by name then finds the
+//! already loaded library by its SONAME, and cudarc uses it. No `LD_LIBRARY_PATH` is needed, and a missing
+//! library is an `Error::Device` that names it and the fix, never a panic.
+//!
+//! The folders, in order: `$QUIETGPT_CUDA_WHEELS/nvidia/cu13` (a `pip install --target` folder, as
+//! `scripts/cuda-wheels.sh` makes), `$CUDA_PATH`, `/usr/local/cuda`, the Python environment's
+//! `nvidia/cu13` (asked of `python3` when it exists), and `~/.cache/quietgpt/cuda-wheels-13.0` (the
+//! script's default folder). Libraries on `LD_LIBRARY_PATH` or in the system's paths come first: `preload`
+//! leaves a library that `dlopen` finds by name alone to cudarc.
+
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+/// The wheels' install command, for messages.
+pub const WHEELS_FIX: &str =
+    "pip install nvidia-cuda-nvrtc==13.0.* nvidia-cuda-runtime==13.0.* nvidia-cuda-cccl==13.0.* \
+     nvidia-cuda-crt==13.0.* (scripts/cuda-wheels.sh does it into ~/.cache/quietgpt/cuda-wheels-13.0) and set \
+     QUIETGPT_CUDA_WHEELS to the --target folder, or LD_LIBRARY_PATH=<site-packages>/nvidia/cu13/lib; or install \
+     a CUDA 13 toolkit (its lib64)";
+
+/// The roots that may hold `lib`, `include` and `bin` (wheel roots `…/nvidia/cu13`, toolkit roots), in
+/// order of preference, existing folders only.
+pub fn cuda_roots() -> Vec<PathBuf> {
+    let mut roots = Vec::new();
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(w) = env("QUIETGPT_CUDA_WHEELS") {
+        roots.push(w.join("nvidia/cu13"));
+    }
+    if let Some(c) = env("CUDA_PATH") {
+        roots.push(c);
+    }
+    roots.push(PathBuf::from("/usr/local/cuda"));
+    roots.extend(python_nvidia_dirs().iter().map(|d| d.join("cu13")));
+    if let Some(h) = env("HOME") {
+        roots.push(h.join(".cache/quietgpt/cuda-wheels-13.0/nvidia/cu13"));
+    }
+    let mut unique: Vec<PathBuf> = Vec::new();
+    for r in roots {
+        if r.is_dir() && !unique.contains(&r) {
+            unique.push(r);
+        }
+    }
+    unique
+}
+
+/// The library folders of the roots (`lib64` of a toolkit, `lib` of a wheel).
+pub fn lib_dirs() -> Vec<PathBuf> {
+    cuda_roots().into_iter().flat_map(|r| [r.join("lib64"), r.join("lib")]).filter(|d| d.is_dir()).collect()
+}
+
+/// The header folders: `$QUIETGPT_CUDA_INCLUDE` (colon-separated) first, then `include` and
+/// `include/cccl` (the wheels keep `cuda/std` and `nv/target` there) of each root.
+pub fn include_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var("QUIETGPT_CUDA_INCLUDE")
+        .map(|v| v.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect())
+        .unwrap_or_default();
+    for r in cuda_roots() {
+        dirs.push(r.join("include"));
+        dirs.push(r.join("include/cccl"));
+    }
+    dirs.retain(|d| d.is_dir());
+    dirs
+}
+
+/// A program of the CUDA tools (`ptxas`, …) in the roots' `bin`.
+pub fn tool(name: &str) -> Option<PathBuf> {
+    cuda_roots().into_iter().map(|r| r.join("bin").join(name)).find(|p| p.is_file())
+}
+
+/// The `nvidia` package folders of the Python environment (`python3 -c 'import nvidia'`), asked once;
+/// none when there is no python3 or no such package.
+fn python_nvidia_dirs() -> &'static [PathBuf] {
+    static DIRS: OnceLock<Vec<PathBuf>> = OnceLock::new();
+    DIRS.get_or_init(|| {
+        let out = std::process::Command::new("python3")
+            .args(["-c", "import nvidia\nfor p in nvidia.__path__: print(p)"])
+            .stderr(std::process::Stdio::null())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {
+                String::from_utf8_lossy(&o.stdout).lines().filter(|l| !l.is_empty()).map(PathBuf::from).collect()
+            }
+            _ => Vec::new(),
+        }
+    })
+}
+
+/// Libraries opened by `preload`, kept open for the life of the process.
+static OPENED: Mutex<Vec<libloading::Library>> = Mutex::new(Vec::new());
+
+/// Opens the library `name` so that a later `dlopen` by name (cudarc's) finds it: from
+/// `$QUIETGPT_CUDA_WHEELS` when that is set and holds it, else by name alone (LD_LIBRARY_PATH, the
+/// system's paths), else from the first of `lib_dirs` that holds it. Returns the path it was opened from
+/// (None: by name). An error, naming the library and `fix`, when it is nowhere or does not load.
+pub fn preload(name: &str, fix: &str) -> Result<Option<PathBuf>> {
+    let dirs = lib_dirs();
+    if let Some(w) = std::env::var_os("QUIETGPT_CUDA_WHEELS").filter(|v| !v.is_empty()) {
+        let path = Path::new(&w).join("nvidia/cu13/lib").join(name);
+        if path.is_file() {
+            return open(&path).map(|()| Some(path));
+        }
+    }
+    // SAFETY: loading a CUDA library runs its initialisers, which have no preconditions.
+    if let Ok(lib) = unsafe { libloading::Library::new(name) } {
+        OPENED.lock().unwrap_or_else(|e| e.into_inner()).push(lib);
+        return Ok(None);
+    }
+    let Some(path) = dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()) else {
+        let searched: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        return Err(Error::Device(format!(
+            "{name} not found (looked on LD_LIBRARY_PATH, in the system's paths and in [{}]); {fix}",
+            searched.join(", ")
+        )));
+    };
+    open(&path).map(|()| Some(path))
+}
+
+/// Opens the library at `path` and keeps it open.
+pub fn open(path: &Path) -> Result<()> {
+    // SAFETY: as in `preload`.
+    let lib = unsafe { libloading::Library::new(path) }
+        .map_err(|e| Error::Device(format!("{}: cannot be loaded: {e}", path.display())))?;
+    OPENED.lock().unwrap_or_else(|e| e.into_inner()).push(lib);
+    Ok(())
+}
