@@ -8,7 +8,7 @@
 #
 # Skips the download when DIR already holds them. Prints DIR on the last line of stdout (the rest goes to
 # stderr), so that `export QUIETGPT_CUDA_WHEELS="$(scripts/cuda-wheels.sh | tail -n1)"` works.
-# Needs python3 with pip (`pip install --target` bypasses PEP 668's externally-managed check); about 135 MB.
+# Needs python3 with pip (`pip install --target` bypasses PEP 668's externally-managed check); about 350 MB on disk.
 set -euo pipefail
 
 dir="${1:-${QUIETGPT_CUDA_WHEELS:-$HOME/.cache/quietgpt/cuda-wheels-13.0}}"
@@ -23,7 +23,7 @@ if have; then
   exit 0
 fi
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-case "$(mkdir -p "$dir" && cd "$dir" && pwd)/" in
+case "$(realpath -m "$dir")/" in
   "$repo"/*) echo "cuda-wheels: $dir is inside the repository; choose a folder outside it" >&2; exit 1 ;;
 esac
 py="${PYTHON:-python3}"
@@ -36,7 +36,10 @@ echo "cuda-wheels: installing the CUDA 13.0 NVRTC, headers and ptxas wheels into
 # never leaves a half-installed folder that `have` would take for a whole one.
 tmp="$(mktemp -d "$dir.tmp.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
-"$py" -m pip install --quiet --disable-pip-version-check --no-warn-script-location --target "$tmp" \
+# --no-deps: the five are the whole set (nvcc's own dependencies are runtime and crt, listed, and nvvm, which
+# ptxas does not need: 170 MB saved).
+PIP_ROOT_USER_ACTION=ignore "$py" -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+  --no-deps --target "$tmp" \
   'nvidia-cuda-nvrtc==13.0.*' 'nvidia-cuda-runtime==13.0.*' 'nvidia-cuda-cccl==13.0.*' \
   'nvidia-cuda-crt==13.0.*' 'nvidia-cuda-nvcc==13.0.*' >&2
 rm -rf "$dir"
