@@ -14,7 +14,7 @@ use quietgpt::engine::cuda::libs;
 use quietgpt::engine::cuda::nvrtc::{self, Module};
 use quietgpt::engine::cuda::plan::Precision;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -181,6 +181,13 @@ fn kernels_compile_for_every_precision_and_arch_without_spills() {
             for m in &modules {
                 assert_eq!(&m.cubin[..4], b"\x7fELF", "{}: the CUBIN is an ELF file", m.file);
                 assert!(m.ptx.contains(&format!(".target {arch}")), "{}: PTX for {arch}", m.file);
+                assert!(
+                    !m.log.contains("warning"),
+                    "{} ({}, {arch}): NVRTC warns:\n{}",
+                    m.file,
+                    precision.name(),
+                    m.log
+                );
             }
             for k in Kernel::all() {
                 let ptx = &by_file[k.file()].ptx;
@@ -242,13 +249,14 @@ fn a_compile_error_names_the_file_and_carries_nvrtc_log() {
 
 #[test]
 fn missing_nvrtc_is_an_error_that_names_it_not_a_panic() {
-    // In a child process that can find no CUDA (no wheels folder, an empty home, no python3, no
-    // LD_LIBRARY_PATH), loading NVRTC must return the error; the child checks it and exits 0.
+    // In a child process that can find no CUDA (an empty home, no python3, no LD_LIBRARY_PATH), loading
+    // NVRTC must return the error; the child checks it and exits 0.
     if std::env::var_os("QUIETGPT_TEST_NO_CUDA").is_some() {
         match nvrtc::load() {
             Err(e) => {
                 let m = e.to_string();
                 assert!(m.contains("libnvrtc.so.13") && m.contains("pip install nvidia-cuda-nvrtc==13.0"), "{m}");
+                eprintln!("{m}");
                 assert!(nvrtc::compile("layernorm.cu", Precision::F32, "sm_90").is_err());
             }
             Ok(v) => eprintln!("NOTE: NVRTC {v:?} is on this system's library path: the missing case cannot be made"),
@@ -257,19 +265,24 @@ fn missing_nvrtc_is_an_error_that_names_it_not_a_panic() {
     }
     let empty = std::env::temp_dir().join(format!("quietgpt-no-cuda-{}", std::process::id()));
     std::fs::create_dir_all(&empty).unwrap();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "missing_nvrtc_is_an_error_that_names_it_not_a_panic", "--nocapture"])
-        .env_clear()
-        .env("QUIETGPT_TEST_NO_CUDA", "1")
-        .env("HOME", &empty)
-        .env("QUIETGPT_CUDA_WHEELS", &empty)
-        .env("PATH", PathBuf::from(&empty))
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&empty);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && text.contains("1 passed"), "the child failed:\n{text}");
-    if let Some(note) = text.lines().find(|l| l.starts_with("NOTE:")) {
-        eprintln!("{note}");
+    // once with nothing set, once with QUIETGPT_CUDA_WHEELS naming a folder without the wheels
+    for wheels in [None, Some(&empty)] {
+        let mut child = Command::new(std::env::current_exe().unwrap());
+        child
+            .args(["--exact", "missing_nvrtc_is_an_error_that_names_it_not_a_panic", "--nocapture"])
+            .env_clear()
+            .env("QUIETGPT_TEST_NO_CUDA", "1")
+            .env("HOME", &empty)
+            .env("PATH", &empty);
+        if let Some(w) = wheels {
+            child.env("QUIETGPT_CUDA_WHEELS", w);
+        }
+        let out = child.output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.contains("1 passed"), "the child ({wheels:?}) failed:\n{text}");
+        for line in text.lines().filter(|l| l.starts_with("NOTE:") || l.starts_with("device error")) {
+            eprintln!("{line}");
+        }
     }
+    let _ = std::fs::remove_dir_all(&empty);
 }

@@ -89,24 +89,32 @@ pub fn load() -> Result<(i32, i32)> {
         unsafe { sys::nvrtcVersion(&mut major, &mut minor) }
             .result()
             .map_err(|e| format!("nvrtcVersion failed: {e:?}"))?;
-        let from = found.map_or("the system's library paths".to_string(), |p| p.display().to_string());
+        let from = found.as_ref().map_or("the system's library paths".to_string(), |p| p.display().to_string());
         if major != 13 {
             return Err(format!("NVRTC {major}.{minor} (from {from}) is not CUDA 13's; {FIX_NVRTC}"));
         }
         libs::preload(&format!("libnvrtc-builtins.so.{major}.{minor}"), FIX_NVRTC).map_err(err)?;
+        // the root of the library (…/lib/libnvrtc.so.13 → …), whose headers go first
+        let _ = NVRTC_ROOT.set(found.and_then(|p| Some(p.parent()?.parent()?.to_path_buf())));
         Ok((major, minor))
     });
     r.clone().map_err(Error::Device)
 }
 
-/// The NVRTC options of one build (see the module's doc).
+/// The folder NVRTC was loaded from, when `load` opened it by path.
+static NVRTC_ROOT: OnceLock<Option<PathBuf>> = OnceLock::new();
+
+/// The NVRTC options of one build (see the module's doc). The header folders of the CUDA that NVRTC
+/// came from go first (after `$QUIETGPT_CUDA_INCLUDE`), so that its headers are not mixed with another
+/// version's.
 pub fn options(precision: Precision, arch: &str) -> Vec<String> {
     let mut opts = vec![format!("-arch={arch}"), "-std=c++17".to_string()];
     opts.push(match precision {
         Precision::F32 => "--fmad=false".to_string(),
         Precision::Bf16 => "-DQG_BF16".to_string(),
     });
-    opts.extend(libs::include_dirs().iter().map(|d| format!("-I{}", d.display())));
+    let dirs = libs::include_dirs_from(NVRTC_ROOT.get().and_then(|r| r.as_deref()));
+    opts.extend(dirs.iter().map(|d| format!("-I{}", d.display())));
     opts
 }
 
