@@ -119,9 +119,11 @@ pub enum Kernel {
     LayerNormBackward,
     /// (partial F32 (R,C), inp X (N,C), N, C, R): partial[r] = Σ of rows [r·⌈N/R⌉, (r+1)·⌈N/R⌉) in order
     ColumnSumPartial,
-    /// (out F32 (C) +=, partial F32 (R,C), R, C): out += Σ_r partial[r] in order of r
+    /// (out F32 (C) +=, partial F32 (R,C), R, C): out += Σ_r partial[r] in order of r, each partial added
+    /// onto out in turn: ((out + p₀) + p₁) + … (as the CPU engine adds its blocks' partials)
     ColumnSumFinish,
-    /// (partial F32 (R), x F32 (n), n, R): partial[r] = Σ x² over elements [r·⌈n/R⌉, (r+1)·⌈n/R⌉)
+    /// (partial F32 (R), x F32 (n), n, R): partial[r] = Σ x² over elements [r·⌈n/R⌉, (r+1)·⌈n/R⌉),
+    /// accumulated in f64 and rounded once
     NormSquaredPartial,
     /// (x F32 (n) in place, n, s): x *= s
     ScaleF32,
@@ -144,6 +146,7 @@ pub enum Kernel {
     AttnRowForward(RowKernel),
     /// (dpreatt X (BH,T,T), dnull OptF32 (BH·T), datt X (BH,T,T), att X, preatt X, sink OptX (NH), BH,
     /// T, NH, zeta, gamma): ∂L/∂scores (j ≤ i; 0 above); dnull[bh·T + i] = the row's ∂L/∂(null logit)
+    /// (−p_null·D for quiet and sink, 0 for the others)
     AttnRowBackward(RowKernel),
     /// (dsink F32 (NH) +=, dnull F32 (B,NH,T), B, NH, T): dsink[h] += Σ_b Σ_i dnull[b,h,i]
     SinkBackward,
