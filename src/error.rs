@@ -17,8 +17,8 @@ pub enum Error {
     Diverged(String),
     /// Another process holds the output directory's lock (the message names it).
     Locked(String),
-    /// A device (GPU) that is missing, or whose libraries are missing or fail (the message says which
-    /// and how to fix it).
+    /// The GPU side: no GPU, a CUDA library that cannot be found or loaded, a kernel that does not
+    /// compile (the message names the library or file and the fix).
     Device(String),
 }
 

@@ -33,6 +33,47 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     rename(&tmp, path)
 }
 
+/// `write_atomic` for a file written in pieces (a streamed `train.bin`): the pieces go to `<path>.tmp`,
+/// which `commit` syncs and renames over `path`. Dropped without `commit` (an error on the way), the
+/// temporary file is removed and `path` is left as it was.
+pub struct AtomicFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: Option<std::io::BufWriter<fs::File>>,
+}
+
+impl AtomicFile {
+    pub fn create(path: &Path) -> Result<AtomicFile> {
+        let tmp = tmp_path(path);
+        let file = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        Ok(AtomicFile { path: path.to_path_buf(), tmp, file: Some(std::io::BufWriter::with_capacity(1 << 20, file)) })
+    }
+
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        let f = self.file.as_mut().expect("AtomicFile is written only before commit");
+        f.write_all(bytes).map_err(|e| Error::io(&self.tmp, e))
+    }
+
+    /// Flush, sync and rename into place.
+    pub fn commit(mut self) -> Result<()> {
+        let f = self.file.take().expect("AtomicFile is committed once");
+        let res = f.into_inner().map_err(|e| e.into_error()).and_then(|f| f.sync_all());
+        if let Err(e) = res {
+            let _ = fs::remove_file(&self.tmp);
+            return Err(Error::io(&self.tmp, e));
+        }
+        rename(&self.tmp, &self.path)
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 /// `value` as pretty JSON with a final newline, written atomically.
 pub fn write_json_atomic<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Error::Data(format!("{}: {e}", path.display())))? + "\n";
@@ -155,5 +196,32 @@ fn pid_alive(pid: u32) -> bool {
         Path::new("/proc").join(pid.to_string()).exists()
     } else {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_file_replaces_only_on_commit() {
+        let dir = std::env::temp_dir().join(format!("quietgpt-atomic-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("train.bin");
+        fs::write(&path, b"old").unwrap();
+        let mut f = AtomicFile::create(&path).unwrap();
+        f.write_all(b"new, ").unwrap();
+        assert!(tmp_path(&path).exists());
+        drop(f); // an error on the way: the old file stays, the temporary one goes
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        assert!(!tmp_path(&path).exists());
+        let mut f = AtomicFile::create(&path).unwrap();
+        f.write_all(b"new, ").unwrap();
+        f.write_all(b"in pieces").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        f.commit().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new, in pieces");
+        assert!(!tmp_path(&path).exists());
+        let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -25,6 +25,7 @@ macro_rules! presets {
 /// Every preset, one file each in `configs/`.
 pub const PRESETS: &[Preset] = presets![
     "default",
+    "gpt2-124m",
     "shakespeare-char",
     "shakespeare-char-cpu",
     "tiny",

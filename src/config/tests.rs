@@ -14,6 +14,21 @@ fn presets_parse_and_validate() {
 }
 
 #[test]
+fn gpt2_124m_is_nanogpts_train_gpt2() {
+    // nanoGPT config/train_gpt2.py over train.py's defaults, vocab_size 50304 (model.py's padded GPT-2).
+    let c = Config::preset("gpt2-124m").unwrap();
+    assert_eq!((c.n_layer, c.n_head, c.n_embd, c.block_size, c.vocab_size), (12, 12, 768, 1024, 50304));
+    assert_eq!((c.batch_size, c.gradient_accumulation_steps), (12, 40));
+    assert_eq!(c.batch_size * c.block_size * c.gradient_accumulation_steps, 491_520);
+    assert_eq!((c.max_iters, c.lr_decay_iters, c.warmup_iters), (600_000, 600_000, 2000));
+    assert_eq!((c.learning_rate, c.min_lr, c.weight_decay, c.beta1, c.beta2), (6e-4, 6e-5, 0.1, 0.9, 0.95));
+    assert_eq!((c.dropout, c.bias, c.grad_clip, c.decay_lr, c.always_save_checkpoint), (0.0, false, 1.0, true, true));
+    assert_eq!((c.eval_interval, c.eval_iters, c.log_interval), (1000, 200, 10));
+    assert_eq!((c.data_dir.as_str(), c.device.as_str()), ("data/openwebtext", "cpu"));
+    assert_eq!(c.vocab_size % 64, 0);
+}
+
+#[test]
 fn overrides_win_and_unknown_keys_fail() {
     let c = Config::build(
         Some("shakespeare-char"),

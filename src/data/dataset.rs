@@ -1,5 +1,6 @@
-//! A prepared data directory in memory, and nanoGPT's batch sampling over it; or the synthetic
-//! Bigram-Backcopy task (`backcopy`), generated on the fly behind the same interface.
+//! A prepared data directory (its `.bin` files memory-mapped, see `Tokens`), and nanoGPT's batch sampling
+//! over it; or the synthetic Bigram-Backcopy task (`backcopy`), generated on the fly behind the same
+//! interface.
 //!
 //! A start token. With `bos` (the config key; always for backcopy) every window starts with a BOS
 //! token, id = the tokenizer's vocabulary size (one past the text's ids, so the model's vocabulary is
@@ -8,12 +9,12 @@
 //! Attention Sink Emerges in Language Models": with a fixed first token most heads sink on it).
 
 use std::fmt;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use super::backcopy::{Backcopy, TRAIN_WINDOWS, VAL_SEQUENCES};
 use super::prepare::{TINY_SHAKESPEARE, TRAIN_BIN, VAL_BIN};
 use super::tokenizer::Tokenizer;
+use super::tokens::Tokens;
 use super::vocab::{META_PKL, VOCAB_FILE};
 use crate::config::{Config, DataKind};
 use crate::error::{Error, Result};
@@ -42,9 +43,9 @@ impl fmt::Display for Split {
 
 #[derive(Clone, Debug)]
 pub struct Dataset {
-    /// The text's token ids (empty for the backcopy task).
-    pub train: Vec<u16>,
-    pub val: Vec<u16>,
+    /// The text's token ids (memory-mapped when opened from a directory; empty for the backcopy task).
+    pub train: Tokens,
+    pub val: Tokens,
     pub tokenizer: Tokenizer,
     /// Where the data came from (named in messages).
     pub dir: PathBuf,
@@ -55,11 +56,11 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Load `dir/{train.bin, val.bin}` and the tokenizer, checking every id against the vocabulary.
+    /// Map `dir/{train.bin, val.bin}` and load the tokenizer, checking every id against the vocabulary.
     pub fn open(dir: &Path) -> Result<Dataset> {
         let tokenizer = Tokenizer::load(dir)?;
-        let train = read_bin(&dir.join(TRAIN_BIN), tokenizer.vocab_size())?;
-        let val = read_bin(&dir.join(VAL_BIN), tokenizer.vocab_size())?;
+        let train = Tokens::open(&dir.join(TRAIN_BIN), tokenizer.vocab_size())?;
+        let val = Tokens::open(&dir.join(VAL_BIN), tokenizer.vocab_size())?;
         if tokenizer == Tokenizer::Gpt2 && !dir.join(VOCAB_FILE).exists() && !dir.join(META_PKL).exists() {
             // Not an error (nanoGPT's GPT-2 data directories have no vocabulary file), but not silent either.
             static SAID: std::sync::Once = std::sync::Once::new();
@@ -71,7 +72,7 @@ impl Dataset {
                 )
             });
         }
-        Ok(Dataset::from_tokens(train, val, tokenizer, dir))
+        Ok(Dataset { train, val, tokenizer, dir: dir.to_path_buf(), bos: None, task: None })
     }
 
     /// The data a config asks for: the task for `data = "backcopy"`; otherwise the prepared text in `dir`
@@ -95,7 +96,7 @@ impl Dataset {
 
     /// Text already in memory (no BOS).
     pub fn from_tokens(train: Vec<u16>, val: Vec<u16>, tokenizer: Tokenizer, dir: &Path) -> Dataset {
-        Dataset { train, val, tokenizer, dir: dir.to_path_buf(), bos: None, task: None }
+        Dataset { train: train.into(), val: val.into(), tokenizer, dir: dir.to_path_buf(), bos: None, task: None }
     }
 
     /// The Bigram-Backcopy task over Tiny Shakespeare's characters with `triggers` trigger tokens.
@@ -104,8 +105,8 @@ impl Dataset {
         let ids = tokenizer.encode(TINY_SHAKESPEARE)?;
         let task = Backcopy::from_ids(&ids, tokenizer.vocab_size(), triggers)?;
         Ok(Dataset {
-            train: Vec::new(),
-            val: Vec::new(),
+            train: Tokens::default(),
+            val: Tokens::default(),
             bos: Some(task.bos()),
             tokenizer,
             dir: PathBuf::from("(backcopy task)"),
@@ -254,28 +255,6 @@ impl Dataset {
             }
         }
     }
-}
-
-fn read_bin(path: &Path, vocab_size: usize) -> Result<Vec<u16>> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        let hint = if e.kind() == io::ErrorKind::NotFound { " (run `quietgpt prepare` to create it)" } else { "" };
-        Error::io(path, io::Error::new(e.kind(), format!("{e}{hint}")))
-    })?;
-    if bytes.len() % 2 != 0 {
-        return Err(Error::Data(format!(
-            "{}: {} bytes is not a whole number of u16 tokens; the file is truncated",
-            path.display(),
-            bytes.len()
-        )));
-    }
-    let ids: Vec<u16> = bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
-    if let Some((pos, &id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab_size) {
-        return Err(Error::Data(format!(
-            "{}: token id {id} at position {pos} is outside the vocabulary of {vocab_size} tokens",
-            path.display()
-        )));
-    }
-    Ok(ids)
 }
 
 #[cfg(test)]

@@ -1,20 +1,25 @@
-//! Data: tokenizers, `prepare` (text → train.bin / val.bin / vocab.json, as nanoGPT's prepare.py),
-//! `Dataset` (the prepared bins in memory, with nanoGPT's random batches and fixed eval windows), and
-//! the synthetic Bigram-Backcopy task (`backcopy`) behind the same `Dataset`.
+//! Data: tokenizers, `prepare` (text → train.bin / val.bin / vocab.json, as nanoGPT's prepare.py; GPT-2
+//! BPE streamed over a file of any size), `Dataset` (the prepared bins, memory-mapped as `Tokens`, with
+//! nanoGPT's random batches and fixed eval windows), and the synthetic Bigram-Backcopy task (`backcopy`)
+//! behind the same `Dataset`.
 
 mod backcopy;
 mod dataset;
 mod pickle;
 mod prepare;
+mod stream;
 mod tokenizer;
+mod tokens;
 mod vocab;
 
 pub use backcopy::{Backcopy, TaskLoss, DEFAULT_TRIGGERS, TRAIN_WINDOWS, VAL_SEQUENCES};
 pub use dataset::{Dataset, Split};
 pub use prepare::{
-    prepare, read_input, tokenize, PrepareReport, INPUT_TXT, TINY_SHAKESPEARE, TINY_SHAKESPEARE_URL, TRAIN_BIN, VAL_BIN,
+    input_path, prepare, prepare_file, read_input, tokenize, PrepareReport, INPUT_TXT, TINY_SHAKESPEARE,
+    TINY_SHAKESPEARE_URL, TRAIN_BIN, VAL_BIN,
 };
 pub use tokenizer::{Tokenizer, TokenizerKind, GPT2_VOCAB_SIZE};
+pub use tokens::Tokens;
 
 /// 64-bit FNV-1a of a byte stream: the fingerprint of data (prepared tokens, the backcopy task's table).
 pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {

@@ -1,10 +1,12 @@
 //! Turning a text file into train.bin / val.bin / vocab.json, as nanoGPT's prepare.py scripts do:
-//! the first 90% of the characters train, the rest validate; ids are little-endian u16.
+//! the first 90% of the characters train, the rest validate; ids are little-endian u16. `prepare` works on
+//! text in memory; `prepare_file` streams a GPT-2 BPE file of any size (`stream`) with the same result.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::stream::prepare_gpt2_file;
 use super::tokenizer::{Tokenizer, TokenizerKind};
 use crate::error::{Error, Result};
 use crate::fs::{tmp_path, write_atomic};
@@ -32,6 +34,22 @@ pub fn prepare(text: &str, out_dir: &Path, kind: TokenizerKind) -> Result<Prepar
     Ok(PrepareReport { vocab_size: tok.vocab_size(), train_tokens: train_ids.len(), val_tokens: val_ids.len() })
 }
 
+/// `prepare` of the text file `input`: GPT-2 BPE streamed in chunks of about `chunk_bytes` (None: chosen
+/// from the file's size, at most 32 MiB) tokenized in parallel, so memory stays bounded for any size of
+/// file; char-level in memory (its vocabulary is the whole text's). The files are those of `prepare`, byte
+/// for byte.
+pub fn prepare_file(
+    input: &Path,
+    out_dir: &Path,
+    kind: TokenizerKind,
+    chunk_bytes: Option<usize>,
+) -> Result<PrepareReport> {
+    match kind {
+        TokenizerKind::Gpt2 => prepare_gpt2_file(input, out_dir, chunk_bytes),
+        TokenizerKind::Char => prepare(&read_text(input)?, out_dir, kind),
+    }
+}
+
 /// What `prepare` writes, in memory: the tokenizer and the train and val ids.
 pub fn tokenize(text: &str, kind: TokenizerKind) -> Result<(Tokenizer, Vec<u16>, Vec<u16>)> {
     if text.is_empty() {
@@ -51,13 +69,17 @@ pub fn tokenize(text: &str, kind: TokenizerKind) -> Result<(Tokenizer, Vec<u16>,
 /// nanoGPT's `data[:int(n*0.9)]`, `data[int(n*0.9):]` with n counted in code points (Python `len`),
 /// the product taken in f64 and truncated as Python's `int` does.
 fn split_90_10(text: &str) -> (&str, &str) {
-    let n = text.chars().count();
-    let n_train = (n as f64 * 0.9) as usize;
+    let n_train = train_chars(text.chars().count() as u64) as usize;
     let at = text.char_indices().nth(n_train).map_or(text.len(), |(b, _)| b);
     text.split_at(at)
 }
 
-fn to_le_bytes(ids: &[u16]) -> Vec<u8> {
+/// Characters of train among `n`: Python's `int(n * 0.9)`.
+pub(super) fn train_chars(n: u64) -> u64 {
+    (n as f64 * 0.9) as u64
+}
+
+pub(super) fn to_le_bytes(ids: &[u16]) -> Vec<u8> {
     ids.iter().flat_map(|id| id.to_le_bytes()).collect()
 }
 
@@ -69,10 +91,16 @@ pub const TINY_SHAKESPEARE: &str = include_str!("../../assets/tinyshakespeare.tx
 /// Tiny Shakespeare is downloaded there; if the download fails (offline), the copy built into the
 /// binary (`TINY_SHAKESPEARE`, the same file) is written there instead. Says on stderr which it used.
 pub fn read_input(path: Option<&Path>, cache_dir: &Path) -> Result<String> {
-    read_input_from(path, cache_dir, TINY_SHAKESPEARE_URL)
+    read_text(&input_path(path, cache_dir)?)
 }
 
-fn read_input_from(path: Option<&Path>, cache_dir: &Path, url: &str) -> Result<String> {
+/// `read_input`'s file, without reading it: `path` if given, else `cache_dir/input.txt`, fetched or
+/// written from the built-in copy as `read_input` says.
+pub fn input_path(path: Option<&Path>, cache_dir: &Path) -> Result<PathBuf> {
+    input_path_from(path, cache_dir, TINY_SHAKESPEARE_URL)
+}
+
+fn input_path_from(path: Option<&Path>, cache_dir: &Path, url: &str) -> Result<PathBuf> {
     let Some(p) = path else {
         let cached = cache_dir.join(INPUT_TXT);
         if cached.exists() {
@@ -96,9 +124,9 @@ fn read_input_from(path: Option<&Path>, cache_dir: &Path, url: &str) -> Result<S
                 }
             }
         }
-        return read_text(&cached);
+        return Ok(cached);
     };
-    read_text(p)
+    Ok(p.to_path_buf())
 }
 
 fn read_text(path: &Path) -> Result<String> {
@@ -170,7 +198,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("quietgpt-offline-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         // Port 9 on loopback refuses at once: the download fails as it would offline.
-        let text = read_input_from(None, &dir, "http://127.0.0.1:9/input.txt").unwrap();
+        let text = read_text(&input_path_from(None, &dir, "http://127.0.0.1:9/input.txt").unwrap()).unwrap();
         assert_eq!(text, TINY_SHAKESPEARE);
         assert_eq!(text.len(), 1_115_394);
         assert!(text.starts_with("First Citizen:"));

@@ -119,9 +119,11 @@ pub enum Kernel {
     LayerNormBackward,
     /// (partial F32 (R,C), inp X (N,C), N, C, R): partial[r] = Σ of rows [r·⌈N/R⌉, (r+1)·⌈N/R⌉) in order
     ColumnSumPartial,
-    /// (out F32 (C) +=, partial F32 (R,C), R, C): out += Σ_r partial[r] in order of r
+    /// (out F32 (C) +=, partial F32 (R,C), R, C): out += Σ_r partial[r] in order of r, each partial added
+    /// onto out in turn: ((out + p₀) + p₁) + … (as the CPU engine adds its blocks' partials)
     ColumnSumFinish,
-    /// (partial F32 (R), x F32 (n), n, R): partial[r] = Σ x² over elements [r·⌈n/R⌉, (r+1)·⌈n/R⌉)
+    /// (partial F32 (R), x F32 (n), n, R): partial[r] = Σ x² over elements [r·⌈n/R⌉, (r+1)·⌈n/R⌉),
+    /// accumulated in f64 and rounded once
     NormSquaredPartial,
     /// (x F32 (n) in place, n, s): x *= s
     ScaleF32,
@@ -144,6 +146,7 @@ pub enum Kernel {
     AttnRowForward(RowKernel),
     /// (dpreatt X (BH,T,T), dnull OptF32 (BH·T), datt X (BH,T,T), att X, preatt X, sink OptX (NH), BH,
     /// T, NH, zeta, gamma): ∂L/∂scores (j ≤ i; 0 above); dnull[bh·T + i] = the row's ∂L/∂(null logit)
+    /// (−p_null·D for quiet and sink, 0 for the others)
     AttnRowBackward(RowKernel),
     /// (dsink F32 (NH) +=, dnull F32 (B,NH,T), B, NH, T): dsink[h] += Σ_b Σ_i dnull[b,h,i]
     SinkBackward,
@@ -307,10 +310,20 @@ impl Kernel {
 /// Threads per block of the kernels that do not choose otherwise.
 pub const BLOCK: u32 = 256;
 
+/// Rows per block of the kernels that give each row one warp (LayerNorm, the attention rows).
+pub const WARP_ROWS: u32 = BLOCK / 32;
+
 /// The launch geometry of `kernel` for its integer arguments `ints` (in signature order): (grid, block,
-/// dynamic shared bytes). The sources assume exactly this geometry.
+/// dynamic shared bytes). The sources assume exactly this geometry:
+/// - elementwise kernels: a thread per element;
+/// - LayerNorm (forward, fused residual, backward) and the attention rows: a warp per row, `WARP_ROWS`
+///   rows per block (N rows; BH·T rows);
+/// - a block per row: the cross-entropy (N), the gate (N, so that a row's logits are all read before σ
+///   replaces them); a block per bucket (the encoder's wte backward), per row chunk (column sums), per
+///   part (the norm), per head (the sink's gradient); a thread per column in the column sums' finish.
 pub fn geometry(kernel: Kernel, ints: &[i32]) -> ([u32; 3], [u32; 3], u32) {
     let blocks = |n: i64| ((n.max(1) + BLOCK as i64 - 1) / BLOCK as i64) as u32;
+    let warp_rows = |n: i64| ((n.max(1) + WARP_ROWS as i64 - 1) / WARP_ROWS as i64) as u32;
     let one = |g: u32| ([g.max(1), 1, 1], [BLOCK, 1, 1], 0);
     let i = |k: usize| ints[k] as i64;
     match kernel {
@@ -321,19 +334,68 @@ pub fn geometry(kernel: Kernel, ints: &[i32]) -> ([u32; 3], [u32; 3], u32) {
         Kernel::Dropout => one(blocks(i(0))),
         Kernel::AttentionPermute | Kernel::AttentionPermuteBackward => one(blocks(i(0) * i(1) * i(2) * i(3))),
         Kernel::AttentionUnpermute | Kernel::AttentionUnpermuteBackward => one(blocks(i(0) * i(1) * i(2) * i(3))),
-        Kernel::GateForward | Kernel::GateBackward => one(blocks(i(0) * i(1))),
         Kernel::AdamW | Kernel::Sgd => one(blocks(i(0))),
         // one block per bucket (token) of the encoder's backward
         Kernel::EncoderBackwardWte => one(i(0) as u32),
+        // one warp per row
+        Kernel::LayerNormForward | Kernel::ResidualLayerNormForward | Kernel::LayerNormBackward => one(warp_rows(i(0))),
+        // one warp per (head, row): BH·T rows
+        Kernel::AttnRowForward(_) | Kernel::AttnRowBackward(_) => one(warp_rows(i(0) * i(1))),
         // one block per row
-        Kernel::LayerNormForward | Kernel::ResidualLayerNormForward | Kernel::LayerNormBackward => one(i(0) as u32),
         Kernel::CrossEntropyForward | Kernel::CrossEntropyBackward => one(i(0) as u32),
-        // one block per (head, row): BH·T rows
-        Kernel::AttnRowForward(_) | Kernel::AttnRowBackward(_) => one((i(0) * i(1)) as u32),
+        Kernel::GateForward | Kernel::GateBackward => one(i(0) as u32),
         // one block per row chunk r, threads over columns
         Kernel::ColumnSumPartial => one(i(2) as u32),
         Kernel::ColumnSumFinish => one(blocks(i(1))),
         Kernel::NormSquaredPartial => one(i(1) as u32),
-        Kernel::SinkBackward => one(1),
+        // one block per head
+        Kernel::SinkBackward => one(i(1) as u32),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The integer arguments of `kernel` in signature order, every one `v` (a shape of v everywhere).
+    fn ints(kernel: Kernel, v: i32) -> Vec<i32> {
+        kernel.signature().iter().filter(|k| **k == I32).map(|_| v).collect()
+    }
+
+    #[test]
+    fn geometry_launches_at_least_one_block_of_at_most_1024_threads() {
+        for kernel in Kernel::all() {
+            for v in [1, 3, 31, 64, 1000, 50257] {
+                let (grid, block, shared) = geometry(kernel, &ints(kernel, v));
+                let name = kernel.name();
+                assert!(grid.iter().all(|&g| g >= 1), "{name}: grid {grid:?} for {v}");
+                assert!(
+                    block.iter().product::<u32>() <= 1024 && block.iter().all(|&b| b >= 1),
+                    "{name}: block {block:?}"
+                );
+                assert_eq!(block[0] % 32, 0, "{name}: a block of whole warps");
+                assert!(shared <= 48 * 1024, "{name}: {shared} bytes of shared memory");
+            }
+        }
+    }
+
+    #[test]
+    fn geometry_covers_every_row_and_element() {
+        let threads = |(g, b, _): ([u32; 3], [u32; 3], u32)| g[0] as u64 * b[0] as u64;
+        let (bh, t, n, c) = (2 * 12, 1000, 4096, 768);
+        for r in RowKernel::ALL {
+            for k in [Kernel::AttnRowForward(r), Kernel::AttnRowBackward(r)] {
+                let mut ints = ints(k, 0);
+                (ints[0], ints[1], ints[2]) = (bh, t, 12);
+                assert!(threads(geometry(k, &ints)) / 32 >= (bh * t) as u64, "{}", k.name());
+            }
+        }
+        for k in [Kernel::LayerNormForward, Kernel::ResidualLayerNormForward, Kernel::LayerNormBackward] {
+            assert!(threads(geometry(k, &[n, c])) / 32 >= n as u64, "{}", k.name());
+        }
+        assert!(threads(geometry(Kernel::AttentionPermute, &[2, t, 12, 64])) >= (2 * t * 768) as u64);
+        assert_eq!(geometry(Kernel::SinkBackward, &[2, 12, t]).0[0], 12);
+        assert_eq!(geometry(Kernel::GateForward, &[n, c, 12]).0[0], n as u32);
+        assert_eq!(geometry(Kernel::CrossEntropyBackward, &[n, 50257]).0[0], n as u32);
     }
 }

@@ -9,11 +9,16 @@
 //!   `cargo test` checks the plan against the CPU engine on a machine with no GPU.
 //! - `engine`: `PlanEngine<E>`, the `Engine` over any executor (`replay::Replay` or the CUDA one).
 //! - `device`: the CUDA executor (cudarc, loaded at run time: the program builds and runs without CUDA).
+//! - `nvrtc`: the kernels' sources and their compilation (NVRTC, PTX and CUBIN, a disk cache).
+//! - `libs`: where the CUDA libraries, headers and tools are (toolkit or Python wheels); loads them
+//!   by path so that cudarc finds them without `LD_LIBRARY_PATH`.
 
 pub mod build;
 pub mod device;
 pub mod engine;
 pub mod kernel;
+pub mod libs;
+pub mod nvrtc;
 pub mod plan;
 pub mod replay;
 
