@@ -1,9 +1,12 @@
 //! Finding CUDA at run time. cudarc loads libcuda, cuBLASLt and NVRTC with `dlopen` by name on first
-//! use and panics when one is missing; `probe` looks for each first and turns what is missing, a
-//! library of the wrong CUDA major version, or a driver that sees no GPU into one `Error::Device` that
-//! names every problem and its fix. Nothing in cudarc's `sys` modules may be called before `probe`
+//! use and panics when one is missing; `probe` looks for each first (cuBLASLt and NVRTC also in the
+//! wheel and toolkit folders of `engine::cuda::libs`, which opens them by path) and turns what is
+//! missing, a library of the wrong CUDA major version, or a driver that sees no GPU into one
+//! `Error::Device` that names every problem and its fix. Nothing in cudarc's `sys` modules may be called before `probe`
 //! has succeeded (it is what `CudaExecutor::new` and the self-test call first).
 
+use super::super::libs as cuda_libs;
+use super::super::nvrtc::load as nvrtc_load;
 use crate::{Error, Result};
 use cudarc::{cublaslt, driver, nvrtc};
 
@@ -78,8 +81,10 @@ pub fn missing_message(missing: &[Lib]) -> String {
     let mut m = format!("CUDA is not usable here: cannot load {}", names.join(", "));
     if missing.iter().any(|l| l.wheel().is_some()) {
         m.push_str(&format!(
-            "; after installing the wheels, let the loader find them: {WHEEL_LIBRARY_PATH} (or add a CUDA \
-             {CUDA_MAJOR} toolkit's lib64, e.g. /usr/local/cuda/lib64, to LD_LIBRARY_PATH)"
+            "; quietgpt looks on LD_LIBRARY_PATH, in $QUIETGPT_CUDA_WHEELS, $CUDA_PATH, /usr/local/cuda and python3's \
+             nvidia/cu13/lib: install the wheels into python3's environment, or let the loader find them: \
+             {WHEEL_LIBRARY_PATH} (or add a CUDA {CUDA_MAJOR} toolkit's lib64, e.g. /usr/local/cuda/lib64, to \
+             LD_LIBRARY_PATH)"
         ));
     }
     m.push_str("; or use --device=cpu");
@@ -162,10 +167,17 @@ pub fn describe(e: driver::DriverError) -> String {
 /// Looks for the libraries, checks their versions, initialises the driver and counts the GPUs: Ok
 /// only when the CUDA engine can start. Every failure is an `Error::Device` that says what to do.
 pub fn probe() -> Result<Found> {
+    // cuBLASLt and NVRTC may be in a wheel or toolkit folder that is not on the loader's path:
+    // `cuda::libs` opens them there by path first (cudarc's dlopen by name then finds them), and
+    // `nvrtc::load` checks NVRTC's version and its builtins library.
+    let _ = cuda_libs::preload(Lib::CublasLt.file(), "");
+    let nvrtc = nvrtc_load();
     let missing: Vec<Lib> = Lib::ALL.into_iter().filter(|l| !l.present()).collect();
     if !missing.is_empty() {
         return Err(Error::Device(missing_message(&missing)));
     }
+    // NVRTC present, but its builtins library or its version wrong: NVRTC's loader says which.
+    nvrtc?;
     // SAFETY: every library is present (checked above), so cudarc's loaders do not panic; the
     // version queries take only out-parameters.
     let (driver_version, cublaslt_version, nvrtc_version) = unsafe {

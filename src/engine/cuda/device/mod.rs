@@ -18,7 +18,6 @@ pub mod check;
 pub mod gemm;
 pub mod libs;
 pub mod modules;
-mod nvrtc_stub;
 
 use super::plan::{BufSpec, Dtype, GemmDesc, Launch, Op, Precision, View};
 use super::Executor;
@@ -193,7 +192,7 @@ impl CudaExecutor {
     fn launch(&mut self, l: &Launch) -> Result<()> {
         let packed = args::pack(l, &self.bufs, self.precision)?;
         let f = self.modules.function(l.kernel)?;
-        self.modules.allow_shared(l.kernel, f, l.shared_bytes)?;
+        self.modules.allow_shared(l.kernel, l.shared_bytes)?;
         let mut slots: Vec<u64> = packed.iter().map(|p| p.slot(|buf| self.ptrs[buf])).collect();
         let mut params: Vec<*mut std::ffi::c_void> = slots.iter_mut().map(|s| s as *mut u64 as *mut _).collect();
         let (g, b) = (l.grid, l.block);

@@ -3,9 +3,9 @@
 //! use; one function handle per kernel.
 
 use super::super::kernel::Kernel;
+use super::super::nvrtc;
 use super::super::plan::Precision;
 use super::libs::describe;
-use super::nvrtc_stub as nvrtc;
 use crate::{Error, Result};
 use cudarc::driver::{result, sys};
 use std::collections::HashMap;
@@ -117,10 +117,11 @@ impl Modules {
 
     /// Lets `f` take `bytes` of dynamic shared memory (above the default 48 KiB a kernel must ask
     /// for it), once per kernel and size.
-    pub fn allow_shared(&mut self, k: Kernel, f: sys::CUfunction, bytes: u32) -> Result<()> {
+    pub fn allow_shared(&mut self, k: Kernel, bytes: u32) -> Result<()> {
         if bytes <= 48 * 1024 || self.shared.get(&k).is_some_and(|&b| b >= bytes) {
             return Ok(());
         }
+        let f = self.function(k)?;
         let attr = sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
         // SAFETY: `f` is a function of a loaded module.
         unsafe { result::function::set_function_attribute(f, attr, bytes as i32) }.map_err(|e| {
