@@ -254,12 +254,18 @@ mod tests {
     use super::*;
     use sys::cublasLtMatrixLayoutAttribute_t as A;
 
-    /// The layouts as the real cuBLASLt stores them (host-side calls: no GPU needed, only
-    /// libcublasLt.so.13 on LD_LIBRARY_PATH, e.g. the torch venv's nvidia/cu13/lib).
-    #[test]
-    #[ignore = "needs libcublasLt.so.13 on LD_LIBRARY_PATH"]
-    fn cublaslt_stores_the_layout_attributes() {
+    /// Opens cuBLASLt where `engine::cuda::libs` finds it (LD_LIBRARY_PATH, a toolkit, python3's
+    /// nvidia/cu13/lib); these tests need the library, not a GPU (CI's wheels have no cuBLAS).
+    fn cublaslt() {
+        let _ = super::super::super::libs::preload("libcublasLt.so.13", "");
         assert!(super::super::libs::Lib::CublasLt.present(), "libcublasLt.so.13 not found");
+    }
+
+    /// The layouts as the real cuBLASLt stores them (host-side calls: no GPU needed).
+    #[test]
+    #[ignore = "needs libcublasLt.so.13 (pip install nvidia-cublas==13.*), no GPU"]
+    fn cublaslt_stores_the_layout_attributes() {
+        cublaslt();
         let l = Layout { elem: Elem::Bf16, rows: 64, cols: 67, ld: 64, batch: 8, stride: 64 * 67 };
         let h = create_layout(&l).unwrap();
         // cuBLASLt wants the attribute's exact size: reading with the size we set with checks it too.
@@ -296,9 +302,9 @@ mod tests {
     /// The matmul descriptor as the real cuBLASLt stores it: every attribute of `desc_attributes`
     /// (set with its C size) reads back.
     #[test]
-    #[ignore = "needs libcublasLt.so.13 on LD_LIBRARY_PATH"]
+    #[ignore = "needs libcublasLt.so.13 (pip install nvidia-cublas==13.*), no GPU"]
     fn cublaslt_stores_the_descriptor_attributes() {
-        assert!(super::super::libs::Lib::CublasLt.present(), "libcublasLt.so.13 not found");
+        cublaslt();
         let l = |elem, rows, cols| Layout { elem, rows, cols, ld: rows as i64, batch: 1, stride: 0 };
         let s = Shape {
             transa: Trans::T,
