@@ -80,3 +80,26 @@ fn nanogpt_bench_script_compiles() {
         .expect("python3 is needed to check bench/nanogpt_bench.py");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The executor's compile path without a GPU: every kernel file through `modules::compile_cached` for
+/// sm_90 in both precisions, each compiled once per process (the same CUBIN the second time). NVRTC as
+/// tests/cuda_compile.rs finds or installs it (which runs first); `QUIETGPT_SKIP_CUDA_COMPILE=1` skips.
+#[test]
+fn kernels_compile_once_per_process() {
+    use quietgpt::engine::cuda::device::modules::{compile_cached, files};
+    use quietgpt::engine::cuda::plan::Precision;
+    if std::env::var("QUIETGPT_SKIP_CUDA_COMPILE").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: the CUDA compile checks (QUIETGPT_SKIP_CUDA_COMPILE=1)");
+        return;
+    }
+    if let Err(e) = quietgpt::engine::cuda::nvrtc::load() {
+        panic!("NVRTC is needed (scripts/cuda-wheels.sh installs it; tests/cuda_compile.rs runs it): {e}");
+    }
+    for p in [Precision::F32, Precision::Bf16] {
+        for f in files() {
+            let a = compile_cached(f, p, "sm_90").unwrap_or_else(|e| panic!("{f} {p:?}: {e}"));
+            let b = compile_cached(f, p, "sm_90").unwrap();
+            assert!(std::sync::Arc::ptr_eq(&a, &b) && !a.cubin.is_empty(), "{f} {p:?}");
+        }
+    }
+}
