@@ -138,7 +138,8 @@ fn streamed_prepare_errors_match_the_in_memory_ones() {
 fn gpt2_data_trains_with_the_presets_padded_vocabulary() {
     use quietgpt::config::Config;
     use quietgpt::train::trainer::Trainer;
-    // The gpt2-124m preset's vocab_size 50304 over GPT-2 BPE data (50257 ids) in a model small enough for CI.
+    // The gpt2-124m preset's vocab_size 50304 over GPT-2 BPE data (50257 ids) in a model small enough for CI
+    // (on the CPU engine: the preset's device is cuda).
     let d = temp_dir("scale-pad");
     prepare_file(&shakespeare(), &d.join("data"), TokenizerKind::Gpt2, None).unwrap();
     let build = |extra: &[&str]| {
@@ -155,6 +156,7 @@ fn gpt2_data_trains_with_the_presets_padded_vocabulary() {
             "eval_interval=2",
             "eval_iters=1",
             "threads=1",
+            "device=cpu",
         ]
         .map(String::from)
         .to_vec();

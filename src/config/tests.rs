@@ -24,7 +24,7 @@ fn gpt2_124m_is_nanogpts_train_gpt2() {
     assert_eq!((c.learning_rate, c.min_lr, c.weight_decay, c.beta1, c.beta2), (6e-4, 6e-5, 0.1, 0.9, 0.95));
     assert_eq!((c.dropout, c.bias, c.grad_clip, c.decay_lr, c.always_save_checkpoint), (0.0, false, 1.0, true, true));
     assert_eq!((c.eval_interval, c.eval_iters, c.log_interval), (1000, 200, 10));
-    assert_eq!((c.data_dir.as_str(), c.device.as_str()), ("data/openwebtext", "cpu"));
+    assert_eq!((c.data_dir.as_str(), c.device.as_str()), ("data/openwebtext", "cuda"));
     assert_eq!(c.vocab_size % 64, 0);
 }
 
