@@ -3,23 +3,10 @@
 
 use super::cuda_emu::{close, rand, rx, Buf, A};
 use super::{each, tol};
-use quietgpt::config::AttentionKind;
 use quietgpt::engine::cpu::{attention, attention_gate, crossentropy};
 use quietgpt::engine::cuda::kernel::{Kernel, RowKernel};
 use quietgpt::engine::cuda::plan::Precision;
 use quietgpt::engine::dropout::Dropout;
-
-fn kind_of(rk: RowKernel) -> AttentionKind {
-    match rk {
-        RowKernel::Softmax => AttentionKind::Softmax,
-        RowKernel::Quiet => AttentionKind::Quiet,
-        RowKernel::Sink => AttentionKind::Sink,
-        RowKernel::Clipped => AttentionKind::Clipped,
-        RowKernel::Relu => AttentionKind::Relu,
-        RowKernel::Sigmoid => AttentionKind::Sigmoid,
-        RowKernel::Softpick => AttentionKind::Softpick,
-    }
-}
 
 /// Every row rule, forward and backward, against `attention::normalize` and `normalize_backward` row by
 /// row (rows of 1 to 70 keys, lanes striding past a warp), with a row of all-negative scores and an exact
@@ -35,7 +22,7 @@ fn attention_rows_forward_backward_and_sink() {
         for rk in RowKernel::ALL {
             let sink = rx(p, &rand(r, nh, 3.0));
             let (zeta, gamma) = (1.0f32, -12.0f32 / 64.0);
-            let var = attention::Variant { kind: kind_of(rk), sink: &sink, zeta, gamma };
+            let var = attention::Variant { kind: rk.kind(), sink: &sink, zeta, gamma };
             let mut pre = rand(r, bh * t * t, 4.0);
             for j in 0..t {
                 pre[5 * t + j] = -1.0 - j as f32; // row 5 (query 5): every score negative

@@ -60,6 +60,19 @@ impl RowKernel {
         }
     }
 
+    /// The attention variant whose row rule this is (the gated variants' rule is softmax's).
+    pub fn kind(self) -> AttentionKind {
+        match self {
+            RowKernel::Softmax => AttentionKind::Softmax,
+            RowKernel::Quiet => AttentionKind::Quiet,
+            RowKernel::Sink => AttentionKind::Sink,
+            RowKernel::Clipped => AttentionKind::Clipped,
+            RowKernel::Relu => AttentionKind::Relu,
+            RowKernel::Sigmoid => AttentionKind::Sigmoid,
+            RowKernel::Softpick => AttentionKind::Softpick,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             RowKernel::Softmax => "softmax",

@@ -124,6 +124,32 @@ pub struct GemmDesc {
 }
 
 impl GemmDesc {
+    /// A Linear layer's forward, nanoGPT's `x @ W.T (+ b)` for x (N, C) and W (OC, C), both row-major: in
+    /// column-major terms outᵀ (OC × N) = op(W) · xᵀ, W's stored (C × OC) read transposed, xᵀ stored
+    /// (C × N), as llm.c's matmul_forward.
+    pub fn linear(out: View, x: View, w: View, bias: Option<View>, n: usize, c: usize, oc: usize) -> GemmDesc {
+        GemmDesc {
+            transa: Trans::T,
+            transb: Trans::N,
+            m: oc,
+            n,
+            k: c,
+            alpha: 1.0,
+            beta: 0.0,
+            a: w,
+            lda: c,
+            stride_a: 0,
+            b: x,
+            ldb: c,
+            stride_b: 0,
+            d: out,
+            ldd: oc,
+            stride_d: 0,
+            batch: 1,
+            bias,
+        }
+    }
+
     /// Elements of an operand the descriptor reads, from its first: (rows, cols) of the stored
     /// column-major matrix and the batch stride.
     fn extent(rows: usize, cols: usize, ld: usize, stride: usize, batch: usize) -> usize {

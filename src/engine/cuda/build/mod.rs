@@ -86,27 +86,7 @@ impl<'a> Builder<'a> {
 
     /// out (N, OC) = inp (N, C) Wᵀ (+ bias), W (OC, C).
     pub fn linear_forward(&mut self, out: View, inp: View, w: View, bias: Option<View>, c: usize, oc: usize) {
-        let n = self.n();
-        self.ops.push(Op::Gemm(GemmDesc {
-            transa: Trans::T,
-            transb: Trans::N,
-            m: oc,
-            n,
-            k: c,
-            alpha: 1.0,
-            beta: 0.0,
-            a: w,
-            lda: c,
-            stride_a: 0,
-            b: inp,
-            ldb: c,
-            stride_b: 0,
-            d: out,
-            ldd: oc,
-            stride_d: 0,
-            batch: 1,
-            bias,
-        }));
+        self.ops.push(Op::Gemm(GemmDesc::linear(out, inp, w, bias, self.n(), c, oc)));
     }
 
     /// dinp (N, C) = (or += with `add`) dout (N, OC) W;  dW (OC, C) += doutᵀ inp;  db (OC) += Σ_n dout.

@@ -179,33 +179,13 @@ mod tests {
         plan.buffer(name, dtype, len)
     }
 
-    /// nanoGPT's `x @ W.T` for x (N, C) and W (OC, C), both row-major: in column-major terms
-    /// out^T (OC, N) = W (stored C×OC, read transposed) · x^T (stored C×N), as llm.c's matmul_forward.
+    /// A Linear layer's GEMM (`GemmDesc::linear`) over new buffers.
     fn linear(plan: &mut Plan, n: usize, c: usize, oc: usize, bias: bool) -> GemmDesc {
         let x = view(plan, "x", Dtype::X, n * c);
         let w = view(plan, "w", Dtype::X, oc * c);
         let out = view(plan, "out", Dtype::X, n * oc);
         let bias = bias.then(|| view(plan, "b", Dtype::X, oc));
-        GemmDesc {
-            transa: Trans::T,
-            transb: Trans::N,
-            m: oc,
-            n,
-            k: c,
-            alpha: 1.0,
-            beta: 0.0,
-            a: w,
-            lda: c,
-            stride_a: 0,
-            b: x,
-            ldb: c,
-            stride_b: 0,
-            d: out,
-            ldd: oc,
-            stride_d: 0,
-            batch: 1,
-            bias,
-        }
+        GemmDesc::linear(out, x, w, bias, n, c, oc)
     }
 
     fn types(plan: &Plan) -> impl Fn(View) -> Dtype + '_ {

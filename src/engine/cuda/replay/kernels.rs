@@ -2,10 +2,10 @@
 //! lines of the kernel's definition in `kernel.rs` where the CPU engine splits the work differently
 //! (the encoder's and LayerNorm's weight gradients, the column sums, the permutes).
 
-use super::super::kernel::{ActKernel, Kernel, RowKernel};
+use super::super::kernel::{ActKernel, Kernel};
 use super::super::plan::{Arg, Launch};
 use super::{check_args, Replay};
-use crate::config::{ActivationKind, AttentionKind, GeluKind};
+use crate::config::{ActivationKind, GeluKind};
 use crate::engine::cpu::attention::{from_scores, normalize, normalize_backward, Variant};
 use crate::engine::cpu::attention_gate::{gate_backward, gate_forward};
 use crate::engine::cpu::crossentropy::{crossentropy_backward, crossentropy_forward};
@@ -202,7 +202,7 @@ impl Replay {
             Kernel::AttnRowForward(rk) => {
                 let (bh, t, nh, zeta, gamma) = (int(3), int(4), int(5), flt(6), flt(7));
                 let (pre, sink) = (inp(self, 1)?, get(self, 2)?.unwrap_or_default());
-                let var = Variant { kind: kind_of(rk), sink: &sink, zeta, gamma };
+                let var = Variant { kind: rk.kind(), sink: &sink, zeta, gamma };
                 let att = self.floats_mut(v(0))?;
                 for r in 0..bh * t {
                     let (h, i) = ((r / t) % nh, r % t);
@@ -216,7 +216,7 @@ impl Replay {
                 let (bh, t, nh, zeta, gamma) = (int(6), int(7), int(8), flt(9), flt(10));
                 let (datt, att, pre) = (inp(self, 2)?, inp(self, 3)?, inp(self, 4)?);
                 let sink = get(self, 5)?.unwrap_or_default();
-                let var = Variant { kind: kind_of(rk), sink: &sink, zeta, gamma };
+                let var = Variant { kind: rk.kind(), sink: &sink, zeta, gamma };
                 let (mut dpre, mut dnull) = (vec![0.0; bh * t * t], vec![0.0; bh * t]);
                 for r in 0..bh * t {
                     let (h, i) = ((r / t) % nh, r % t);
@@ -323,19 +323,6 @@ impl Replay {
 fn each(b: usize, t: usize, nh: usize, hs: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
     (0..b)
         .flat_map(move |bi| (0..t).flat_map(move |ti| (0..nh).flat_map(move |h| (0..hs).map(move |e| (bi, ti, h, e)))))
-}
-
-/// The attention variant whose rule a row kernel is.
-fn kind_of(rk: RowKernel) -> AttentionKind {
-    match rk {
-        RowKernel::Softmax => AttentionKind::Softmax,
-        RowKernel::Quiet => AttentionKind::Quiet,
-        RowKernel::Sink => AttentionKind::Sink,
-        RowKernel::Clipped => AttentionKind::Clipped,
-        RowKernel::Relu => AttentionKind::Relu,
-        RowKernel::Sigmoid => AttentionKind::Sigmoid,
-        RowKernel::Softpick => AttentionKind::Softpick,
-    }
 }
 
 fn activation(a: ActKernel) -> Activation<f32> {
