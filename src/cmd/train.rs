@@ -98,6 +98,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         t
     } else if let Some(from) = &a.init_from {
         let config = Config::build(a.preset.as_deref(), a.config.as_deref(), overrides)?;
+        quietgpt::engine::probe(&config.device)?; // a missing GPU stands alone, not as a data problem
         fresh_out_dir(&config, a.overwrite)?;
         let hint = a.overrides.get("n_head").and_then(|n| n.parse().ok());
         let pre = hf::load(from, hint).with_context(|| format!("cannot load --init_from {}", from.display()))?;
@@ -124,6 +125,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         })?
     } else {
         let config = Config::build(a.preset.as_deref(), a.config.as_deref(), overrides)?;
+        quietgpt::engine::probe(&config.device)?; // a missing GPU stands alone, not as a data problem
         fresh_out_dir(&config, a.overwrite)?;
         // Only a missing data directory calls for `prepare` (its error says so); other data errors stand alone.
         let hint =
