@@ -11,7 +11,8 @@ use quietgpt::config::Config;
 #[command(after_help = "Examples:
   quietgpt bench                                  # the tiny shape, softmax
   quietgpt bench --preset medium --attention quiet --iters 10 --json
-  quietgpt bench --preset medium --batch_size 8 --threads 2")]
+  quietgpt bench --preset medium --batch_size 8 --threads 2
+  quietgpt bench --preset medium --device cuda --dtype float32   # the GPU engine in f32")]
 pub struct BenchArgs {
     /// The shape to time (any preset; tiny and medium are the shapes of bench/torch_reference.py)
     #[arg(long, value_name = "NAME", default_value = "tiny")]
@@ -43,9 +44,12 @@ pub struct BenchArgs {
     /// Override the preset's batch_size
     #[arg(long, value_name = "N")]
     batch_size: Option<usize>,
-    /// Where to run: cpu (the only engine of this build; cuda is refused with a clear error)
-    #[arg(long, value_name = "cpu|cuda", default_value = "cpu")]
+    /// Where to run: cpu, or cuda / cuda:N (the GPU engine)
+    #[arg(long, value_name = "cpu|cuda[:N]", default_value = "cpu")]
     device: String,
+    /// The arithmetic: auto (bfloat16 on cuda, float32 on cpu), bfloat16 (cuda only) or float32
+    #[arg(long, value_name = "DTYPE", default_value = "auto")]
+    dtype: String,
     /// Print the result as one JSON line instead of a table
     #[arg(long)]
     json: bool,
@@ -70,6 +74,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     }
     overrides.push(format!("device={:?}", a.device));
+    overrides.push(format!("dtype={:?}", a.dtype));
     let cfg = Config::build(Some(&a.preset), None, &overrides)?;
     a.threads.start()?;
     let r = quietgpt::train::bench::run(&cfg, &cfg.device, &a.preset, a.vocab_size, a.iters, a.warmup)?;
