@@ -188,11 +188,6 @@ impl GemmDesc {
         }
         Ok(())
     }
-
-    /// Multiply-adds of the GEMM (for FLOP counts).
-    pub fn flops(&self) -> f64 {
-        2.0 * (self.m * self.n * self.k * self.batch) as f64
-    }
 }
 
 /// A kernel launch: the kernel, its arguments in signature order, and its geometry.
@@ -214,11 +209,10 @@ pub enum Op {
     Zero(View),
 }
 
-/// Buffers and the order of the ops over them.
+/// The buffers a plan's ops run over (allocated once; the ops of each call are built by `build`).
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
     pub bufs: Vec<BufSpec>,
-    pub ops: Vec<Op>,
 }
 
 impl Plan {

@@ -21,8 +21,6 @@ pub struct Replay {
     f: Vec<Vec<f32>>,
     u: Vec<Vec<u32>>,
     dtypes: Vec<Dtype>,
-    /// Ops run so far (for messages).
-    pub ops_run: usize,
 }
 
 impl Replay {
@@ -146,16 +144,6 @@ pub fn check_args(l: &Launch) -> Result<()> {
     Ok(())
 }
 
-/// The dtype each argument's buffer must have (for executors that know the buffers).
-pub fn dtype_of(kind: ArgKind) -> Option<Dtype> {
-    match kind {
-        ArgKind::X | ArgKind::OptX => Some(Dtype::X),
-        ArgKind::F32 | ArgKind::OptF32 => Some(Dtype::F32),
-        ArgKind::U32 => Some(Dtype::U32),
-        _ => None,
-    }
-}
-
 impl Executor for Replay {
     fn name(&self) -> &'static str {
         "replay"
@@ -179,7 +167,6 @@ impl Executor for Replay {
                 Op::Launch(l) => self.launch(l)?,
                 Op::Zero(v) => self.floats_mut(*v)?.fill(0.0),
             }
-            self.ops_run += 1;
         }
         Ok(())
     }
