@@ -625,13 +625,7 @@ fn attention_case(kind: AttentionKind, dropout: bool, std: f64, seed: u64) {
     let num = numeric(&qkv, &all(n), &g, fwd);
     let tag = format!("attention {kind} dropout={dropout} std={std}");
     check(&format!("{tag} dqkv"), &d, &num, &all(n));
-    // each of q, k and v gets a non-trivial gradient
-    for (part, name) in ["q", "k", "v"].iter().enumerate() {
-        let m = (0..b * t)
-            .flat_map(|r| (0..c).map(move |ch| r * 3 * c + part * c + ch))
-            .fold(0.0f64, |m, i| m.max(d[i].abs()));
-        assert!(m > 1e-4, "{tag}: d{name} is zero");
-    }
+    assert_qkv_parts_nonzero(&tag, &d, b * t, c);
 }
 
 #[test]

@@ -215,12 +215,7 @@ fn kernel_fd(k: Kernel, kind: AttentionKind, dropout: bool, std: f64, seed: u64)
     let (d, _) = backward(k, &g, &qkv, &saved, &v, dropout, b, t, c, nh);
     let num = numeric(&qkv, &all(qkv.len()), &g, |x| forward(k, x, &v, dropout, b, t, c, nh).0);
     check(&format!("attention {tag} dqkv"), &d, &num, &all(qkv.len()));
-    for (part, name) in ["q", "k", "v"].iter().enumerate() {
-        let m = (0..b * t)
-            .flat_map(|r| (0..c).map(move |ch| r * 3 * c + part * c + ch))
-            .fold(0.0f64, |m, i| m.max(d[i].abs()));
-        assert!(m > 1e-4, "{tag}: d{name} is zero");
-    }
+    assert_qkv_parts_nonzero(&tag, &d, b * t, c);
 }
 
 #[test]

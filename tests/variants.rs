@@ -30,15 +30,8 @@ use quietgpt::rng::Rng;
 use quietgpt::train::checkpoint::{self, TrainState};
 use std::collections::HashMap;
 
-const NEW: [AttentionKind; 7] = [
-    AttentionKind::Clipped,
-    AttentionKind::Gated,
-    AttentionKind::Outgate,
-    AttentionKind::Sink,
-    AttentionKind::Relu,
-    AttentionKind::Sigmoid,
-    AttentionKind::Softpick,
-];
+/// The variants beyond softmax and quiet (the first two of `AttentionKind::ALL`).
+const NEW: &[AttentionKind] = AttentionKind::ALL.split_at(2).1;
 
 /// The pre-clip values a·u + γ of every visible (row, key), u the softmax, from the reference; rows of
 /// one key are left out (u ≡ 1 there does not depend on the scores).
@@ -733,7 +726,7 @@ fn short_runs_learn_and_round_trip() {
     let text = std::fs::read_to_string(shakespeare()).expect("assets/tinyshakespeare.txt");
     prepare(&text, &dir.join("data"), TokenizerKind::Char).unwrap();
     let data = Dataset::open(&dir.join("data")).unwrap();
-    for kind in NEW {
+    for &kind in NEW {
         let out = dir.join(format!("out-{kind}"));
         let o: Vec<String> = [
             "n_layer=2",

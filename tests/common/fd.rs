@@ -163,3 +163,14 @@ pub fn model_case_cfg(cfg: ModelConfig, dropout: f32, b: usize, t: usize) {
     // the loss is a deterministic function: the same forward again gives the same loss
     assert_eq!(m.forward(&idx, Some(&tg), b, t, drop).unwrap().unwrap(), loss0);
 }
+
+/// Each of q, k and v gets a non-trivial part of ∂L/∂qkv (B·T, 3C): a kernel that drops one of them would
+/// still pass a finite-difference check of the others.
+pub fn assert_qkv_parts_nonzero(tag: &str, d: &[f64], bt: usize, c: usize) {
+    for (part, name) in ["q", "k", "v"].iter().enumerate() {
+        let m = (0..bt)
+            .flat_map(|r| (0..c).map(move |ch| r * 3 * c + part * c + ch))
+            .fold(0.0f64, |m, i| m.max(d[i].abs()));
+        assert!(m > 1e-4, "{tag}: d{name} is zero");
+    }
+}
